@@ -1,0 +1,3 @@
+from earlywarn.cli import main
+
+raise SystemExit(main())

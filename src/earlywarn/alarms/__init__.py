@@ -1,0 +1,1 @@
+"""Alarm lifecycle: episodes, acknowledge, dispose, close, shelve, deadlines, escalation."""

@@ -1,0 +1,1 @@
+"""Notices to supervisors: channels, grouping, reminders, escalation, acknowledge links."""

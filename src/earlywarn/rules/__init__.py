@@ -1,0 +1,1 @@
+"""The rules stage: rule files -> RuleSpecs -> vectorized evaluation of ReadingBatches into Signals."""
