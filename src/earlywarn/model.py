@@ -283,3 +283,23 @@ class Site:
 
 
 PLANTS: tuple[str, ...] = ("hazchem", "dust", "aluminum", "steel")
+
+
+# ---------------------------------------------------------------------------------------------
+# Notices
+
+
+@dataclass(frozen=True, slots=True)
+class NoticeRecord:
+    """One delivery attempt of one notice for one alarm on one channel: a row of the `notices` table."""
+
+    notice_id: str
+    alarm_id: str
+    channel: str  # mqtt | webhook | email | log
+    recipient: str
+    tier: str
+    reason: str  # raised | reactivated | escalated | reminder
+    sent_at_ms: int
+    outcome: str  # delivered | failed | retrying | dead_letter | suppressed
+    error: str = ""
+    attempt: int = 1
