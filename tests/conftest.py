@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from brokers import Mosquitto  # noqa: E402
+
+
+@pytest.fixture
+def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
+    """A real mosquitto on a free loopback port (persistence on, max_inflight_messages 1000)."""
+    broker = Mosquitto(tmp_path / "broker").start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+@pytest.fixture
+def mosquitto_default_window(tmp_path: Path) -> Iterator[Mosquitto]:
+    """A mosquitto with the stock in-flight window (20), to show acks held for a batch do not stall."""
+    broker = Mosquitto(tmp_path / "broker20", max_inflight=20).start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
