@@ -49,6 +49,7 @@ class RawMessage:
     payload: bytes
     mid: int = 0
     received_ms: int = 0
+    session: int = 0  # broker connection it arrived on: an ack is only valid on the same connection
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,166 @@
+"""Ingest: the paho-mqtt client. Receives telemetry, hands it on, acknowledges only after commit.
+
+No-loss contract: the engine subscribes at QoS 1 with a persistent session and *manual* acknowledgement.
+`on_message` only enqueues; the pipeline calls `ack()` for a message once everything derived from it is
+committed to DuckDB. A crash before that makes the broker redeliver; the store drops the duplicate.
+
+Message ids are per connection: after a reconnect the broker redelivers every unacknowledged message,
+possibly reusing ids. Acknowledging an id from an earlier connection could acknowledge a different,
+not-yet-committed message, so each message carries the connection `session` it arrived on and acks for
+older sessions are dropped (the broker redelivers those messages; the store dedups them).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import ssl
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from earlywarn.clock import Clock, SystemClock
+from earlywarn.config import BrokerConfig
+from earlywarn.metrics import Metrics
+from earlywarn.model import RawMessage
+
+log = logging.getLogger("earlywarn.ingest")
+
+
+class MqttIngest:
+    """A paho client feeding RawMessages into `out` and acknowledging them on request."""
+
+    def __init__(
+        self,
+        cfg: BrokerConfig,
+        out: queue.SimpleQueue[RawMessage],
+        *,
+        metrics: Metrics | None = None,
+        clock: Clock | None = None,
+        subscribe: bool = True,
+    ) -> None:
+        self.cfg = cfg
+        self.out = out
+        self.metrics = metrics or Metrics()
+        self.clock = clock or SystemClock()
+        self._subscribe = subscribe
+        self._session = 0
+        self._connected = threading.Event()
+        self._connects = 0
+        v5 = cfg.protocol == "5"
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=cfg.client_id,
+            # MQTT 3.1.1 has no session expiry: a persistent session is clean_session=False
+            clean_session=None if v5 else False,
+            protocol=MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311,
+            manual_ack=True,
+        )
+        self.client.reconnect_delay_set(
+            min_delay=max(1, cfg.reconnect_min_ms // 1000), max_delay=max(1, cfg.reconnect_max_ms // 1000)
+        )
+        # paho's own outgoing queue (notices) must not grow without bound while the broker is away
+        self.client.max_queued_messages_set(100_000)
+        # an unbounded number of our own QoS 1 publishes (notices) in flight
+        self.client.max_inflight_messages_set(1000)
+        user, password = cfg.credentials()
+        if user is not None:
+            self.client.username_pw_set(user, password)
+        if cfg.tls:
+            self.client.tls_set(
+                ca_certs=cfg.ca_file or None,
+                certfile=cfg.cert_file or None,
+                keyfile=cfg.key_file or None,
+                cert_reqs=ssl.CERT_REQUIRED,
+                tls_version=ssl.PROTOCOL_TLS_CLIENT,
+            )
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Connect in the background; paho reconnects with backoff by itself from then on."""
+        props = None
+        if self.cfg.protocol == "5":
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = max(1, self.cfg.session_expiry_ms // 1000)
+            # the broker may have this many unacknowledged QoS 1 messages in flight to us: acks wait for
+            # the commit of a whole micro-batch, so a small window would stall the stream
+            props.ReceiveMaximum = self.cfg.receive_maximum
+        kwargs: dict[str, Any] = {"keepalive": max(5, self.cfg.keepalive_ms // 1000)}
+        if self.cfg.protocol == "5":
+            kwargs["clean_start"] = False
+            kwargs["properties"] = props
+        self.client.connect_async(self.cfg.host, self.cfg.port, **kwargs)
+        self.client.loop_start()
+
+    def wait_connected(self, timeout_s: float) -> bool:
+        return self._connected.wait(timeout_s)
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def stop(self) -> None:
+        try:
+            self.client.disconnect()
+        finally:
+            self.client.loop_stop()
+            self._connected.clear()
+            self.metrics.broker_connected.set(0)
+
+    # -- acknowledgement ---------------------------------------------------------------------------
+
+    def ack(self, messages: Iterable[RawMessage]) -> int:
+        """Acknowledge committed messages of the current connection; returns how many were acked."""
+        n = 0
+        session = self._session
+        for m in messages:
+            if m.mid and m.session == session:
+                self.client.ack(m.mid, 1)
+                n += 1
+        return n
+
+    def publish(self, topic: str, payload: bytes, qos: int = 1) -> None:
+        """Publish on the engine's own connection (notices). Queued by paho while disconnected."""
+        self.client.publish(topic, payload, qos=qos)
+
+    # -- paho callbacks (network thread: never block, never raise) ------------------------------------
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+        if getattr(reason_code, "is_failure", False):
+            log.warning("broker refused the connection: %s", reason_code)
+            return
+        self._session += 1
+        self._connects += 1
+        if self._connects > 1:
+            self.metrics.reconnects.inc()
+        log.info(
+            "connected to %s:%s (session present: %s)",
+            self.cfg.host, self.cfg.port, getattr(flags, "session_present", "?"),
+        )
+        if self._subscribe:
+            # resubscribe every time: harmless when the session kept the subscription, vital when it did not
+            client.subscribe([(t, 1) for t in self.cfg.topics])
+        self._connected.set()
+        self.metrics.broker_connected.set(1)
+
+    def _on_disconnect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any
+    ) -> None:
+        self._connected.clear()
+        self.metrics.broker_connected.set(0)
+        log.warning("disconnected from the broker (%s); reconnecting", reason_code)
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        # QoS 0 messages need no ack: mid 0 marks them
+        mid = msg.mid if msg.qos > 0 else 0
+        self.out.put(RawMessage(msg.topic, msg.payload, mid, self.clock.now_ms(), self._session))
+        self.metrics.messages.inc()
