@@ -61,7 +61,8 @@ CREATE TABLE IF NOT EXISTS alarms (
     suppressed          BOOLEAN     NOT NULL DEFAULT false,
     chattering          BOOLEAN     NOT NULL DEFAULT false,
     flood               BOOLEAN     NOT NULL DEFAULT false,
-    updated_at          TIMESTAMPTZ
+    updated_at          TIMESTAMPTZ,
+    last_notified_at    TIMESTAMPTZ         -- model.Alarm.last_notified_ms (reminder timing survives a restart)
 );
 
 CREATE TABLE IF NOT EXISTS alarm_events (
@@ -104,4 +105,46 @@ CREATE TABLE IF NOT EXISTS engine_state (
     value       BLOB,
     batch_seq   BIGINT,
     updated_at  TIMESTAMPTZ
+);
+
+-- Store bookkeeping (not part of the public contract).
+
+-- One row per committed micro-batch, written inside that batch's transaction: the durable commit counter
+-- (batch_seq survives batches without readings) and the witness that a batch is complete, which lets the
+-- store decide after an ambiguous COMMIT failure whether the batch is in.
+CREATE TABLE IF NOT EXISTS store_commits (
+    batch_seq       BIGINT PRIMARY KEY,
+    committed_at    TIMESTAMPTZ NOT NULL,
+    fresh           INTEGER     NOT NULL,   -- readings inserted from CommitBatch.fresh
+    late            INTEGER     NOT NULL,   -- readings inserted from CommitBatch.maybe_dup
+    duplicates      INTEGER     NOT NULL,   -- readings of CommitBatch.maybe_dup already stored, dropped
+    rejects         INTEGER     NOT NULL,
+    signals         INTEGER     NOT NULL,
+    alarms          INTEGER     NOT NULL,
+    events          INTEGER     NOT NULL,
+    notices         INTEGER     NOT NULL
+);
+
+-- Newest stored reading per sensor, maintained with every commit, so that a restart learns it without
+-- scanning all of `readings` (max(ts) GROUP BY over years of history would take seconds to minutes).
+CREATE TABLE IF NOT EXISTS sensor_last_ts (
+    site        VARCHAR NOT NULL,
+    tag         VARCHAR NOT NULL,
+    last_ts_ms  BIGINT  NOT NULL,
+    PRIMARY KEY (site, tag)
+);
+
+-- Point look-ups by the API and the notification log; these tables are small next to `readings`, which
+-- deliberately has no index (an ART index would cost insert throughput and memory on the hot path).
+CREATE INDEX IF NOT EXISTS alarm_events_alarm_id ON alarm_events (alarm_id);
+CREATE INDEX IF NOT EXISTS notices_alarm_id ON notices (alarm_id);
+
+-- One row per committed micro-batch: the engine clock it was evaluated at. After a restart the rule
+-- state is rebuilt from the last snapshot by re-evaluating the readings of later batches at the same
+-- engine clock, which reproduces the state exactly (the engine is deterministic in its inputs).
+CREATE TABLE IF NOT EXISTS batches (
+    batch_seq     BIGINT PRIMARY KEY,
+    now_ms        BIGINT      NOT NULL,
+    committed_at  TIMESTAMPTZ NOT NULL,
+    readings      INTEGER     NOT NULL
 );
