@@ -1,0 +1,522 @@
+"""Decode stage: MQTT telemetry messages -> one columnar ReadingBatch plus the rejects (product.md §3).
+
+Pure: no I/O and no clock reads (`now_ms` is handed in), so a replay decodes exactly as the live run did.
+
+Two paths, one contract:
+
+* **Fast path** (the hot path). The whole payload is decoded by msgspec straight into typed Structs whose
+  field types and constraints *are* the contract (int `ts` within range, `q` a known literal, `value` a
+  number/bool/null). If that succeeds, the message only needs a few C-level list checks (tags already seen,
+  newest `ts` not in the future) and its columns are appended whole. No per-reading branches in Python.
+* **Slow path** (the source of truth for reasons). Anything the fast path does not accept in one piece --
+  RFC 3339 strings, a bad reading among good ones, NaN literals, garbage -- is decoded generically and
+  every reading is validated on its own, so bad readings get their reason and good neighbours are kept.
+
+The fast path only ever *accepts* a whole message or hands it to the slow path; it never produces a reject.
+So the reasons have a single definition and a test can check both paths agree (`Decoder(fast=False)`).
+
+One polars frame is built per `decode()` call, not per message.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections import Counter
+from collections.abc import Container, Sequence
+from dataclasses import dataclass
+from datetime import date
+from functools import lru_cache
+from typing import Annotated, Any, Final, Literal
+
+import msgspec
+from msgspec import UNSET, Meta, UnsetType
+
+from earlywarn.config import IngestConfig
+from earlywarn.model import RawMessage, ReadingBatch, Reject
+
+__all__ = [
+    "REJECT_REASONS",
+    "TS_MAX_MS",
+    "TS_MIN_MS",
+    "DecodeResult",
+    "Decoder",
+    "parse_rfc3339_ms",
+    "site_of_topic",
+]
+
+# ---------------------------------------------------------------------------------------------
+# Reasons. Stable snake_case: they are Prometheus label values and rows of the `rejects` table.
+
+# message-level
+BAD_TOPIC: Final = "bad_topic"
+UNKNOWN_SITE: Final = "unknown_site"
+PAYLOAD_TOO_LARGE: Final = "payload_too_large"
+NOT_JSON: Final = "not_json"
+TOO_DEEP: Final = "too_deep"
+NOT_OBJECT: Final = "not_object"
+BAD_READINGS: Final = "bad_readings"
+DECODE_ERROR: Final = "decode_error"
+# reading-level
+BAD_READING: Final = "bad_reading"
+MISSING_TAG: Final = "missing_tag"
+BAD_TAG: Final = "bad_tag"
+MISSING_TS: Final = "missing_ts"
+BAD_TS: Final = "bad_ts"
+TS_OUT_OF_RANGE: Final = "ts_out_of_range"
+TS_IN_FUTURE: Final = "ts_in_future"
+MISSING_VALUE: Final = "missing_value"
+BAD_VALUE: Final = "bad_value"
+NON_FINITE_VALUE: Final = "non_finite_value"
+BAD_QUALITY: Final = "bad_quality"
+
+#: Every reason decode can give, so metrics can pre-create the label values (a zero is information).
+REJECT_REASONS: Final[tuple[str, ...]] = (
+    BAD_TOPIC, UNKNOWN_SITE, PAYLOAD_TOO_LARGE, NOT_JSON, TOO_DEEP, NOT_OBJECT, BAD_READINGS, DECODE_ERROR,
+    BAD_READING, MISSING_TAG, BAD_TAG, MISSING_TS, BAD_TS, TS_OUT_OF_RANGE, TS_IN_FUTURE, MISSING_VALUE,
+    BAD_VALUE, NON_FINITE_VALUE, BAD_QUALITY,
+)
+
+# ---------------------------------------------------------------------------------------------
+# Limits
+
+#: 2000-01-01T00:00:00Z. Earlier is a clock that was never set, or seconds sent where ms are expected.
+TS_MIN_MS: Final = 946_684_800_000
+#: 9999-12-31T23:59:59.999Z. Later is absurd (e.g. microseconds sent where ms are expected).
+TS_MAX_MS: Final = 253_402_300_799_999
+
+EXCERPT_CHARS: Final = 200
+
+_GOOD, _UNCERTAIN, _BAD = 0, 1, 2  # Quality codes (model.Quality), as plain ints for the column lists
+_QUALITY_CODES: Final[dict[str, int]] = {"good": _GOOD, "uncertain": _UNCERTAIN, "bad": _BAD}
+
+_TOPIC_RE = re.compile(r"ew/([A-Za-z0-9_.-]{1,64})/telemetry(?:/.*)?", re.DOTALL)
+_TAG_RE = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+_RFC3339_RE = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(?:[Zz]|([+-])(\d{2}):(\d{2}))",
+    re.ASCII,
+)
+_EPOCH_ORDINAL: Final = date(1970, 1, 1).toordinal()
+_BOM: Final = b"\xef\xbb\xbf"
+_MISSING: Final = object()
+
+#: Caches are bounded so a stream of junk topics or tags cannot grow memory without limit.
+_CACHE_MAX: Final = 100_000
+
+
+def site_of_topic(topic: str) -> str | None:
+    """The site of a telemetry topic `ew/{site}/telemetry[/...]`, or None when the topic does not match.
+
+    >>> site_of_topic("ew/SZ-AL-0001/telemetry/dev7"), site_of_topic("ew/a/b/telemetry")
+    ('SZ-AL-0001', None)
+    """
+    m = _TOPIC_RE.fullmatch(topic) if isinstance(topic, str) else None
+    return m.group(1) if m else None
+
+
+@lru_cache(maxsize=4096)
+def parse_rfc3339_ms(text: str) -> int | None:
+    """An RFC 3339 timestamp WITH offset as UTC epoch ms, or None when it is not one.
+
+    Fractions finer than a millisecond are truncated. A leap second (:60) counts as the next second,
+    as POSIX time does. Cached because a batch often repeats one timestamp string.
+
+    >>> parse_rfc3339_ms("2026-11-28T08:00:00.250+08:00"), parse_rfc3339_ms("2026-11-28T00:00:00.250Z")
+    (1795824000250, 1795824000250)
+    >>> parse_rfc3339_ms("2026-11-28T08:00:00") is None  # no offset: the instant is unknown
+    True
+    """
+    m = _RFC3339_RE.fullmatch(text)
+    if m is None:
+        return None
+    year, month, day, hour, minute, second, frac, sign, off_h, off_m = m.groups()
+    try:
+        days = date(int(year), int(month), int(day)).toordinal() - _EPOCH_ORDINAL
+    except ValueError:  # month 13, Feb 30, year 0
+        return None
+    h, mi, s = int(hour), int(minute), int(second)
+    if h > 23 or mi > 59 or s > 60:
+        return None
+    ts_ms = ((days * 24 + h) * 60 + mi) * 60_000 + s * 1000
+    if frac:
+        ts_ms += int((frac + "00")[:3])
+    if sign:
+        oh, om = int(off_h), int(off_m)
+        if oh > 23 or om > 59:
+            return None
+        offset_ms = (oh * 60 + om) * 60_000
+        # +08:00 is 8 h ahead of UTC, so the UTC instant is 8 h earlier.
+        ts_ms += -offset_ms if sign == "+" else offset_ms
+    return ts_ms
+
+
+# ---------------------------------------------------------------------------------------------
+# Fast-path types. Their constraints are the contract; anything else fails and goes to the slow path.
+
+_TsMs = Annotated[int, Meta(ge=TS_MIN_MS, le=TS_MAX_MS)]
+_Q = Literal["good", "uncertain", "bad"]
+
+
+class _FastReading(msgspec.Struct, gc=False):
+    tag: str
+    # `float` accepts JSON integers too; bool and null are their own JSON types, so no ambiguity.
+    value: float | bool | None
+    # UNSET, not None: an explicit `"ts": null` is a bad ts, not a missing one.
+    ts: _TsMs | UnsetType = UNSET
+    q: _Q = "good"
+
+
+class _FastMessage(msgspec.Struct, gc=False):
+    readings: list[_FastReading] | UnsetType = UNSET
+    tag: str | UnsetType = UNSET
+    ts: _TsMs | UnsetType = UNSET
+    value: float | bool | None | UnsetType = UNSET
+    q: _Q = "good"
+
+
+_FAST_DECODER = msgspec.json.Decoder(_FastMessage)
+_GENERIC_DECODER = msgspec.json.Decoder()
+
+
+# ---------------------------------------------------------------------------------------------
+# Excerpts: always short, always valid text, never raise.
+
+
+def _excerpt_bytes(payload: Any) -> str:
+    try:
+        head = bytes(payload[: EXCERPT_CHARS * 4])
+        return head.decode("utf-8", errors="replace")[:EXCERPT_CHARS]
+    except Exception:  # noqa: BLE001 - an excerpt is best effort; a reject must still be produced
+        return "<unprintable>"
+
+
+def _excerpt_obj(obj: Any) -> str:
+    try:
+        text = json.dumps(obj, ensure_ascii=False, allow_nan=True, separators=(",", ":"), default=repr)
+    except Exception:  # noqa: BLE001 - e.g. RecursionError on a deeply nested reading
+        return "<unprintable>"
+    # Lone surrogates (legal as JSON escapes) are not encodable; the rejects table needs valid UTF-8.
+    return text[:EXCERPT_CHARS].encode("utf-8", errors="replace").decode("utf-8")
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DecodeResult:
+    """What one `Decoder.decode()` call produced."""
+
+    batch: ReadingBatch  #: valid readings, in message order
+    rejects: list[Reject]  #: one per bad reading or bad message, in message order
+    messages: int  #: messages looked at
+
+    @property
+    def readings(self) -> int:
+        """Number of valid readings."""
+        return len(self.batch)
+
+    def reject_counts(self) -> Counter[str]:
+        """Rejects by reason, ready for `earlywarn_rejected_total{reason}`."""
+        return Counter(r.reason for r in self.rejects)
+
+
+class _Columns:
+    """Column lists being filled for one decode() call."""
+
+    __slots__ = ("quality", "site", "tag", "ts_ms", "value")
+
+    def __init__(self) -> None:
+        self.site: list[str] = []
+        self.tag: list[str] = []
+        self.ts_ms: list[int] = []
+        self.value: list[float | bool | None] = []
+        self.quality: list[int] = []
+
+
+class Decoder:
+    """Turns RawMessages into a ReadingBatch and Rejects. Keeps only caches between calls.
+
+    Example:
+        >>> d = Decoder(known_sites={"s1"})
+        >>> msg = RawMessage("ew/s1/telemetry", b'{"tag": "t", "ts": 1764316800250, "value": 0.25}')
+        >>> r = d.decode([msg], now_ms=1764316800250)
+        >>> r.batch.frame.row(0), r.rejects
+        (('s1', 't', 1764316800250, 0.25, 0), [])
+    """
+
+    def __init__(
+        self,
+        *,
+        known_sites: Container[str] | None,
+        accept_unknown_sites: bool = False,
+        max_future_ms: int = 300_000,
+        max_payload_bytes: int = 1 << 20,
+        fast: bool = True,
+    ) -> None:
+        """`known_sites=None` accepts every site. `fast=False` forces the slow path (tests compare both)."""
+        self.known_sites = known_sites
+        self.accept_unknown_sites = accept_unknown_sites or known_sites is None
+        self.max_future_ms = int(max_future_ms)
+        self.max_payload_bytes = int(max_payload_bytes)
+        self.fast = fast
+        # topic -> site, or -> the message-level reason. Topics repeat, the regex and set lookups need not.
+        self._topics: dict[str, tuple[str | None, str | None]] = {}
+        # Tags that passed the tag pattern. Tags repeat endlessly, so most readings cost one set lookup.
+        self._good_tags: set[str] = set()
+
+    @classmethod
+    def from_config(cls, ingest: IngestConfig, known_sites: Container[str] | None) -> Decoder:
+        """A decoder with the limits of the `[ingest]` config section."""
+        return cls(
+            known_sites=known_sites,
+            accept_unknown_sites=ingest.accept_unknown_sites,
+            max_future_ms=ingest.max_future_ms,
+            max_payload_bytes=ingest.max_payload_bytes,
+        )
+
+    # -- public -----------------------------------------------------------------------------
+
+    def decode(self, messages: Sequence[RawMessage], now_ms: int) -> DecodeResult:
+        """Decode `messages`; `now_ms` is the engine clock, for the `ts_in_future` check. Never raises."""
+        cols = _Columns()
+        rejects: list[Reject] = []
+        ts_limit_ms = int(now_ms) + self.max_future_ms
+        count = 0
+        for msg in messages:
+            count += 1
+            try:
+                self._decode_one(msg, ts_limit_ms, cols, rejects)
+            except Exception:  # noqa: BLE001 - one poisoned message must not stop the others
+                rejects.append(self._message_reject(msg, DECODE_ERROR))
+        return DecodeResult(batch=self._build(cols, rejects), rejects=rejects, messages=count)
+
+    # -- per message --------------------------------------------------------------------------
+
+    def _site(self, topic: str) -> tuple[str | None, str | None]:
+        """(site, None) or (None, reason) for a topic, cached."""
+        hit = self._topics.get(topic)
+        if hit is not None:
+            return hit
+        site = site_of_topic(topic)
+        if site is None:
+            hit = (None, BAD_TOPIC)
+        elif not self.accept_unknown_sites and site not in self.known_sites:  # type: ignore[operator]
+            hit = (None, UNKNOWN_SITE)
+        else:
+            hit = (site, None)
+        if len(self._topics) >= _CACHE_MAX:
+            self._topics.clear()
+        self._topics[topic] = hit
+        return hit
+
+    def _learn_tags(self, tags: list[str]) -> bool:
+        """True when every tag matches the tag pattern; remembers the good ones."""
+        good = self._good_tags
+        for tag in tags:
+            if tag not in good:
+                if not _TAG_RE.fullmatch(tag):
+                    return False
+                if len(good) >= _CACHE_MAX:
+                    good.clear()
+                good.add(tag)
+        return True
+
+    def _decode_one(self, msg: RawMessage, ts_limit_ms: int, cols: _Columns, rejects: list[Reject]) -> None:
+        site, reason = self._site(msg.topic)
+        if reason is not None:
+            rejects.append(self._message_reject(msg, reason))
+            return
+        payload = msg.payload
+        # Checked before parsing: a huge payload must cost nothing.
+        if len(payload) > self.max_payload_bytes:
+            rejects.append(self._message_reject(msg, PAYLOAD_TOO_LARGE))
+            return
+        if not (self.fast and self._fast(site, payload, ts_limit_ms, cols)):  # type: ignore[arg-type]
+            self._slow(msg, site, ts_limit_ms, cols, rejects)  # type: ignore[arg-type]
+
+    def _fast(self, site: str, payload: bytes, ts_limit_ms: int, cols: _Columns) -> bool:
+        """Append the whole message and return True, or return False (nothing appended) for the slow path."""
+        try:
+            m = _FAST_DECODER.decode(payload)
+        except Exception:  # noqa: BLE001 - anything the typed decode refuses is judged by the slow path
+            return False
+        rs = m.readings
+        if rs is UNSET:  # a single reading
+            tag, ts_ms, value = m.tag, m.ts, m.value
+            if tag is UNSET or ts_ms is UNSET or value is UNSET or ts_ms > ts_limit_ms:
+                return False
+            if tag not in self._good_tags and not self._learn_tags([tag]):
+                return False
+            cols.site.append(site)
+            cols.tag.append(tag)
+            cols.ts_ms.append(ts_ms)
+            cols.value.append(value)
+            cols.quality.append(_BAD if value is None else _QUALITY_CODES[m.q])
+            return True
+
+        n = len(rs)
+        if n == 0:
+            return True
+        # Each comprehension is a tight C-level loop; the checks below are whole-list operations.
+        tags = [r.tag for r in rs]
+        if not self._good_tags.issuperset(tags) and not self._learn_tags(tags):
+            return False
+        ts_list = [r.ts for r in rs]
+        if UNSET in ts_list:
+            batch_ts_ms = m.ts
+            if batch_ts_ms is UNSET:
+                return False
+            ts_list = [batch_ts_ms if t is UNSET else t for t in ts_list]
+        if max(ts_list) > ts_limit_ms:
+            return False
+        values = [r.value for r in rs]
+        qs = [r.q for r in rs]
+        if None not in values and qs.count("good") == n:
+            quality = [_GOOD] * n
+        else:
+            codes = _QUALITY_CODES
+            quality = [_BAD if v is None else codes[q] for v, q in zip(values, qs)]
+        cols.site += [site] * n
+        cols.tag += tags
+        cols.ts_ms += ts_list
+        cols.value += values
+        cols.quality += quality
+        return True
+
+    def _slow(self, msg: RawMessage, site: str, ts_limit_ms: int, cols: _Columns, rejects: list[Reject]) -> None:
+        """Generic decode and per-reading validation: the definition of every reason."""
+        payload = msg.payload
+        if payload[:3] == _BOM:
+            # RFC 8259 §8.1 lets a parser ignore a BOM; Windows gateways send one. Dropping it loses nothing.
+            payload = payload[3:]
+        obj, reason = _parse_generic(payload)
+        if reason is not None:
+            rejects.append(self._message_reject(msg, reason))
+            return
+        if not isinstance(obj, dict):
+            rejects.append(self._message_reject(msg, NOT_OBJECT))
+            return
+        if "readings" in obj:
+            readings = obj["readings"]
+            if not isinstance(readings, list):
+                rejects.append(self._message_reject(msg, BAD_READINGS))
+                return
+            batch_ts = obj.get("ts", _MISSING)
+        else:
+            readings = [obj]
+            batch_ts = _MISSING
+
+        # Collected locally and appended at the end, so an unexpected error leaves the columns consistent.
+        tags: list[str] = []
+        ts_list: list[int] = []
+        values: list[float | None] = []
+        quality: list[int] = []
+        for r in readings:
+            out = self._check_reading(r, batch_ts, ts_limit_ms)
+            if type(out) is str:
+                rejects.append(Reject(msg.received_ms, msg.topic, out, _excerpt_obj(r)))
+            else:
+                tag, ts_ms, value, q = out  # type: ignore[misc]
+                tags.append(tag)
+                ts_list.append(ts_ms)
+                values.append(value)
+                quality.append(q)
+        n = len(tags)
+        cols.site += [site] * n
+        cols.tag += tags
+        cols.ts_ms += ts_list
+        cols.value += values
+        cols.quality += quality
+
+    def _check_reading(self, r: Any, batch_ts: Any, ts_limit_ms: int) -> str | tuple[str, int, float | None, int]:
+        """(tag, ts_ms, value, quality) of a valid reading, or the reason it is rejected."""
+        if not isinstance(r, dict):
+            return BAD_READING
+        tag = r.get("tag", _MISSING)
+        if tag is _MISSING:
+            return MISSING_TAG
+        if type(tag) is not str or not (tag in self._good_tags or self._learn_tags([tag])):
+            return BAD_TAG
+
+        ts = r.get("ts", batch_ts)
+        if ts is _MISSING:
+            return MISSING_TS
+        if type(ts) is int:  # `type is`, not isinstance: a bool is not a timestamp
+            ts_ms: int | None = ts
+        elif type(ts) is str:
+            ts_ms = parse_rfc3339_ms(ts)
+        else:
+            ts_ms = None  # float, bool, null, array, object
+        if ts_ms is None:
+            return BAD_TS
+        if ts_ms < TS_MIN_MS or ts_ms > TS_MAX_MS:
+            return TS_OUT_OF_RANGE
+        if ts_ms > ts_limit_ms:
+            return TS_IN_FUTURE
+
+        if "value" not in r:
+            return MISSING_VALUE
+        v = r["value"]
+        value: float | None
+        if v is None:
+            value = None
+        elif v is True or v is False:
+            value = 1.0 if v else 0.0
+        elif type(v) is float:
+            if not math.isfinite(v):
+                return NON_FINITE_VALUE
+            value = v
+        elif type(v) is int:
+            try:
+                value = float(v)
+            except OverflowError:  # an integer literal beyond float range is infinite for every consumer
+                return NON_FINITE_VALUE
+        else:
+            return BAD_VALUE
+
+        q = r.get("q", "good")
+        if type(q) is not str or q not in _QUALITY_CODES:
+            return BAD_QUALITY
+        return tag, ts_ms, value, (_BAD if value is None else _QUALITY_CODES[q])
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _message_reject(msg: Any, reason: str) -> Reject:
+        try:
+            received_ms, topic = int(msg.received_ms), str(msg.topic)
+        except Exception:  # noqa: BLE001 - not even a RawMessage; still a reject, never a raise
+            received_ms, topic = 0, "<unknown>"
+        return Reject(received_ms, topic, reason, _excerpt_bytes(getattr(msg, "payload", b"")))
+
+    @staticmethod
+    def _build(cols: _Columns, rejects: list[Reject]) -> ReadingBatch:
+        if not cols.tag:
+            return ReadingBatch.empty()
+        # Every value was validated (ASCII site and tag, ts_ms within int64, value float/bool/None), so the
+        # strict schema conversion cannot fail on any input; the property tests hold us to that.
+        return ReadingBatch.from_columns(cols.site, cols.tag, cols.ts_ms, cols.value, cols.quality)
+
+
+def _parse_generic(payload: bytes) -> tuple[Any, str | None]:
+    """(object, None) or (None, message-level reason)."""
+    try:
+        return _GENERIC_DECODER.decode(payload), None
+    except RecursionError:
+        return None, TOO_DEEP
+    except Exception:  # noqa: BLE001 - msgspec refuses NaN literals, huge numbers, bad UTF-8: try stdlib
+        pass
+    # stdlib json accepts NaN/Infinity literals and numbers beyond float range, so such readings get their
+    # own reason (non_finite_value) and their good neighbours are kept. Decode UTF-8 strictly ourselves:
+    # json.loads(bytes) would also guess UTF-16/32, which the contract does not allow.
+    try:
+        text = payload.decode("utf-8")
+    except (UnicodeDecodeError, AttributeError):
+        return None, NOT_JSON
+    try:
+        return json.loads(text), None
+    except RecursionError:
+        return None, TOO_DEEP
+    except ValueError:  # JSONDecodeError, and the int-digits limit of int()
+        return None, NOT_JSON
