@@ -235,6 +235,16 @@ class Alarm:
     chattering: bool = False
     flood: bool = False
     last_notified_ms: int | None = None
+    # Timer bookkeeping of the alarm lifecycle (alarms/lifecycle.py). Persist these with the alarm: a
+    # restart derives "already escalated / reminded" from them, never from memory.
+    #: start of the current unacknowledged period (None: raised_at_ms); the ack deadline counts from here
+    unacked_since_ms: int | None = None
+    #: ack-deadline escalations already done in the current unacknowledged period
+    ack_escalations: int = 0
+    #: the close deadline has been escalated (it escalates once per episode)
+    close_escalated: bool = False
+    #: last reminder (an escalation counts as one); the next is due reminder_interval after it
+    last_reminded_ms: int | None = None
 
     @property
     def is_open(self) -> bool:

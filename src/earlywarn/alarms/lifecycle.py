@@ -1,0 +1,774 @@
+"""The alarm lifecycle as a pure transition function (product.md §6, ISA-18.2 with close-out).
+
+`step(alarm, input, now_ms, policy) -> Outcome` decides one move of one alarm: the new alarm record, the
+`alarm_events` it appends, and a `Reason` saying why (in the manner of Alertmanager's `needsUpdate`). It
+reads no clock and keeps no state, so a replay, a restart and a test all get the same answer. The
+`AlarmManager` (manager.py) owns the open alarms and feeds `step`; the timers it needs (which engine input
+is due when) are pure functions here too: `next_due_ms` and `first_due_input`.
+
+States are those of `AlarmState`. `TABLE` below is the contract: for each (state, input kind) the next
+state, a harmless no-op, or a refusal (`ActionError`, HTTP 409). The conditional refusals that depend on
+the input (a missing reason or note, a shelve too long) are checked on top of it.
+
+Decisions where the spec is silent (each has a test):
+
+- *Ack twice* records nothing: no event, the alarm is unchanged, reason `ALREADY_ACKED`.
+- `acked_at` / `acked_by` keep the **first** acknowledgement of the episode (time to first response is
+  what the closure KPIs measure); later acks after a reactivation appear in `alarm_events`.
+- *Close* of a `cleared_unack` alarm is allowed and acknowledges it on the way (an `acked` event, then
+  `closed`): recording a disposition is a stronger answer than an ack.
+- *Unshelve* of an alarm that is not shelved is a harmless no-op (`NOT_SHELVED`), like ack twice.
+- *Comment* is allowed on a closed alarm (the store/API applies it to the stored record); every other
+  user action on a closed alarm is refused.
+- Signals are applied in event time per alarm. A signal older than the alarm's latest signal-driven time
+  (`last_activation_ms`, `cleared_at_ms`) is stale and ignored (`STALE_SIGNAL`): that is what makes a
+  re-delivered batch after a restart harmless.
+- Action timestamps are clamped so they never precede the alarm's latest event time (a device clock may
+  run ahead of the engine clock; a negative response time would corrupt the KPIs).
+- `peak_value` follows the rule's direction from `Policy.directions` (max for high-side, min for
+  low-side). When the direction is unknown it is the **max**: almost all rules are high-side, and
+  "max of abs" would be wrong for signed quantities (a vacuum, a negative rate). NaN values never win.
+- Timers: the ack deadline counts from the start of the current unacknowledged period
+  (`unacked_since_ms`; raised_at for a fresh alarm). Each missed ack deadline escalates one tier and the
+  next one is due one ack interval later; the close deadline counts from raised_at and escalates once.
+  A reactivation of a still-unacknowledged alarm keeps the running ack clock (else a chattering alarm
+  would never escalate); one of an acknowledged alarm starts a new period. Unshelving (or the end of a
+  suppression) while unacknowledged also starts a new period: the shelve was deliberate and recorded,
+  and escalating three tiers the moment it ends would punish the people who used it.
+- Reminders are due `reminder_interval_ms` after the last reminder **or escalation** of the period
+  (an escalation notice reminds too), so a red alarm does not send two notices at the same minute.
+- Shelved or suppressed alarms never escalate nor remind; a close deadline missed meanwhile escalates
+  once the mute ends (the feedback deadline is a KPI counted from raised_at, a shelve does not move it).
+- A deadline of 0 means "no deadline" for that severity.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import ClassVar, NamedTuple, Union
+
+from earlywarn.config import DEFAULT_DEADLINES, AlarmsConfig, Deadline
+from earlywarn.errors import ActionError
+from earlywarn.model import Alarm, AlarmEvent, AlarmState, Disposition, EventKind, Severity, Tier
+
+AU, AA, CU, CA, CL = (
+    AlarmState.ACTIVE_UNACK,
+    AlarmState.ACTIVE_ACK,
+    AlarmState.CLEARED_UNACK,
+    AlarmState.CLEARED_ACK,
+    AlarmState.CLOSED,
+)
+ENGINE = "engine"
+
+# ---------------------------------------------------------------------------------------------
+# Inputs
+
+
+class InputKind(enum.StrEnum):
+    """What happened to an alarm: a signal, a user action or an engine timer."""
+
+    RAISE = "raise"
+    CLEAR = "clear"
+    ACK = "ack"
+    CLOSE = "close"
+    COMMENT = "comment"
+    SHELVE = "shelve"
+    UNSHELVE = "unshelve"
+    SUPPRESS = "suppress"
+    UNSUPPRESS = "unsuppress"
+    ESCALATE = "escalate"
+    REMIND = "remind"
+    SHELVE_EXPIRED = "shelve_expired"
+
+
+class Direction(enum.StrEnum):
+    """Which side of a limit a rule alarms on; decides whether `peak_value` is a max or a min."""
+
+    HIGH = "high"
+    LOW = "low"
+
+
+class EscalationCause(enum.StrEnum):
+    """Which deadline was missed."""
+
+    ACK = "ack"
+    CLOSE = "close"
+
+
+@dataclass(frozen=True, slots=True)
+class Raise:
+    """A raise signal at event time `ts_ms`. `suppress_reason` is set when a maintenance window covers it."""
+
+    ts_ms: int
+    value: float = math.nan
+    message: str = ""
+    detail: str = ""
+    suppress_reason: str | None = None
+    #: the manager's chatter detector says this activation makes the (site, rule, tag) chatter
+    chattering: bool = False
+    kind: ClassVar[InputKind] = InputKind.RAISE
+
+
+@dataclass(frozen=True, slots=True)
+class Clear:
+    """A clear (return to normal) signal at event time `ts_ms`."""
+
+    ts_ms: int
+    value: float = math.nan
+    detail: str = ""
+    kind: ClassVar[InputKind] = InputKind.CLEAR
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """A user acknowledges (签收)."""
+
+    actor: str
+    note: str = ""
+    kind: ClassVar[InputKind] = InputKind.ACK
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    """A user closes out (消警/办结) with a disposition; `other` needs a note."""
+
+    actor: str
+    disposition: Disposition | str
+    note: str = ""
+    kind: ClassVar[InputKind] = InputKind.CLOSE
+
+
+@dataclass(frozen=True, slots=True)
+class Comment:
+    """A user adds a note."""
+
+    actor: str
+    note: str
+    kind: ClassVar[InputKind] = InputKind.COMMENT
+
+
+@dataclass(frozen=True, slots=True)
+class Shelve:
+    """A user shelves the alarm until `until_ms` (at most policy.max_shelve_ms from now), with a reason."""
+
+    actor: str
+    until_ms: int
+    reason: str
+    kind: ClassVar[InputKind] = InputKind.SHELVE
+
+
+@dataclass(frozen=True, slots=True)
+class Unshelve:
+    """A user ends a shelve early."""
+
+    actor: str
+    note: str = ""
+    kind: ClassVar[InputKind] = InputKind.UNSHELVE
+
+
+@dataclass(frozen=True, slots=True)
+class Suppress:
+    """The engine suppresses the alarm (a maintenance window covers it)."""
+
+    reason: str = "maintenance window"
+    kind: ClassVar[InputKind] = InputKind.SUPPRESS
+
+
+@dataclass(frozen=True, slots=True)
+class Unsuppress:
+    """The engine lifts suppression (the window ended while the alarm is still open)."""
+
+    reason: str = "maintenance window ended"
+    kind: ClassVar[InputKind] = InputKind.UNSUPPRESS
+
+
+@dataclass(frozen=True, slots=True)
+class Escalate:
+    """The engine escalates one tier because the `cause` deadline (due at `due_ms`) was missed."""
+
+    cause: EscalationCause = EscalationCause.ACK
+    due_ms: int = 0
+    kind: ClassVar[InputKind] = InputKind.ESCALATE
+
+
+@dataclass(frozen=True, slots=True)
+class Remind:
+    """The engine reminds: still unacknowledged."""
+
+    due_ms: int = 0
+    kind: ClassVar[InputKind] = InputKind.REMIND
+
+
+@dataclass(frozen=True, slots=True)
+class ShelveExpired:
+    """The engine ends a shelve whose time is up."""
+
+    kind: ClassVar[InputKind] = InputKind.SHELVE_EXPIRED
+
+
+Input = Union[Raise, Clear, Ack, Close, Comment, Shelve, Unshelve, Suppress, Unsuppress, Escalate, Remind, ShelveExpired]
+
+# ---------------------------------------------------------------------------------------------
+# Outcomes
+
+
+class Reason(enum.StrEnum):
+    """Why `step` did what it did. The first group changes the alarm; the second leaves it as it was."""
+
+    RAISED = "raised"
+    REACTIVATED = "reactivated"
+    CLEARED = "cleared"
+    ACKED = "acked"
+    CLOSED = "closed"
+    COMMENTED = "commented"
+    SHELVED = "shelved"
+    UNSHELVED = "unshelved"
+    SHELVE_EXPIRED = "shelve_expired"
+    SUPPRESSED = "suppressed"
+    UNSUPPRESSED = "unsuppressed"
+    ESCALATED = "escalated"
+    REMINDED = "reminded"
+    # no-ops
+    ALREADY_ACTIVE = "already_active"
+    ALREADY_CLEARED = "already_cleared"
+    ALREADY_ACKED = "already_acked"
+    ALREADY_SUPPRESSED = "already_suppressed"
+    NOT_SUPPRESSED = "not_suppressed"
+    NOT_SHELVED = "not_shelved"
+    STALE_SIGNAL = "stale_signal"
+    ALARM_CLOSED = "alarm_closed"
+    MUTED = "muted"
+    NOT_DUE = "not_due"
+    AT_TOP_TIER = "at_top_tier"
+
+
+NO_OPS: frozenset[Reason] = frozenset(
+    {
+        Reason.ALREADY_ACTIVE,
+        Reason.ALREADY_CLEARED,
+        Reason.ALREADY_ACKED,
+        Reason.ALREADY_SUPPRESSED,
+        Reason.NOT_SUPPRESSED,
+        Reason.NOT_SHELVED,
+        Reason.STALE_SIGNAL,
+        Reason.ALARM_CLOSED,
+        Reason.MUTED,
+        Reason.NOT_DUE,
+        Reason.AT_TOP_TIER,
+    }
+)
+
+
+class Outcome(NamedTuple):
+    """The result of one `step`: the alarm after it, the events it appends (in order), and why."""
+
+    alarm: Alarm
+    events: tuple[AlarmEvent, ...]
+    reason: Reason
+
+    @property
+    def changed(self) -> bool:
+        """Whether the move changed the alarm (no-ops return the very same object)."""
+        return self.reason not in NO_OPS
+
+
+# ---------------------------------------------------------------------------------------------
+# The table
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A refused move: `step` raises ActionError(alarm_id, state, why)."""
+
+    why: str
+
+
+#: What a (state, input) pair does when the input itself is valid and the alarm is neither shelved nor
+#: suppressed: the next state, a no-op `Reason`, or a refusal. Conditional outcomes (stale signal,
+#: missing note, shelve too long, muted timers, escalation at the top tier) come on top; see `step`.
+Move = Union[AlarmState, Reason, Refused]
+
+_CLOSED_REFUSAL = Refused("the alarm is closed; a new activation opens a new alarm")
+TABLE: dict[tuple[AlarmState, InputKind], Move] = {}
+for _s in AlarmState:
+    for _k in InputKind:
+        TABLE[(_s, _k)] = _s  # default: stays in its state (flags / fields change)
+TABLE.update(
+    {
+        # signals
+        (AU, InputKind.RAISE): Reason.ALREADY_ACTIVE,
+        (AA, InputKind.RAISE): Reason.ALREADY_ACTIVE,
+        (CU, InputKind.RAISE): AU,
+        (CA, InputKind.RAISE): AU,
+        (CL, InputKind.RAISE): Reason.ALARM_CLOSED,
+        (AU, InputKind.CLEAR): CU,
+        (AA, InputKind.CLEAR): CA,
+        (CU, InputKind.CLEAR): Reason.ALREADY_CLEARED,
+        (CA, InputKind.CLEAR): Reason.ALREADY_CLEARED,
+        (CL, InputKind.CLEAR): Reason.ALARM_CLOSED,
+        # user actions
+        (AU, InputKind.ACK): AA,
+        (AA, InputKind.ACK): Reason.ALREADY_ACKED,
+        (CU, InputKind.ACK): CA,
+        (CA, InputKind.ACK): Reason.ALREADY_ACKED,
+        (CL, InputKind.ACK): Refused("the alarm is closed; there is nothing left to acknowledge"),
+        (AU, InputKind.CLOSE): Refused("cannot close an active alarm: it must clear first"),
+        (AA, InputKind.CLOSE): Refused("cannot close an active alarm: it must clear first"),
+        (CU, InputKind.CLOSE): CL,
+        (CA, InputKind.CLOSE): CL,
+        (CL, InputKind.CLOSE): Refused("the alarm is already closed"),
+        (CL, InputKind.COMMENT): CL,
+        (CL, InputKind.SHELVE): _CLOSED_REFUSAL,
+        (CL, InputKind.UNSHELVE): _CLOSED_REFUSAL,
+        # engine inputs never fail: on a closed alarm they do nothing
+        (CL, InputKind.SUPPRESS): Reason.ALARM_CLOSED,
+        (CL, InputKind.UNSUPPRESS): Reason.ALARM_CLOSED,
+        (CL, InputKind.ESCALATE): Reason.ALARM_CLOSED,
+        (CL, InputKind.REMIND): Reason.ALARM_CLOSED,
+        (CL, InputKind.SHELVE_EXPIRED): Reason.ALARM_CLOSED,
+        # reminders and ack escalations are for unacknowledged alarms only
+        (AA, InputKind.REMIND): Reason.NOT_DUE,
+        (CA, InputKind.REMIND): Reason.NOT_DUE,
+    }
+)
+
+# ---------------------------------------------------------------------------------------------
+# Policy
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """What `step` and the timers need from the config. Build it with `Policy.from_config`."""
+
+    deadlines: Mapping[Severity, Deadline] = field(default_factory=lambda: dict(DEFAULT_DEADLINES))
+    max_shelve_ms: int = 8 * 3_600_000
+    reminder_interval_ms: int = 5 * 60_000
+    #: rule_id -> side of the limit; rules not listed are treated as high-side for `peak_value`
+    directions: Mapping[str, Direction] = field(default_factory=dict)
+
+    @classmethod
+    def from_config(cls, cfg: AlarmsConfig, directions: Mapping[str, Direction | str] | None = None) -> Policy:
+        """The policy of an `[alarms]` config section, plus the rules' directions when known."""
+        return cls(
+            deadlines=dict(cfg.deadlines),
+            max_shelve_ms=cfg.max_shelve_ms,
+            reminder_interval_ms=cfg.reminder_interval_ms,
+            directions={k: Direction(v) for k, v in (directions or {}).items()},
+        )
+
+    def deadline(self, severity: Severity) -> Deadline:
+        """The ack / close deadline of a severity (the built-in default when the config has none)."""
+        return self.deadlines.get(severity) or DEFAULT_DEADLINES[severity]
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+
+
+def fmt_ms(ts_ms: int) -> str:
+    """An epoch-ms time as ISO-8601 UTC, for event details.
+
+    >>> fmt_ms(0)
+    '1970-01-01T00:00:00Z'
+    """
+    return datetime.fromtimestamp(ts_ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def more_severe(current: float, new: float, direction: Direction | None) -> float:
+    """The more severe of two values for a rule of `direction` (None: high-side). NaN never wins.
+
+    >>> more_severe(1.0, 2.0, Direction.HIGH), more_severe(1.0, 2.0, Direction.LOW), more_severe(math.nan, 3.0, None)
+    (2.0, 1.0, 3.0)
+    """
+    if math.isnan(new):
+        return current
+    if math.isnan(current):
+        return new
+    return min(current, new) if direction is Direction.LOW else max(current, new)
+
+
+def signal_floor_ms(alarm: Alarm) -> int:
+    """The alarm's latest signal-driven time; signals older than this are stale."""
+    floor = alarm.last_activation_ms if alarm.last_activation_ms else alarm.raised_at_ms
+    if alarm.cleared_at_ms is not None and alarm.cleared_at_ms > floor:
+        floor = alarm.cleared_at_ms
+    return floor
+
+
+def unacked_since(alarm: Alarm) -> int:
+    """Start of the current unacknowledged period (meaningful while the alarm is unacknowledged)."""
+    return alarm.unacked_since_ms if alarm.unacked_since_ms is not None else alarm.raised_at_ms
+
+
+def is_muted(alarm: Alarm) -> bool:
+    """Shelved or suppressed: no notices, no escalations, no reminders."""
+    return alarm.shelved_until_ms is not None or alarm.suppressed
+
+
+def _value_detail(value: float, extra: str) -> str:
+    parts = [] if math.isnan(value) else [f"value {value:g}"]
+    if extra:
+        parts.append(extra)
+    return "; ".join(parts)
+
+
+def _refuse(alarm: Alarm, why: str) -> ActionError:
+    return ActionError(alarm.alarm_id, alarm.state.value, why)
+
+
+# ---------------------------------------------------------------------------------------------
+# Opening an alarm
+
+
+def open_alarm(
+    alarm_id: str,
+    *,
+    site: str,
+    plant: str,
+    district: str,
+    tag: str,
+    rule_id: str,
+    severity: Severity,
+    raise_: Raise,
+    policy: Policy,
+    flood: bool = False,
+) -> Outcome:
+    """A new alarm from a raise signal: `active_unack`, event `raised` at the signal's event time.
+
+    When `raise_.suppress_reason` is set the alarm is born suppressed and a `suppressed` event follows.
+    """
+    ts = raise_.ts_ms
+    alarm = Alarm(
+        alarm_id=alarm_id,
+        site=site,
+        plant=plant,
+        district=district,
+        tag=tag,
+        rule_id=rule_id,
+        severity=severity,
+        state=AU,
+        raised_at_ms=ts,
+        message=raise_.message,
+        value=raise_.value,
+        peak_value=raise_.value,
+        last_activation_ms=ts,
+        unacked_since_ms=ts,
+        suppressed=raise_.suppress_reason is not None,
+        chattering=raise_.chattering,
+        flood=flood,
+    )
+    flags = [f for f, on in (("chattering", raise_.chattering), ("flood", flood)) if on]
+    extra = "; ".join([raise_.detail, *flags]) if raise_.detail else "; ".join(flags)
+    events = [AlarmEvent(alarm_id, ts, EventKind.RAISED, ENGINE, _value_detail(raise_.value, extra))]
+    if raise_.suppress_reason is not None:
+        events.append(AlarmEvent(alarm_id, ts, EventKind.SUPPRESSED, ENGINE, raise_.suppress_reason))
+    return Outcome(alarm, tuple(events), Reason.RAISED)
+
+
+# ---------------------------------------------------------------------------------------------
+# step
+
+
+def step(alarm: Alarm, inp: Input, now_ms: int, policy: Policy) -> Outcome:
+    """Apply one input to one alarm.
+
+    Signals use their own event time; actions and timers use `now_ms` (clamped to the alarm's latest
+    event time). No-ops return the same alarm object and no events. Refused user actions raise
+    `ActionError` naming the alarm, its state and why.
+
+    Args:
+        alarm: the alarm as it is now.
+        inp: what happened.
+        now_ms: the engine clock (epoch ms, UTC).
+        policy: deadlines, shelve limit, reminder interval, rule directions.
+
+    Returns:
+        The Outcome (new alarm, events appended in order, reason).
+
+    Raises:
+        ActionError: the move is refused (see TABLE and the conditional checks).
+    """
+    move = TABLE[(alarm.state, inp.kind)]
+    if isinstance(move, Refused):
+        raise _refuse(alarm, move.why)
+    if isinstance(move, Reason):
+        return Outcome(alarm, (), move)
+    handler = _HANDLERS[inp.kind]
+    return handler(alarm, inp, max(now_ms, signal_floor_ms(alarm)), policy, move)
+
+
+def _same(alarm: Alarm, reason: Reason) -> Outcome:
+    return Outcome(alarm, (), reason)
+
+
+def _on_raise(alarm: Alarm, inp: Raise, now_ms: int, policy: Policy, nxt: AlarmState) -> Outcome:
+    # only cleared -> active reaches here (TABLE): a reactivation of the same episode
+    ts = inp.ts_ms
+    if ts < signal_floor_ms(alarm):
+        return _same(alarm, Reason.STALE_SIGNAL)
+    was_acked = alarm.state.is_acked
+    suppressed = inp.suppress_reason is not None
+    newly_chattering = inp.chattering and not alarm.chattering
+    changes: dict[str, object] = {
+        "state": nxt,
+        "occurrences": alarm.occurrences + 1,
+        "last_activation_ms": ts,
+        "cleared_at_ms": None,
+        "value": inp.value,
+        "peak_value": more_severe(alarm.peak_value, inp.value, policy.directions.get(alarm.rule_id)),
+        "suppressed": suppressed,
+        "chattering": alarm.chattering or inp.chattering,
+    }
+    if inp.message:
+        changes["message"] = inp.message
+    if was_acked:
+        # a new unacknowledged period; the running one (cleared_unack) keeps its clock
+        changes.update(unacked_since_ms=ts, ack_escalations=0, last_reminded_ms=None)
+    new = replace(alarm, **changes)  # type: ignore[arg-type]
+    extra = "; ".join(x for x in (inp.detail, f"occurrence {new.occurrences}", "chattering" * newly_chattering) if x)
+    events = [AlarmEvent(alarm.alarm_id, ts, EventKind.REACTIVATED, ENGINE, _value_detail(inp.value, extra))]
+    if suppressed and not alarm.suppressed:
+        events.append(AlarmEvent(alarm.alarm_id, ts, EventKind.SUPPRESSED, ENGINE, inp.suppress_reason or ""))
+    return Outcome(new, tuple(events), Reason.REACTIVATED)
+
+
+def _on_clear(alarm: Alarm, inp: Clear, now_ms: int, policy: Policy, nxt: AlarmState) -> Outcome:
+    ts = inp.ts_ms
+    if ts < signal_floor_ms(alarm):
+        return _same(alarm, Reason.STALE_SIGNAL)
+    new = replace(alarm, state=nxt, cleared_at_ms=ts)
+    ev = AlarmEvent(alarm.alarm_id, ts, EventKind.CLEARED, ENGINE, _value_detail(inp.value, inp.detail))
+    return Outcome(new, (ev,), Reason.CLEARED)
+
+
+def _acked(alarm: Alarm, actor: str, now_ms: int, nxt: AlarmState) -> Alarm:
+    first = alarm.acked_at_ms is None
+    return replace(
+        alarm,
+        state=nxt,
+        acked_at_ms=now_ms if first else alarm.acked_at_ms,
+        acked_by=actor if first else alarm.acked_by,
+        unacked_since_ms=None,
+        ack_escalations=0,
+        last_reminded_ms=None,
+    )
+
+
+def _on_ack(alarm: Alarm, inp: Ack, now_ms: int, policy: Policy, nxt: AlarmState) -> Outcome:
+    new = _acked(alarm, inp.actor, now_ms, nxt)
+    return Outcome(new, (AlarmEvent(alarm.alarm_id, now_ms, EventKind.ACKED, inp.actor, inp.note),), Reason.ACKED)
+
+
+def _on_close(alarm: Alarm, inp: Close, now_ms: int, policy: Policy, nxt: AlarmState) -> Outcome:
+    try:
+        disposition = Disposition(inp.disposition)
+    except ValueError:
+        known = ", ".join(d.value for d in Disposition)
+        raise _refuse(alarm, f"unknown disposition {inp.disposition!r} (one of {known})") from None
+    note = inp.note.strip()
+    if disposition is Disposition.OTHER and not note:
+        raise _refuse(alarm, "disposition 'other' needs a note saying what happened")
+    events: list[AlarmEvent] = []
+    cur = alarm
+    if not alarm.state.is_acked:
+        # closing answers the alarm: acknowledge it on the way (see module doc)
+        cur = _acked(alarm, inp.actor, now_ms, CA)
+        events.append(AlarmEvent(alarm.alarm_id, now_ms, EventKind.ACKED, inp.actor, "acknowledged by close"))
+    new = replace(
+        cur,
+        state=nxt,
+        closed_at_ms=now_ms,
+        closed_by=inp.actor,
+        disposition=disposition,
+        note=note or None,
+        shelved_until_ms=None,
+    )
+    detail = f"{disposition.value}: {note}" if note else disposition.value
+    events.append(AlarmEvent(alarm.alarm_id, now_ms, EventKind.CLOSED, inp.actor, detail))
+    return Outcome(new, tuple(events), Reason.CLOSED)
+
+
+def _on_comment(alarm: Alarm, inp: Comment, now_ms: int, policy: Policy, nxt: AlarmState) -> Outcome:
+    note = inp.note.strip()
+    if not note:
+        raise _refuse(alarm, "a comment needs a note")
+    return Outcome(alarm, (AlarmEvent(alarm.alarm_id, now_ms, EventKind.COMMENTED, inp.actor, note),), Reason.COMMENTED)
+
+
+def _on_shelve(alarm: Alarm, inp: Shelve, now_ms: int, policy: Policy, nxt: AlarmState) -> Outcome:
+    reason = inp.reason.strip()
+    if not reason:
+        raise _refuse(alarm, "shelving needs a reason")
+    if inp.until_ms <= now_ms:
+        raise _refuse(alarm, f"shelve end {fmt_ms(inp.until_ms)} is not in the future (now {fmt_ms(now_ms)})")
+    if inp.until_ms - now_ms > policy.max_shelve_ms:
+        raise _refuse(
+            alarm,
+            f"a shelve may last at most {policy.max_shelve_ms // 60_000} min (alarms.max_shelve); "
+            f"asked {(inp.until_ms - now_ms) // 60_000} min",
+        )
+    new = replace(alarm, shelved_until_ms=inp.until_ms, shelved_by=inp.actor, shelve_reason=reason)
+    ev = AlarmEvent(alarm.alarm_id, now_ms, EventKind.SHELVED, inp.actor, f"until {fmt_ms(inp.until_ms)}: {reason}")
+    return Outcome(new, (ev,), Reason.SHELVED)
+
+
+def _unmuted(alarm: Alarm, now_ms: int, **changes: object) -> Alarm:
+    """The alarm after a shelve or suppression ends: unacknowledged ones start a new ack period now."""
+    if not alarm.state.is_acked:
+        changes.update(unacked_since_ms=now_ms, ack_escalations=0, last_reminded_ms=None)
+    return replace(alarm, **changes)  # type: ignore[arg-type]
+
+
+def _unshelved(alarm: Alarm, now_ms: int, actor: str, detail: str, reason: Reason) -> Outcome:
+    new = _unmuted(alarm, now_ms, shelved_until_ms=None, shelved_by=None, shelve_reason=None)
+    return Outcome(new, (AlarmEvent(alarm.alarm_id, now_ms, EventKind.UNSHELVED, actor, detail),), reason)
+
+
+def _on_unshelve(alarm: Alarm, inp: Unshelve, now_ms: int, policy: Policy, nxt: AlarmState) -> Outcome:
+    if alarm.shelved_until_ms is None:
+        return _same(alarm, Reason.NOT_SHELVED)
+    return _unshelved(alarm, now_ms, inp.actor, inp.note, Reason.UNSHELVED)
+
+
+def _on_shelve_expired(alarm: Alarm, inp: ShelveExpired, now_ms: int, policy: Policy, nxt: AlarmState) -> Outcome:
+    if alarm.shelved_until_ms is None:
+        return _same(alarm, Reason.NOT_SHELVED)
+    if alarm.shelved_until_ms > now_ms:
+        return _same(alarm, Reason.NOT_DUE)
+    return _unshelved(alarm, now_ms, ENGINE, f"shelve expired at {fmt_ms(alarm.shelved_until_ms)}", Reason.SHELVE_EXPIRED)
+
+
+def _on_suppress(alarm: Alarm, inp: Suppress, now_ms: int, policy: Policy, nxt: AlarmState) -> Outcome:
+    if alarm.suppressed:
+        return _same(alarm, Reason.ALREADY_SUPPRESSED)
+    new = replace(alarm, suppressed=True)
+    return Outcome(new, (AlarmEvent(alarm.alarm_id, now_ms, EventKind.SUPPRESSED, ENGINE, inp.reason),), Reason.SUPPRESSED)
+
+
+def _on_unsuppress(alarm: Alarm, inp: Unsuppress, now_ms: int, policy: Policy, nxt: AlarmState) -> Outcome:
+    if not alarm.suppressed:
+        return _same(alarm, Reason.NOT_SUPPRESSED)
+    # There is no `unsuppressed` event kind. A suppressed alarm was never announced, so lifting the
+    # suppression is recorded as a reminder: "still here, now it counts" (and it is notice-worthy).
+    new = _unmuted(alarm, now_ms, suppressed=False)
+    detail = f"{inp.reason}; alarm still {alarm.state.value}"
+    return Outcome(new, (AlarmEvent(alarm.alarm_id, now_ms, EventKind.REMINDED, ENGINE, detail),), Reason.UNSUPPRESSED)
+
+
+def _on_escalate(alarm: Alarm, inp: Escalate, now_ms: int, policy: Policy, nxt: AlarmState) -> Outcome:
+    if is_muted(alarm):
+        return _same(alarm, Reason.MUTED)
+    if inp.cause is EscalationCause.ACK:
+        if alarm.state.is_acked:
+            return _same(alarm, Reason.NOT_DUE)
+        counted: dict[str, object] = {"ack_escalations": alarm.ack_escalations + 1}
+    else:
+        if alarm.close_escalated:
+            return _same(alarm, Reason.NOT_DUE)
+        counted = {"close_escalated": True}
+    if alarm.escalation_tier >= Tier.CITY:
+        return _same(alarm, Reason.AT_TOP_TIER)
+    tier = Tier(alarm.escalation_tier + 1)
+    new = replace(alarm, escalation_tier=tier, last_reminded_ms=now_ms, **counted)  # type: ignore[arg-type]
+    due = f" (due {fmt_ms(inp.due_ms)})" if inp.due_ms else ""
+    detail = f"{inp.cause.value} deadline missed{due}: {alarm.escalation_tier.label} -> {tier.label}"
+    return Outcome(new, (AlarmEvent(alarm.alarm_id, now_ms, EventKind.ESCALATED, ENGINE, detail),), Reason.ESCALATED)
+
+
+def _on_remind(alarm: Alarm, inp: Remind, now_ms: int, policy: Policy, nxt: AlarmState) -> Outcome:
+    # acked states are NOT_DUE in the TABLE already
+    if is_muted(alarm):
+        return _same(alarm, Reason.MUTED)
+    new = replace(alarm, last_reminded_ms=now_ms)
+    detail = f"unacknowledged since {fmt_ms(unacked_since(alarm))}; tier {alarm.escalation_tier.label}"
+    return Outcome(new, (AlarmEvent(alarm.alarm_id, now_ms, EventKind.REMINDED, ENGINE, detail),), Reason.REMINDED)
+
+
+_HANDLERS = {
+    InputKind.RAISE: _on_raise,
+    InputKind.CLEAR: _on_clear,
+    InputKind.ACK: _on_ack,
+    InputKind.CLOSE: _on_close,
+    InputKind.COMMENT: _on_comment,
+    InputKind.SHELVE: _on_shelve,
+    InputKind.UNSHELVE: _on_unshelve,
+    InputKind.SUPPRESS: _on_suppress,
+    InputKind.UNSUPPRESS: _on_unsuppress,
+    InputKind.ESCALATE: _on_escalate,
+    InputKind.REMIND: _on_remind,
+    InputKind.SHELVE_EXPIRED: _on_shelve_expired,
+}
+
+# ---------------------------------------------------------------------------------------------
+# Timers
+
+
+def _timer_candidates(alarm: Alarm, policy: Policy) -> list[tuple[int, int, Input]]:
+    """(due_ms, order, input) of every timer of an open alarm, shelve expiry included."""
+    out: list[tuple[int, int, Input]] = []
+    if alarm.state is CL:
+        return out
+    if alarm.shelved_until_ms is not None:
+        out.append((alarm.shelved_until_ms, 0, ShelveExpired()))
+    if is_muted(alarm):
+        return out
+    dl = policy.deadline(alarm.severity)
+    below_top = alarm.escalation_tier < Tier.CITY
+    if not alarm.state.is_acked:
+        since = unacked_since(alarm)
+        if dl.ack_ms > 0 and below_top:
+            due = since + (alarm.ack_escalations + 1) * dl.ack_ms
+            out.append((due, 1, Escalate(EscalationCause.ACK, due)))
+        if policy.reminder_interval_ms > 0:
+            last = alarm.last_reminded_ms
+            base = last if last is not None and last > since else since
+            due = base + policy.reminder_interval_ms
+            out.append((due, 3, Remind(due)))
+    if dl.close_ms > 0 and below_top and not alarm.close_escalated:
+        due = alarm.raised_at_ms + dl.close_ms
+        out.append((due, 2, Escalate(EscalationCause.CLOSE, due)))
+    return out
+
+
+def next_due_ms(alarm: Alarm, policy: Policy) -> int | None:
+    """When the next engine input of this alarm falls due (None: nothing scheduled).
+
+    >>> a = Alarm("A1", "s", "hazchem", "d", "t", "r", Severity.RED, AU, raised_at_ms=0)
+    >>> next_due_ms(a, Policy())  # red: ack deadline 5 min
+    300000
+    """
+    cands = _timer_candidates(alarm, policy)
+    return min(c[0] for c in cands) if cands else None
+
+
+def first_due_input(alarm: Alarm, now_ms: int, policy: Policy) -> Input | None:
+    """The earliest engine input due at `now_ms` (ties: shelve expiry, ack escalation, close, reminder)."""
+    due = [c for c in _timer_candidates(alarm, policy) if c[0] <= now_ms]
+    if not due:
+        return None
+    return min(due, key=lambda c: (c[0], c[1]))[2]
+
+
+def run_timers(alarm: Alarm, now_ms: int, policy: Policy) -> tuple[Alarm, list[AlarmEvent], list[Reason]]:
+    """Apply every engine input due at `now_ms`, in due order. Idempotent: a second call does nothing.
+
+    Each applied input moves its timer past `now_ms` (or stops it), so the loop ends; the guard is a belt.
+    """
+    events: list[AlarmEvent] = []
+    reasons: list[Reason] = []
+    for _ in range(64):
+        inp = first_due_input(alarm, now_ms, policy)
+        if inp is None:
+            break
+        out = step(alarm, inp, now_ms, policy)
+        if not out.changed:  # pragma: no cover - a timer that does not move would loop
+            msg = f"timer {inp!r} of alarm {alarm.alarm_id} did not advance ({out.reason})"
+            raise AssertionError(msg)
+        alarm = out.alarm
+        events.extend(out.events)
+        reasons.append(out.reason)
+    return alarm, events, reasons
