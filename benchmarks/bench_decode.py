@@ -1,0 +1,324 @@
+"""Decode-stage benchmark: earlywarn's Decoder against a naive per-reading stdlib-json decoder, same run.
+
+    python benchmarks/bench_decode.py [--quick]
+
+Workloads are seeded and built before any timing. Each is a list of RawMessages cut into decode() calls
+of about `--call-readings` readings (what the pipeline hands decode at a time). Reported per workload:
+readings/s of both decoders and their ratio. Also the raw parse rate of stdlib json, orjson and msgspec
+(generic and typed) on the batch payloads: the ceiling any decoder built on each parser can reach.
+Results go to benchmarks/results/decode.json (git-ignored).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import math
+import platform
+import random
+import re
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import polars as pl
+
+from earlywarn.decode import Decoder, _FastMessage
+from earlywarn.model import READING_SCHEMA, RawMessage, ReadingBatch, Reject
+
+try:  # a dev extra: only the raw-parser comparison needs it
+    import orjson
+except ImportError:  # pragma: no cover
+    orjson = None
+
+_CST = timezone(timedelta(hours=8))  # plants report local time with its offset
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+NOW_MS = 1_795_824_000_000  # 2026-11-28T00:00:00Z; every generated ts is before it
+RESULTS = Path(__file__).resolve().parent / "results" / "decode.json"
+
+
+# ---------------------------------------------------------------------------------------------
+# Workloads (seeded, built outside the timed part)
+
+
+def _reading(rng: random.Random, tag: str, with_ts: int | None) -> dict[str, Any]:
+    """A realistic reading: mostly analog floats, some digital bools, rare nulls, occasional quality."""
+    r: dict[str, Any] = {"tag": tag}
+    if with_ts is not None:
+        r["ts"] = with_ts
+    kind = rng.random()
+    if kind < 0.80:
+        r["value"] = round(rng.uniform(-50.0, 500.0), rng.choice((1, 2, 3, 4)))
+    elif kind < 0.90:
+        r["value"] = rng.randint(0, 5000)
+    elif kind < 0.99:
+        r["value"] = rng.random() < 0.5
+    else:
+        r["value"] = None
+    if rng.random() < 0.05:
+        r["q"] = rng.choice(("uncertain", "bad", "good"))
+    return r
+
+
+def build_workloads(seed: int, messages_single: int, messages_batch: int) -> dict[str, list[RawMessage]]:
+    rng = random.Random(seed)
+    sites = [f"SZ-AL-{i:04d}" for i in range(20)]
+    tags = [f"{p}_{i:02d}" for p in ("cw_pressure_mpa", "cw_flow_m3h", "mold_temp_c", "casting_active")
+            for i in range(25)]
+    t0 = NOW_MS - 3_600_000
+    dumps = json.dumps
+
+    single = []
+    for i in range(messages_single):
+        site = rng.choice(sites)
+        payload = dumps(_reading(rng, rng.choice(tags), t0 + i)).encode()
+        single.append(RawMessage(f"ew/{site}/telemetry", payload, mid=i, received_ms=NOW_MS))
+
+    batch = []
+    for i in range(messages_batch):
+        site = rng.choice(sites)
+        ts = t0 + i * 100
+        readings = [_reading(rng, tag, ts + k if rng.random() < 0.3 else None) for k, tag in
+                    enumerate(rng.sample(tags, 100))]
+        payload = dumps({"ts": ts, "readings": readings}).encode()
+        batch.append(RawMessage(f"ew/{site}/telemetry/gw1", payload, mid=i, received_ms=NOW_MS))
+
+    # The slow path's workload: RFC 3339 timestamps and 1 % bad readings (still mostly good data).
+    dirty = []
+    for i in range(max(1, messages_batch // 4)):
+        site = rng.choice(sites)
+        ts = t0 + i * 100
+        readings = []
+        for k, tag in enumerate(rng.sample(tags, 100)):
+            r = _reading(rng, tag, None)
+            if rng.random() < 0.01:
+                r["value"] = "n/a"
+            readings.append(r)
+        iso = datetime.fromtimestamp(ts / 1000, tz=_CST).isoformat(timespec="milliseconds")
+        payload = dumps({"ts": iso, "readings": readings}).encode()
+        dirty.append(RawMessage(f"ew/{site}/telemetry", payload, mid=i, received_ms=NOW_MS))
+
+    return {"single": single, "batch100": batch, "batch100_dirty": dirty}
+
+
+# ---------------------------------------------------------------------------------------------
+# The naive baseline: what one would write first. stdlib json, a Python loop and a row per reading.
+
+_SITE_RE = re.compile(r"ew/([A-Za-z0-9_.-]{1,64})/telemetry(/.*)?", re.DOTALL)
+_TAG_RE = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+_Q = {"good": 0, "uncertain": 1, "bad": 2}
+
+
+class NaiveDecoder:
+    """Per-reading stdlib-json decoding, plainly written. Same output as earlywarn's Decoder."""
+
+    def __init__(self, known_sites: set[str] | None, max_future_ms: int = 300_000) -> None:
+        self.known_sites = known_sites
+        self.max_future_ms = max_future_ms
+
+    def decode(self, messages: Sequence[RawMessage], now_ms: int) -> tuple[ReadingBatch, list[Reject]]:
+        rows: list[tuple[str, str, int, float | None, int]] = []
+        rejects: list[Reject] = []
+        for msg in messages:
+            m = _SITE_RE.fullmatch(msg.topic)
+            if not m:
+                rejects.append(Reject(msg.received_ms, msg.topic, "bad_topic", ""))
+                continue
+            site = m.group(1)
+            if self.known_sites is not None and site not in self.known_sites:
+                rejects.append(Reject(msg.received_ms, msg.topic, "unknown_site", ""))
+                continue
+            try:
+                obj = json.loads(msg.payload)
+            except (ValueError, RecursionError):
+                rejects.append(Reject(msg.received_ms, msg.topic, "not_json", ""))
+                continue
+            if "readings" in obj:
+                readings, batch_ts = obj["readings"], obj.get("ts")
+            else:
+                readings, batch_ts = [obj], None
+            for r in readings:
+                reason = None
+                tag = r.get("tag")
+                ts = r.get("ts", batch_ts)
+                value = r.get("value")
+                if not isinstance(tag, str) or not _TAG_RE.fullmatch(tag):
+                    reason = "bad_tag"
+                elif isinstance(ts, str):
+                    try:
+                        dt = datetime.fromisoformat(ts)
+                        ts = (dt - _EPOCH) // timedelta(milliseconds=1) if dt.tzinfo else None
+                    except ValueError:
+                        ts = None
+                if reason is None and (not isinstance(ts, int) or isinstance(ts, bool)):
+                    reason = "bad_ts"
+                elif reason is None and not (946_684_800_000 <= ts <= now_ms + self.max_future_ms):
+                    reason = "ts_out_of_range"
+                if reason is None:
+                    if isinstance(value, bool):
+                        value = float(value)
+                    elif isinstance(value, (int, float)):
+                        value = float(value)
+                        if not math.isfinite(value):
+                            reason = "non_finite_value"
+                    elif value is not None:
+                        reason = "bad_value"
+                q = _Q.get(r.get("q", "good"))
+                if reason is None and q is None:
+                    reason = "bad_quality"
+                if reason is not None:
+                    rejects.append(Reject(msg.received_ms, msg.topic, reason, json.dumps(r)[:200]))
+                    continue
+                rows.append((site, tag, ts, value, 2 if value is None else q))
+        frame = pl.DataFrame(rows, schema=READING_SCHEMA, orient="row")
+        return ReadingBatch(frame), rejects
+
+
+# ---------------------------------------------------------------------------------------------
+# Timing
+
+
+def _chunks(messages: list[RawMessage], per_call: int) -> list[list[RawMessage]]:
+    return [messages[i : i + per_call] for i in range(0, len(messages), per_call)]
+
+
+def _time_best(fn: Callable[[], Any], repeats: int) -> tuple[float, list[float]]:
+    """Best and all wall times of `fn()` in seconds. GC is collected before, not during, each run."""
+    times = []
+    for _ in range(repeats):
+        gc.collect()
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times), times
+
+
+def _count_readings(messages: list[RawMessage]) -> int:
+    n = 0
+    for m in messages:
+        obj = json.loads(m.payload)
+        n += len(obj["readings"]) if "readings" in obj else 1
+    return n
+
+
+def bench_decoders(name: str, messages: list[RawMessage], per_call_readings: int, repeats: int,
+                   known_sites: set[str]) -> dict[str, Any]:
+    readings = _count_readings(messages)
+    per_msg = max(1, readings // len(messages))
+    calls = _chunks(messages, max(1, per_call_readings // per_msg))
+    ours = Decoder(known_sites=known_sites)
+    naive = NaiveDecoder(known_sites)
+
+    # Same output first: a benchmark of a wrong decoder is worthless.
+    ours_frames = [ours.decode(c, NOW_MS) for c in calls]
+    naive_frames = [naive.decode(c, NOW_MS) for c in calls]
+    got = pl.concat([r.batch.frame for r in ours_frames])
+    want = pl.concat([b.frame for b, _ in naive_frames])
+    assert got.equals(want), f"{name}: Decoder and the naive baseline disagree"
+    ours_rejects = sum(len(r.rejects) for r in ours_frames)
+
+    def run_ours() -> None:
+        for c in calls:
+            ours.decode(c, NOW_MS)
+
+    def run_naive() -> None:
+        for c in calls:
+            naive.decode(c, NOW_MS)
+
+    t_ours, all_ours = _time_best(run_ours, repeats)
+    t_naive, all_naive = _time_best(run_naive, repeats)
+    accepted = got.height
+    return {
+        "workload": name,
+        "messages": len(messages),
+        "readings": readings,
+        "accepted": accepted,
+        "rejected": ours_rejects,
+        "decode_calls": len(calls),
+        "decoder_readings_per_s": readings / t_ours,
+        "naive_readings_per_s": readings / t_naive,
+        "ratio_vs_naive": t_naive / t_ours,
+        "decoder_seconds": all_ours,
+        "naive_seconds": all_naive,
+    }
+
+
+def bench_parsers(messages: list[RawMessage], repeats: int) -> list[dict[str, Any]]:
+    """Raw parse rate of each JSON library on the same payloads (no validation, no columns)."""
+    payloads = [m.payload for m in messages]
+    readings = _count_readings(messages)
+    mbytes = sum(map(len, payloads)) / 1e6
+    typed = msgspec.json.Decoder(_FastMessage)
+    generic = msgspec.json.Decoder()
+    parsers: dict[str, Callable[[bytes], Any]] = {
+        "json.loads": json.loads,
+        "msgspec generic": generic.decode,
+        "msgspec typed Structs": typed.decode,
+    }
+    if orjson is not None:
+        parsers["orjson.loads"] = orjson.loads
+    out = []
+    for label, parse in parsers.items():
+        def run(parse: Callable[[bytes], Any] = parse) -> None:
+            for p in payloads:
+                parse(p)
+
+        t, _ = _time_best(run, repeats)
+        out.append({"parser": label, "readings_per_s": readings / t, "mb_per_s": mbytes / t})
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="small workload, few repeats (a smoke run)")
+    ap.add_argument("--seed", type=int, default=20261128)
+    ap.add_argument("--call-readings", type=int, default=10_000, help="readings per decode() call")
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    args = ap.parse_args(argv)
+
+    n_single, n_batch, repeats = (20_000, 1_000, 3) if args.quick else (200_000, 5_000, 7)
+    workloads = build_workloads(args.seed, n_single, n_batch)
+    known = {f"SZ-AL-{i:04d}" for i in range(20)}
+
+    results = [bench_decoders(name, msgs, args.call_readings, repeats, known) for name, msgs in workloads.items()]
+    parsers = bench_parsers(workloads["batch100"], repeats)
+
+    print(f"decode benchmark ({'quick' if args.quick else 'full'}; best of {repeats}; "
+          f"~{args.call_readings} readings per decode() call; Python {platform.python_version()})")
+    print(f"{'workload':<16}{'messages':>10}{'readings':>10}{'Decoder r/s':>14}{'naive r/s':>12}{'ratio':>8}")
+    for r in results:
+        print(f"{r['workload']:<16}{r['messages']:>10}{r['readings']:>10}{r['decoder_readings_per_s']:>14,.0f}"
+              f"{r['naive_readings_per_s']:>12,.0f}{r['ratio_vs_naive']:>7.1f}x")
+    print("\nraw parse only, batch100 payloads:")
+    print(f"{'parser':<24}{'readings/s':>14}{'MB/s':>9}")
+    for p in parsers:
+        print(f"{p['parser']:<24}{p['readings_per_s']:>14,.0f}{p['mb_per_s']:>9.0f}")
+
+    doc = {
+        "benchmark": "decode",
+        "quick": args.quick,
+        "seed": args.seed,
+        "repeats": repeats,
+        "call_readings": args.call_readings,
+        "python": sys.version,
+        "platform": platform.platform(),
+        "versions": {"msgspec": msgspec.__version__, "polars": pl.__version__,
+                     "orjson": getattr(orjson, "__version__", None)},
+        "decoders": results,
+        "parsers": parsers,
+        "median_ratio_vs_naive": statistics.median(r["ratio_vs_naive"] for r in results),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    print(f"\nwrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
