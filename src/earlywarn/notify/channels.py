@@ -1,0 +1,195 @@
+"""Channels: MQTT, webhook, e-mail (SMTP), the log, and an in-memory one for tests and benchmarks.
+
+A channel delivers one notice to one recipient and raises DeliveryError on failure, saying whether a retry
+could help (`recoverable`). Channels never retry or sleep themselves: the Dispatcher schedules retries on its
+clock, so a slow or failing endpoint holds only its own delivery.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import smtplib
+import socket
+import ssl
+import threading
+import urllib.error
+import urllib.request
+from email.message import EmailMessage
+from email.utils import formataddr, make_msgid
+from typing import Any, Callable, Mapping, Protocol
+
+from earlywarn.clock import Clock
+from earlywarn.config import SmtpConfig
+
+from .notice import Notice, Recipient, email_body, email_subject, notice_bytes
+
+log = logging.getLogger("earlywarn.notify")
+
+#: paho's MQTT_ERR_NO_CONN: a QoS 1 publish while disconnected is queued in the client and sent on reconnect.
+_MQTT_ERR_SUCCESS = 0
+_MQTT_ERR_NO_CONN = 4
+
+
+class DeliveryError(Exception):
+    """A delivery failed. `recoverable`: a later attempt may succeed (timeouts, 5xx, connection refused)."""
+
+    def __init__(self, message: str, *, recoverable: bool) -> None:
+        super().__init__(message)
+        self.recoverable = recoverable
+
+
+class Channel(Protocol):
+    """Delivers one notice to one recipient; raises DeliveryError on failure."""
+
+    name: str
+
+    def send(self, notice: Notice, recipient: Recipient) -> None: ...
+
+
+def notices_topic(site: str) -> str:
+    """The MQTT topic of a site's notices (product.md §7)."""
+    return f"ew/{site}/notices"
+
+
+class MqttChannel:
+    """Publishes the notice JSON at QoS 1 through a given `publish(topic, payload, qos)` (paho's Client.publish)."""
+
+    name = "mqtt"
+
+    def __init__(self, publish: Callable[[str, bytes, int], Any], qos: int = 1) -> None:
+        self._publish = publish
+        self.qos = qos
+
+    def send(self, notice: Notice, recipient: Recipient) -> None:
+        try:
+            info = self._publish(recipient.address, notice_bytes(notice, recipient), self.qos)
+        except (OSError, RuntimeError) as e:
+            raise DeliveryError(f"mqtt publish failed: {e}", recoverable=True) from e
+        except ValueError as e:  # bad topic or payload too large: retrying will not help
+            raise DeliveryError(f"mqtt publish refused: {e}", recoverable=False) from e
+        rc = getattr(info, "rc", _MQTT_ERR_SUCCESS)
+        # NO_CONN at QoS 1 means "queued for the reconnect" in paho 2: retrying would publish it twice.
+        if rc not in (_MQTT_ERR_SUCCESS, _MQTT_ERR_NO_CONN):
+            raise DeliveryError(f"mqtt publish rc={int(rc)}", recoverable=True)
+
+
+class WebhookChannel:
+    """HTTP POST of the notice JSON. 2xx = delivered; 408, 429, 5xx and network errors are recoverable."""
+
+    name = "webhook"
+
+    def __init__(self, timeout_ms: int, headers: Mapping[str, str] | None = None) -> None:
+        self.timeout_s = timeout_ms / 1000
+        self._headers = {"Content-Type": "application/json; charset=utf-8", "User-Agent": "earlywarn-notify/1"}
+        self._headers.update(headers or {})
+
+    def send(self, notice: Notice, recipient: Recipient) -> None:
+        headers = dict(self._headers)
+        headers["X-Earlywarn-Notice-Id"] = notice.notice_id  # receivers de-duplicate retries on it
+        req = urllib.request.Request(
+            recipient.address, data=notice_bytes(notice, recipient), headers=headers, method="POST"
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:  # noqa: S310 (URLs come from config)
+                resp.read(65_536)
+        except urllib.error.HTTPError as e:
+            recoverable = e.code in (408, 425, 429) or e.code >= 500
+            raise DeliveryError(f"webhook HTTP {e.code} {e.reason}", recoverable=recoverable) from None
+        except (urllib.error.URLError, OSError, TimeoutError) as e:
+            reason = getattr(e, "reason", e)
+            raise DeliveryError(f"webhook unreachable: {reason}", recoverable=True) from None
+        except ValueError as e:  # malformed URL
+            raise DeliveryError(f"webhook URL refused: {e}", recoverable=False) from None
+
+
+class EmailChannel:
+    """Plain-text e-mail over SMTP; STARTTLS and AUTH when configured, credentials read from env at send time."""
+
+    name = "email"
+
+    def __init__(
+        self,
+        config: SmtpConfig,
+        *,
+        clock: Clock,
+        env: Mapping[str, str] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self.config = config
+        self._clock = clock
+        self._env = env if env is not None else os.environ
+        self._ssl_context = ssl_context
+
+    def message(self, notice: Notice, recipient: Recipient) -> EmailMessage:
+        """The e-mail for one recipient (exposed so tests can look at it without a server)."""
+        msg = EmailMessage()
+        msg["Subject"] = email_subject(notice)
+        msg["From"] = self.config.sender
+        msg["To"] = formataddr((recipient.name, recipient.address)) if recipient.name else recipient.address
+        msg["Message-ID"] = make_msgid(idstring=notice.notice_id, domain="earlywarn")
+        msg["X-Earlywarn-Notice-Id"] = notice.notice_id
+        msg.set_content(email_body(notice, recipient, self._clock.now_ms()), charset="utf-8")
+        return msg
+
+    def send(self, notice: Notice, recipient: Recipient) -> None:
+        cfg = self.config
+        if not cfg.host:
+            raise DeliveryError("smtp host not configured", recoverable=False)
+        msg = self.message(notice, recipient)
+        user = self._env.get(cfg.username_env, "") if cfg.username_env else ""
+        password = self._env.get(cfg.password_env, "") if cfg.password_env else ""
+        try:
+            with smtplib.SMTP(cfg.host, cfg.port, timeout=cfg.timeout_ms / 1000) as smtp:
+                if cfg.starttls:
+                    smtp.starttls(context=self._ssl_context or ssl.create_default_context())
+                if user:
+                    smtp.login(user, password)
+                smtp.send_message(msg, from_addr=cfg.sender, to_addrs=[recipient.address])
+        except smtplib.SMTPRecipientsRefused as e:
+            raise DeliveryError(f"smtp refused recipient: {e.recipients}", recoverable=False) from None
+        except smtplib.SMTPAuthenticationError as e:
+            raise DeliveryError(f"smtp auth failed: {e.smtp_code}", recoverable=False) from None
+        except smtplib.SMTPResponseException as e:
+            # 4xx is the server saying "try later"; 5xx is permanent.
+            raise DeliveryError(f"smtp {e.smtp_code} {e.smtp_error!r}", recoverable=e.smtp_code < 500) from None
+        except (smtplib.SMTPException, OSError, socket.timeout) as e:
+            raise DeliveryError(f"smtp unavailable: {e}", recoverable=True) from None
+
+
+class LogChannel:
+    """One log line per notice (the `log` channel): who, what, why; never the links (they are credentials)."""
+
+    name = "log"
+
+    def __init__(self, logger: logging.Logger | None = None, level: int = logging.WARNING) -> None:
+        self._log = logger or log
+        self._level = level
+
+    def send(self, notice: Notice, recipient: Recipient) -> None:
+        ids = ",".join(na.alarm.alarm_id for na in notice.alarms[:10])
+        more = f" (+{len(notice.alarms) - 10})" if len(notice.alarms) > 10 else ""
+        self._log.log(
+            self._level,
+            "notice %s site=%s reason=%s tier=%s severity=%s alarms=%d [%s%s]",
+            notice.notice_id, notice.site, notice.reason.value, notice.tier.label, notice.severity,
+            len(notice.alarms), ids, more,
+        )
+
+
+class MemoryChannel:
+    """Keeps what it is given; renders the JSON when `render` so benchmarks pay the real serialization cost."""
+
+    def __init__(self, name: str, *, render: bool = True) -> None:
+        self.name = name
+        self.render = render
+        self._lock = threading.Lock()
+        self.sent: list[tuple[Notice, Recipient]] = []
+        self.payloads: list[bytes] = []
+
+    def send(self, notice: Notice, recipient: Recipient) -> None:
+        payload = notice_bytes(notice, recipient) if self.render else b""
+        with self._lock:
+            self.sent.append((notice, recipient))
+            if self.render:
+                self.payloads.append(payload)

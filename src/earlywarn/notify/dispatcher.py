@@ -1,0 +1,341 @@
+"""The Dispatcher: pacing (grouping, de-duplication), routing, signing links, and handing deliveries out.
+
+Alertmanager's pipeline, in one object driven by an injected clock:
+
+    submit(items)  ->  decide (shelved / suppressed / closed / acked?)  ->  dedup (notification log)
+                   ->  group by (site, reason, tier, audience) for group_wait_ms
+    flush(now_ms)  ->  close due groups into Notices  ->  record in the log  ->  sign ack links
+                   ->  one Delivery per recipient  ->  Executor (worker lanes, bounded queues, never blocks)
+    worker         ->  channel.send  ->  NoticeRecord per alarm  ->  retry on the clock with backoff / dead letter
+
+All methods except the worker callback are meant for the pipeline thread; the worker only touches the
+lock-protected retry heap, records and metrics.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+from earlywarn.clock import Clock
+from earlywarn.config import AlarmsConfig, NotifyConfig
+from earlywarn.metrics import Metrics
+from earlywarn.model import Alarm, AlarmEvent, NoticeRecord, Site, Tier
+
+from .channels import Channel, DeliveryError
+from .delivery import Delivery, Executor, InlineExecutor, RetryPolicy
+from .links import ALL_ALARMS, LinkSigner, ack_url
+from .nflog import NoticeKey, NotificationLog
+from .notice import REASON_OF_EVENT, Notice, NoticeAlarm, NoticeReason, Recipient, make_notice_id
+from .routing import Decision, audience, decide, parse_tiers, recipients
+
+log = logging.getLogger("earlywarn.notify")
+
+_REASON_KIND = {reason: kind for kind, reason in REASON_OF_EVENT.items()}
+#: Recipients whose copy of a notice needs no acknowledge links (they never show them).
+_NO_LINKS = frozenset({"log"})
+
+
+@dataclass(slots=True)
+class _Item:
+    alarm: Alarm
+    event_ts_ms: int
+    keys: list[NoticeKey]
+
+
+@dataclass(slots=True)
+class _Group:
+    site: str
+    reason: NoticeReason
+    tier: Tier
+    tiers: frozenset[Tier]
+    window_start_ms: int
+    due_ms: int
+    items: dict[str, _Item] = field(default_factory=dict)
+
+
+GroupKey = tuple[str, NoticeReason, Tier, frozenset[Tier]]
+
+
+class Dispatcher:
+    """Turns notice-worthy alarm events into paced, routed, recorded deliveries.
+
+    Args:
+        sites: site id -> Site (contacts by tier).
+        config: [notify] (group_wait_ms, webhook URLs and retry settings).
+        alarms_config: [alarms] (ack deadlines per severity, red_immediate_tiers).
+        channels: channel name ("mqtt", "webhook", "email", "log") -> Channel. Only these are used.
+        log: the notification log (persistent in the pipeline, InMemoryNotificationLog in tests).
+        clock: the engine clock; stamps attempts and schedules retries.
+        link_signer: signs acknowledge links; with `public_url`, notices carry `ack_url`s.
+        public_url: the HTTP API's public base URL (HttpConfig.public_url); "" = no links.
+        metrics: earlywarn_notices_total{channel,outcome} and notice latency, when given.
+        executor: where deliveries run. Default InlineExecutor (deterministic, for tests and replays);
+            the live pipeline passes a ThreadedExecutor so delivery never blocks ingest.
+        retry: the retry policy for every channel; default from [notify.webhook].
+    """
+
+    def __init__(
+        self,
+        sites: Mapping[str, Site],
+        config: NotifyConfig,
+        alarms_config: AlarmsConfig,
+        *,
+        channels: Mapping[str, Channel],
+        log: NotificationLog,
+        clock: Clock,
+        link_signer: LinkSigner | None = None,
+        public_url: str = "",
+        metrics: Metrics | None = None,
+        executor: Executor | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        self._sites = sites
+        self.config = config
+        self._deadlines = alarms_config.deadlines
+        self._red_immediate = parse_tiers(alarms_config.red_immediate_tiers)
+        self._channels = dict(channels)
+        self._log = log
+        self._clock = clock
+        self._signer = link_signer
+        self._public_url = public_url
+        self._metrics = metrics
+        self._retry = retry or RetryPolicy.from_config(config.webhook)
+        self._executor: Executor = executor or InlineExecutor()
+        self._executor.start(self._attempt)
+        # pipeline-thread state
+        self._groups: dict[GroupKey, _Group] = {}
+        self._pending: set[NoticeKey] = set()
+        self._in_groups: dict[str, int] = {}  # alarm_id -> number of open groups holding it
+        self._latest: dict[str, Alarm] = {}  # newest snapshot of alarms in open groups
+        self._backlog: deque[Delivery] = deque()
+        # shared with workers
+        self._lock = threading.Lock()
+        self._retries: list[tuple[int, int, Delivery]] = []
+        self._seq = itertools.count()
+        self._records: list[NoticeRecord] = []
+        #: counts of events not turned into notices, by Decision (and "duplicate"); for tests and diagnostics
+        self.skipped: dict[str, int] = {}
+
+    # -------------------------------------------------------------------------------- pacing
+
+    def submit(self, items: Sequence[tuple[Alarm, AlarmEvent]]) -> None:
+        """Take alarm events. Notice-worthy ones join a group; every event refreshes its alarm's snapshot,
+        so an alarm shelved or acknowledged inside the window is re-checked at flush."""
+        now_ms = self._clock.now_ms()
+        for alarm, event in items:
+            if alarm.alarm_id in self._in_groups:
+                self._latest[alarm.alarm_id] = alarm
+            decision = decide(alarm, event.kind, now_ms)
+            if decision is not Decision.NOTIFY:
+                if decision is not Decision.NOT_A_NOTICE:
+                    self._skip(decision.value)
+                continue
+            reason = REASON_OF_EVENT[event.kind]
+            tier = alarm.escalation_tier
+            key = NoticeKey.of(alarm.alarm_id, reason.value, tier.label, event.ts_ms)
+            if key in self._pending or self._log.seen(*key):
+                self._skip("duplicate")
+                continue
+            tiers = audience(alarm, reason, self._red_immediate)
+            gkey: GroupKey = (alarm.site, reason, tier, tiers)
+            group = self._groups.get(gkey)
+            if group is None:
+                group = _Group(alarm.site, reason, tier, tiers, now_ms, now_ms + self.config.group_wait_ms)
+                self._groups[gkey] = group
+            item = group.items.get(alarm.alarm_id)
+            if item is None:
+                group.items[alarm.alarm_id] = _Item(alarm, event.ts_ms, [key])
+                self._in_groups[alarm.alarm_id] = self._in_groups.get(alarm.alarm_id, 0) + 1
+            else:  # the same alarm again in one window (a chattering reactivation): one entry, newest event
+                item.alarm, item.event_ts_ms = alarm, max(item.event_ts_ms, event.ts_ms)
+                item.keys.append(key)
+            self._latest[alarm.alarm_id] = alarm
+            self._pending.add(key)
+
+    def next_due_ms(self) -> int | None:
+        """When flush next has something to do (a group closing or a retry due); None when idle."""
+        dues = [g.due_ms for g in self._groups.values()]
+        with self._lock:
+            if self._retries:
+                dues.append(self._retries[0][0])
+        if self._backlog:
+            dues.append(self._clock.now_ms())
+        return min(dues) if dues else None
+
+    def flush(self, now_ms: int) -> list[Notice]:
+        """Close the groups whose window has passed, hand their deliveries (and due retries) to the executor.
+
+        Returns the notices prepared by this call. Call it often (every pipeline tick, or at next_due_ms()).
+        """
+        notices: list[Notice] = []
+        for gkey in [k for k, g in self._groups.items() if g.due_ms <= now_ms]:
+            notice = self._close(self._groups.pop(gkey), now_ms)
+            if notice is not None:
+                notices.append(notice)
+                self._backlog.extend(Delivery(notice, r, 1, now_ms) for r in notice.recipients)
+        with self._lock:
+            while self._retries and self._retries[0][0] <= now_ms:
+                self._backlog.append(heapq.heappop(self._retries)[2])
+        while self._backlog:
+            if not self._executor.offer(self._backlog[0]):
+                break  # the lane is full: keep the rest for the next flush, never block the pipeline
+            self._backlog.popleft()
+        return notices
+
+    def _close(self, group: _Group, now_ms: int) -> Notice | None:
+        """A group's window has passed: re-check each alarm on its newest snapshot, then build the notice."""
+        kind = _REASON_KIND[group.reason]
+        kept: list[NoticeAlarm] = []
+        keys: list[NoticeKey] = []
+        for alarm_id, item in group.items.items():
+            self._pending.difference_update(item.keys)
+            alarm = self._latest.get(alarm_id, item.alarm)
+            left = self._in_groups.get(alarm_id, 1) - 1
+            if left <= 0:
+                self._in_groups.pop(alarm_id, None)
+                self._latest.pop(alarm_id, None)
+            else:
+                self._in_groups[alarm_id] = left
+            decision = decide(alarm, kind, now_ms)
+            if decision is not Decision.NOTIFY:
+                self._skip(decision.value)
+                continue
+            kept.append(NoticeAlarm(alarm, item.event_ts_ms, self._ack_deadline_ms(alarm)))
+            keys.extend(item.keys)
+        if not kept:
+            return None
+        kept.sort(key=lambda na: (na.alarm.severity.rank, na.alarm.raised_at_ms, na.alarm.alarm_id))
+        notice_id = make_notice_id(
+            group.site, group.reason.value, group.tier, [na.alarm.alarm_id for na in kept], group.window_start_ms
+        )
+        site = self._sites.get(group.site)
+        to = recipients(
+            site, group.site, group.tiers, channels=self._channels, global_webhooks=self.config.webhook.urls
+        )
+        notice = Notice(
+            notice_id=notice_id,
+            site=group.site,
+            site_name=site.name if site else group.site,
+            reason=group.reason,
+            tier=group.tier,
+            alarms=tuple(kept),
+            window_start_ms=group.window_start_ms,
+            prepared_ms=now_ms,
+            recipients=to,
+            ack_urls=self._sign(notice_id, kept, to, now_ms),
+        )
+        for key in keys:
+            self._log.record(*key, notice_id, now_ms)
+        return notice
+
+    def _ack_deadline_ms(self, alarm: Alarm) -> int:
+        start = alarm.last_activation_ms or alarm.raised_at_ms
+        return start + self._deadlines[alarm.severity].ack_ms
+
+    def _sign(
+        self, notice_id: str, alarms: list[NoticeAlarm], to: tuple[Recipient, ...], now_ms: int
+    ) -> dict[str, dict[str, str]]:
+        if self._signer is None or not self._public_url:
+            return {}
+        out: dict[str, dict[str, str]] = {}
+        for r in to:
+            if r.channel in _NO_LINKS:
+                continue
+            links = {
+                na.alarm.alarm_id: ack_url(self._public_url, self._signer.make(na.alarm.alarm_id, r.key, notice_id,
+                                                                              now_ms))
+                for na in alarms
+            }
+            # The notice-level link: the alarm's own for a single alarm, otherwise "all alarms of this notice".
+            links[ALL_ALARMS] = (
+                next(iter(links.values())) if len(alarms) == 1
+                else ack_url(self._public_url, self._signer.make(ALL_ALARMS, r.key, notice_id, now_ms))
+            )
+            out[r.key] = links
+        return out
+
+    def _skip(self, why: str) -> None:
+        self.skipped[why] = self.skipped.get(why, 0) + 1
+
+    # -------------------------------------------------------------------------------- delivery (worker side)
+
+    def _attempt(self, d: Delivery) -> None:
+        """Run one attempt of one delivery; record it; schedule a retry or give up. Runs on a worker."""
+        channel = self._channels.get(d.channel)
+        now_ms = self._clock.now_ms()
+        if self._metrics is not None and d.attempt == 1:
+            for na in d.notice.alarms:
+                self._metrics.notice_latency.observe(max(0, now_ms - na.event_ts_ms) / 1000)
+        error = ""
+        try:
+            if channel is None:
+                raise DeliveryError(f"no channel {d.channel!r}", recoverable=False)
+            channel.send(d.notice, d.recipient)
+            outcome = "delivered"
+        except DeliveryError as e:
+            error, recoverable = str(e), e.recoverable
+            outcome = self._after_failure(d, recoverable, now_ms)
+        except Exception as e:  # a bug in a channel must not kill the worker; treat it as transient
+            log.exception("notify channel %s crashed", d.channel)
+            error = f"{type(e).__name__}: {e}"
+            outcome = self._after_failure(d, True, now_ms)
+        if outcome != "delivered":
+            log.warning("notice %s to %s attempt %d: %s (%s)", d.notice.notice_id, d.recipient.key, d.attempt,
+                        outcome, error)
+        records = [
+            NoticeRecord(
+                notice_id=d.notice.notice_id,
+                alarm_id=na.alarm.alarm_id,
+                channel=d.channel,
+                recipient=d.recipient.address,
+                tier=d.notice.tier.label,
+                reason=d.notice.reason.value,
+                sent_at_ms=now_ms,
+                outcome=outcome,
+                error=error,
+                attempt=d.attempt,
+            )
+            for na in d.notice.alarms
+        ]
+        with self._lock:
+            self._records.extend(records)
+        if self._metrics is not None:
+            self._metrics.notices.labels(channel=d.channel, outcome=outcome).inc()
+
+    def _after_failure(self, d: Delivery, recoverable: bool, now_ms: int) -> str:
+        if not recoverable:
+            return "failed"
+        if d.attempt >= self._retry.max_attempts:
+            return "dead_letter"
+        retry = Delivery(d.notice, d.recipient, d.attempt + 1, now_ms + self._retry.backoff_ms(d.attempt))
+        with self._lock:
+            heapq.heappush(self._retries, (retry.due_ms, next(self._seq), retry))
+        return "retrying"
+
+    # -------------------------------------------------------------------------------- hand-off
+
+    def drain_records(self) -> list[NoticeRecord]:
+        """Every attempt recorded since the last call (rows for the `notices` table)."""
+        with self._lock:
+            out, self._records = self._records, []
+        return out
+
+    def pending(self) -> dict[str, int]:
+        """Sizes of the internal queues: open groups, backlog, scheduled retries."""
+        with self._lock:
+            retries = len(self._retries)
+        return {"groups": len(self._groups), "backlog": len(self._backlog), "retries": retries}
+
+    def wait_idle(self, timeout_s: float) -> bool:
+        """Wait until the executor has run everything offered so far (tests, shutdown)."""
+        return self._executor.wait_idle(timeout_s)
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Stop the executor after the deliveries already handed to it (retries still scheduled are dropped)."""
+        self._executor.close(timeout_s)

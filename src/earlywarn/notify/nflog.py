@@ -1,0 +1,78 @@
+"""The notification log: what has already been notified, so nothing is sent twice (also after a restart).
+
+Key: `(alarm_id, reason, tier, event_ts_ms)`.
+- `raised` and `escalated` happen once per alarm and tier: `event_ts_ms` is None, the key is (alarm, reason, tier).
+- `reminder` and `reactivated` recur: each event is distinct, `event_ts_ms` is that event's ts, so a restart
+  that re-emits the same reminder does not resend it, while the next reminder still goes out.
+
+The pipeline backs this with the `notices` table (product.md §8), which has no event-ts column. A table-backed
+log answers a recurring key with "a row for (alarm_id, reason, tier) whose sent_at ≥ event_ts_ms exists":
+a notice for an event is always sent at or after that event, and the next event comes a reminder interval later.
+`record` is called when the notice is prepared, before any delivery: a crash after it resends nothing, a crash
+before it resends the notice (at-least-once up to the prepare step, exactly-once after).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import NamedTuple, Protocol
+
+#: Reasons whose key carries the event ts (each occurrence is notified on its own).
+RECURRING_REASONS = frozenset({"reminder", "reactivated"})
+
+
+class NoticeKey(NamedTuple):
+    alarm_id: str
+    reason: str
+    tier: str  # Tier.label
+    event_ts_ms: int | None = None
+
+    @classmethod
+    def of(cls, alarm_id: str, reason: str, tier: str, event_ts_ms: int) -> NoticeKey:
+        """The key for an event, dropping the ts for once-only reasons."""
+        return cls(alarm_id, reason, tier, event_ts_ms if reason in RECURRING_REASONS else None)
+
+
+class NotificationLog(Protocol):
+    """Remembers notified keys. Implementations must be safe to call from the pipeline thread."""
+
+    def seen(self, alarm_id: str, reason: str, tier: str, event_ts_ms: int | None = None) -> bool:
+        """True if a notice for this key was already prepared (now or before a restart)."""
+        ...
+
+    def record(
+        self, alarm_id: str, reason: str, tier: str, event_ts_ms: int | None, notice_id: str, prepared_ms: int
+    ) -> None:
+        """Remember that notice `notice_id` covers this key."""
+        ...
+
+
+class InMemoryNotificationLog:
+    """A NotificationLog in a dict, for tests and for replays that need no persistence.
+
+    Share one instance between two Dispatchers to simulate a restart.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: dict[NoticeKey, tuple[str, int]] = {}
+
+    def seen(self, alarm_id: str, reason: str, tier: str, event_ts_ms: int | None = None) -> bool:
+        with self._lock:
+            return NoticeKey(alarm_id, reason, tier, event_ts_ms) in self._entries
+
+    def record(
+        self, alarm_id: str, reason: str, tier: str, event_ts_ms: int | None, notice_id: str, prepared_ms: int
+    ) -> None:
+        with self._lock:
+            self._entries.setdefault(NoticeKey(alarm_id, reason, tier, event_ts_ms), (notice_id, prepared_ms))
+
+    def notice_of(self, key: NoticeKey) -> str | None:
+        """The notice that covered `key`, if any (for tests and diagnostics)."""
+        with self._lock:
+            entry = self._entries.get(key)
+        return entry[0] if entry else None
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)
