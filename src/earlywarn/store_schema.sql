@@ -61,9 +61,16 @@ CREATE TABLE IF NOT EXISTS alarms (
     suppressed          BOOLEAN     NOT NULL DEFAULT false,
     chattering          BOOLEAN     NOT NULL DEFAULT false,
     flood               BOOLEAN     NOT NULL DEFAULT false,
-    updated_at          TIMESTAMPTZ,
-    last_notified_at    TIMESTAMPTZ         -- model.Alarm.last_notified_ms (reminder timing survives a restart)
+    updated_at          TIMESTAMPTZ
 );
+
+-- Lifecycle timers of model.Alarm, so that escalations and reminders survive a restart. Added with ALTER
+-- (idempotent) so that a database created by an earlier version gains them at open.
+ALTER TABLE alarms ADD COLUMN IF NOT EXISTS last_notified_at TIMESTAMPTZ;
+ALTER TABLE alarms ADD COLUMN IF NOT EXISTS unacked_since_at TIMESTAMPTZ;   -- the ack deadline counts from here
+ALTER TABLE alarms ADD COLUMN IF NOT EXISTS ack_escalations INTEGER DEFAULT 0;
+ALTER TABLE alarms ADD COLUMN IF NOT EXISTS close_escalated BOOLEAN DEFAULT false;
+ALTER TABLE alarms ADD COLUMN IF NOT EXISTS last_reminded_at TIMESTAMPTZ;
 
 CREATE TABLE IF NOT EXISTS alarm_events (
     alarm_id    VARCHAR     NOT NULL,

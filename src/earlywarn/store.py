@@ -1,0 +1,816 @@
+"""The DuckDB store: one micro-batch, one transaction; history and restart queries.
+
+One writer process owns the database file (DuckDB allows a single writing process). The engine calls
+`Store.commit` once per micro-batch and acknowledges the batch's MQTT messages only after it returns:
+everything of the batch (readings, rejects, signals, alarms, alarm events, notices, engine state) is in
+one transaction, so after a crash (kill -9 included) a batch is either wholly stored or wholly absent
+and the broker redelivers what was not acknowledged. DuckDB replays its write-ahead log on open.
+
+Readings are appended columnar from the batch's polars frame (Arrow, zero copy), never row by row.
+Redelivered readings (QoS 1) are dropped by an anti-join restricted to the candidates' sensors and time
+range, so a reading is stored once however often it arrives (product.md §3 "Duplicates").
+
+Readers: analysts open a *copy* (`snapshot_to`) or a stopped engine's file (`open_readonly`); a live
+engine's file is locked by its writer, so live queries go through the engine (HTTP API).
+
+Example:
+    >>> store = Store.open(path)                                       # doctest: +SKIP
+    >>> result = store.commit(CommitBatch(fresh=batch, maybe_dup=ReadingBatch.empty()))  # doctest: +SKIP
+    >>> store.last_ts_by_sensor()                                      # doctest: +SKIP
+    {('SZ-AL-0001', 'cw_pressure_mpa'): 1764316800250}
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import polars as pl
+import pyarrow as pa
+
+from earlywarn.clock import Clock, SystemClock
+from earlywarn.config import DEFAULT_DEADLINES, Deadline
+from earlywarn.errors import StoreError
+from earlywarn.model import (
+    QUALITY_LABELS,
+    READING_SCHEMA,
+    Alarm,
+    AlarmEvent,
+    AlarmState,
+    Disposition,
+    EventKind,
+    ReadingBatch,
+    Reject,
+    Severity,
+    Signal,
+    Tier,
+)
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "CommitBatch",
+    "CommitResult",
+    "MaintenanceWindow",
+    "NoticeRow",
+    "Store",
+    "ALARM_FIELDS",
+]
+
+_TS_MS = pa.timestamp("ms", tz="UTC")  # Arrow type DuckDB reads as TIMESTAMPTZ
+
+# Quality code -> stored label, as a DuckDB list literal indexed by code + 1 (lists are 1-based).
+# An unknown code gives NULL, which the NOT NULL constraint on readings.quality turns into an error.
+_QUALITY_SQL = "[" + ", ".join(f"'{label}'" for label in QUALITY_LABELS) + "]"
+_QUALITY_CODE_SQL = (
+    "CASE quality " + " ".join(f"WHEN '{label}' THEN {i}" for i, label in enumerate(QUALITY_LABELS)) + " END"
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# What a commit carries
+
+
+@dataclass(frozen=True, slots=True)
+class NoticeRow:
+    """One delivery attempt of a notice to one recipient for one alarm (a row of `notices`).
+
+    A grouped notice covering several alarms is one row per alarm, all with the same `notice_id`.
+    """
+
+    notice_id: str
+    alarm_id: str
+    channel: str  # mqtt | webhook | email | log
+    sent_at_ms: int
+    outcome: str  # delivered | failed | retrying | dead_letter
+    recipient: str | None = None
+    tier: Tier | None = None
+    reason: str | None = None  # raised | reactivated | escalated | reminder
+    error: str | None = None
+    attempt: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class MaintenanceWindow:
+    """A planned maintenance window: alarms of `site` (or only of `tag` there) are suppressed in it."""
+
+    window_id: str
+    site: str
+    starts_at_ms: int
+    ends_at_ms: int
+    reason: str
+    created_by: str
+    created_at_ms: int
+    tag: str | None = None  # None = the whole site
+
+    def covers(self, site: str, tag: str, ts_ms: int) -> bool:
+        """True if a reading of (site, tag) at `ts_ms` falls in this window (end exclusive)."""
+        return (
+            site == self.site
+            and (self.tag is None or tag == self.tag)
+            and self.starts_at_ms <= ts_ms < self.ends_at_ms
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CommitBatch:
+    """Everything one micro-batch writes, committed in one transaction.
+
+    `fresh` holds readings whose ts is newer than the last stored ts of their (site, tag): they are
+    inserted without a duplicate check. `maybe_dup` holds the others (redeliveries or late readings):
+    only those whose (site, tag, ts) is not stored yet are inserted. Within each frame the caller
+    guarantees that (site, tag, ts) is unique.
+    """
+
+    fresh: ReadingBatch
+    maybe_dup: ReadingBatch
+    rejects: Sequence[Reject] = ()
+    signals: Sequence[Signal] = ()
+    alarms: Sequence[Alarm] = ()  # final state of each alarm changed in this batch; upsert by alarm_id
+    events: Sequence[AlarmEvent] = ()
+    notices: Sequence[NoticeRow] = ()
+    state: Mapping[str, bytes] = field(default_factory=dict)  # engine_state upserts
+
+
+@dataclass(frozen=True, slots=True)
+class CommitResult:
+    """What a commit stored. `late` = readings of `maybe_dup` inserted; `duplicates` = dropped."""
+
+    batch_seq: int
+    inserted: int
+    late: int
+    duplicates: int
+
+
+# ---------------------------------------------------------------------------------------------
+# Row <-> Arrow helpers (small tables)
+
+
+def _nan_to_none(x: float | None) -> float | None:
+    """NaN means "no value" in the model; SQL's NULL says so to analysts (avg() skips it, NaN poisons it)."""
+    return None if x is None or math.isnan(x) else float(x)
+
+
+def _none_to_nan(x: float | None) -> float:
+    return float("nan") if x is None else float(x)
+
+
+def _ident(name: str) -> str:
+    """Quote an SQL identifier (a catalog name taken from DuckDB itself, never from data)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _arrow(columns: dict[str, tuple[pa.DataType, list[Any]]]) -> pa.Table:
+    """Build an Arrow table from {name: (type, values)}; raises on a value of the wrong type."""
+    return pa.table({name: pa.array(values, type=typ) for name, (typ, values) in columns.items()})
+
+
+def _ms(x: int | None) -> int | None:
+    return None if x is None else int(x)
+
+
+def _label(x: Any) -> str | None:
+    return None if x is None else str(x)
+
+
+# model.Alarm field -> alarms column: (field, column, Arrow type, to column, from column). Timestamps are
+# epoch ms in the model and TIMESTAMPTZ in the table (read back with epoch_ms, exact). NaN floats are NULL
+# in the table. tests/integration/test_store.py checks that every Alarm field is listed here, so a field
+# added to the model cannot be silently lost at a restart.
+_ALARM_MAP: tuple[tuple[str, str, pa.DataType, Any, Any], ...] = (
+    ("alarm_id", "alarm_id", pa.string(), str, str),
+    ("site", "site", pa.string(), str, str),
+    ("plant", "plant", pa.string(), str, str),
+    ("district", "district", pa.string(), str, str),
+    ("tag", "tag", pa.string(), str, str),
+    ("rule_id", "rule_id", pa.string(), str, str),
+    ("severity", "severity", pa.string(), str, Severity),
+    ("state", "state", pa.string(), str, AlarmState),
+    ("raised_at_ms", "raised_at", _TS_MS, int, int),
+    ("message", "message", pa.string(), str, lambda v: v if v is not None else ""),
+    ("acked_at_ms", "acked_at", _TS_MS, _ms, _ms),
+    ("acked_by", "acked_by", pa.string(), _label, _label),
+    ("cleared_at_ms", "cleared_at", _TS_MS, _ms, _ms),
+    ("closed_at_ms", "closed_at", _TS_MS, _ms, _ms),
+    ("closed_by", "closed_by", pa.string(), _label, _label),
+    ("disposition", "disposition", pa.string(), _label, lambda v: None if v is None else Disposition(v)),
+    ("note", "note", pa.string(), _label, _label),
+    ("occurrences", "occurrences", pa.int32(), int, int),
+    ("value", "value", pa.float64(), _nan_to_none, _none_to_nan),
+    ("peak_value", "peak_value", pa.float64(), _nan_to_none, _none_to_nan),
+    ("escalation_tier", "escalation_tier", pa.string(), lambda t: Tier(t).label, lambda v: Tier[v.upper()]),
+    ("last_activation_ms", "last_activation_at", _TS_MS, int, lambda v: 0 if v is None else int(v)),
+    ("shelved_until_ms", "shelved_until", _TS_MS, _ms, _ms),
+    ("shelved_by", "shelved_by", pa.string(), _label, _label),
+    ("shelve_reason", "shelve_reason", pa.string(), _label, _label),
+    ("suppressed", "suppressed", pa.bool_(), bool, bool),
+    ("chattering", "chattering", pa.bool_(), bool, bool),
+    ("flood", "flood", pa.bool_(), bool, bool),
+    ("last_notified_ms", "last_notified_at", _TS_MS, _ms, _ms),
+    ("unacked_since_ms", "unacked_since_at", _TS_MS, _ms, _ms),
+    ("ack_escalations", "ack_escalations", pa.int32(), int, lambda v: 0 if v is None else int(v)),
+    ("close_escalated", "close_escalated", pa.bool_(), bool, bool),
+    ("last_reminded_ms", "last_reminded_at", _TS_MS, _ms, _ms),
+)
+#: Alarm fields the store persists (a test compares this with dataclasses.fields(Alarm)).
+ALARM_FIELDS: frozenset[str] = frozenset(f for f, *_ in _ALARM_MAP)
+
+# Columns the model does not carry: derived by the store at each upsert.
+_ALARM_EXTRA = ("ack_due_at", "close_due_at", "updated_at")
+_ALARM_COLUMNS = ", ".join([c for _, c, *_ in _ALARM_MAP] + list(_ALARM_EXTRA))
+_ALARM_SELECT = "SELECT " + ", ".join(
+    f"epoch_ms({c})" if t == _TS_MS else c for _, c, t, *_ in _ALARM_MAP
+) + " FROM alarms"
+
+
+def _alarm_from_row(row: tuple[Any, ...]) -> Alarm:
+    return Alarm(**{f: read(v) for (f, _, _, _, read), v in zip(_ALARM_MAP, row, strict=True)})
+
+
+def _alarms_arrow(alarms: Sequence[Alarm], extra: dict[str, list[int | None]]) -> pa.Table:
+    cols = {
+        c: (t, [write(getattr(a, f)) for a in alarms]) for f, c, t, write, _ in _ALARM_MAP
+    }
+    cols.update({c: (_TS_MS, extra[c]) for c in _ALARM_EXTRA})
+    return _arrow(cols)
+
+
+# ---------------------------------------------------------------------------------------------
+# The store
+
+
+class Store:
+    """The DuckDB database of one engine. Build it with `Store.open` or `Store.open_readonly`.
+
+    Methods are safe to call from several threads: writes serialize on a lock (one transaction at a
+    time on the writer connection); reads run on their own DuckDB cursor and see committed data only,
+    so an API thread never waits for, nor sees half of, a commit.
+    """
+
+    def __init__(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        path: Path,
+        *,
+        read_only: bool,
+        clock: Clock,
+        deadlines: Mapping[Severity, Deadline],
+        checkpoint_interval_ms: int,
+    ) -> None:
+        self._con = con
+        self.path = path
+        self.read_only = read_only
+        self._clock = clock
+        self._deadlines = dict(deadlines)
+        self._checkpoint_interval_ms = checkpoint_interval_ms
+        self._lock = threading.RLock()
+        self._views: set[str] = set()  # registered Arrow views (see _view)
+        self._closed = False
+        self._batch_seq = self._load_batch_seq()
+        self._last_checkpoint_ms = clock.now_ms()
+
+    # -- opening -------------------------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        clock: Clock | None = None,
+        deadlines: Mapping[Severity, Deadline] | None = None,
+        checkpoint_interval_ms: int = 10_000,
+        threads: int | None = None,
+    ) -> Store:
+        """Open (creating if needed) the database at `path` for writing and apply the schema.
+
+        Safe after a crash: DuckDB replays its write-ahead log, so every committed batch is there and
+        no uncommitted one is. `deadlines` (per severity) fill `alarms.ack_due_at` / `close_due_at`.
+        `checkpoint_interval_ms` bounds the WAL (and so the replay time at the next open): after a
+        commit, the store checkpoints if that long has passed since the last checkpoint (0 = only
+        DuckDB's own size-based checkpoints).
+        """
+        p = Path(path)
+        try:
+            con = duckdb.connect(str(p))
+        except duckdb.Error as e:
+            msg = f"cannot open {p} for writing (is another engine running on it?): {e}"
+            raise StoreError(msg) from e
+        try:
+            # GLOBAL so that the reader cursors get it too: TIMESTAMP -> TIMESTAMPTZ casts and what an
+            # analyst sees are UTC whatever the host's zone is.
+            con.execute("SET GLOBAL TimeZone = 'UTC'")
+            if threads is not None:
+                con.execute("SET threads = ?", [threads])
+            con.execute(files("earlywarn").joinpath("store_schema.sql").read_text(encoding="utf-8"))
+        except duckdb.Error as e:
+            con.close()
+            msg = f"cannot prepare {p}: {e}"
+            raise StoreError(msg) from e
+        return cls(
+            con,
+            p,
+            read_only=False,
+            clock=clock if clock is not None else SystemClock(),
+            deadlines=deadlines if deadlines is not None else DEFAULT_DEADLINES,
+            checkpoint_interval_ms=checkpoint_interval_ms,
+        )
+
+    @classmethod
+    def open_readonly(cls, path: str | os.PathLike[str], *, clock: Clock | None = None) -> Store:
+        """Open an existing database read-only (analysts, reports on a stopped engine or a snapshot).
+
+        DuckDB lets one process write a file and, while it does, no other process open it at all:
+        to query a live engine use its HTTP API, or a copy made with `snapshot_to`.
+        """
+        p = Path(path)
+        if not p.exists():
+            msg = f"no database at {p}"
+            raise StoreError(msg)
+        try:
+            con = duckdb.connect(str(p), read_only=True)
+            con.execute("SET GLOBAL TimeZone = 'UTC'")
+        except duckdb.Error as e:
+            msg = (
+                f"cannot open {p} read-only: {e}. A running engine holds the file; query it through "
+                "the engine's API or a snapshot (Store.snapshot_to)."
+            )
+            raise StoreError(msg) from e
+        return cls(
+            con,
+            p,
+            read_only=True,
+            clock=clock if clock is not None else SystemClock(),
+            deadlines=DEFAULT_DEADLINES,
+            checkpoint_interval_ms=0,
+        )
+
+    def close(self) -> None:
+        """Checkpoint (writer) and close. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            try:
+                if not self.read_only:
+                    self._con.execute("CHECKPOINT")
+            except duckdb.Error as e:  # the WAL still holds everything committed; replayed at next open
+                log.warning("checkpoint at close failed: %s", e)
+            finally:
+                self._con.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def batch_seq(self) -> int:
+        """Number of the last committed batch (0 for a new database)."""
+        return self._batch_seq
+
+    def _load_batch_seq(self) -> int:
+        row = self._con.execute("SELECT coalesce(max(batch_seq), 0) FROM store_commits").fetchone()
+        return int(row[0]) if row else 0
+
+    def _reader(self) -> duckdb.DuckDBPyConnection:
+        """A cursor of its own for one read: sees committed data only, never blocks the writer."""
+        if self._closed:
+            msg = f"store {self.path} is closed"
+            raise StoreError(msg)
+        return self._con.cursor()
+
+    def _require_writer(self) -> None:
+        if self.read_only:
+            msg = f"store {self.path} is open read-only"
+            raise StoreError(msg)
+        if self._closed:
+            msg = f"store {self.path} is closed"
+            raise StoreError(msg)
+
+    # -- the commit ----------------------------------------------------------------------------
+
+    def commit(self, cb: CommitBatch) -> CommitResult:
+        """Write everything of one micro-batch in one transaction.
+
+        Raises StoreError if anything fails; then nothing of the batch is stored (rolled back) and the
+        caller keeps the batch, acknowledges nothing and may retry the same CommitBatch.
+        """
+        with self._lock:
+            self._require_writer()
+            seq = self._batch_seq + 1
+            now_ms = self._clock.now_ms()
+            con = self._con
+            try:
+                con.begin()
+                fresh = self._insert_fresh(cb.fresh, seq)
+                late = self._insert_maybe_dup(cb.maybe_dup, seq)
+                self._update_last_ts(cb.fresh, cb.maybe_dup)
+                self._insert_rejects(cb.rejects)
+                self._insert_signals(cb.signals)
+                n_alarms = self._upsert_alarms(cb.alarms, now_ms)
+                self._insert_events(cb.events)
+                self._insert_notices(cb.notices)
+                self._upsert_state(cb.state, seq, now_ms)
+                con.execute(
+                    "INSERT INTO store_commits VALUES (?, make_timestamptz(?::BIGINT * 1000), ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [seq, now_ms, fresh, late, len(cb.maybe_dup) - late, len(cb.rejects), len(cb.signals),
+                     n_alarms, len(cb.events), len(cb.notices)],
+                )
+            except Exception as e:  # noqa: BLE001 - any failure means: roll back, the caller keeps the batch
+                self._rollback_quietly()
+                msg = f"batch {seq} not committed: {type(e).__name__}: {e}"
+                raise StoreError(msg) from e
+            try:
+                con.commit()
+            except Exception as e:  # noqa: BLE001
+                # COMMIT itself failed: the batch may or may not be durable (e.g. the WAL was written
+                # and an automatic checkpoint then failed). store_commits is the witness.
+                if not self._committed_despite(seq, e):
+                    msg = f"batch {seq} not committed: {type(e).__name__}: {e}"
+                    raise StoreError(msg) from e
+            self._batch_seq = seq
+            result = CommitResult(batch_seq=seq, inserted=fresh + late, late=late,
+                                  duplicates=len(cb.maybe_dup) - late)
+            self._maybe_checkpoint(now_ms)
+            return result
+
+    def _rollback_quietly(self) -> None:
+        try:
+            self._con.rollback()
+        except Exception as e:  # noqa: BLE001 - no transaction (failed at BEGIN) or connection gone
+            log.debug("rollback: %s", e)
+        for name in list(self._views):  # left registered by a statement that failed mid-transaction
+            try:
+                self._con.unregister(name)
+                self._views.discard(name)
+            except Exception:  # noqa: BLE001, S110 - connection gone: nothing holds the data any more
+                pass
+
+    @contextmanager
+    def _view(self, name: str, data: pa.Table) -> Iterator[None]:
+        """Expose `data` (Arrow, zero copy) to SQL as `name` on the writer connection for one statement."""
+        self._con.register(name, data)
+        self._views.add(name)
+        yield
+        # Not in a `finally`: in an aborted transaction unregister fails too and would mask the real
+        # error; _rollback_quietly unregisters whatever a failed statement left behind.
+        self._con.unregister(name)
+        self._views.discard(name)
+
+    def _committed_despite(self, seq: int, error: BaseException) -> bool:
+        """After a failed COMMIT: is batch `seq` durable? Rolls back our side if it is not."""
+        self._rollback_quietly()
+        try:
+            row = self._con.cursor().execute(
+                "SELECT count(*) FROM store_commits WHERE batch_seq = ?", [seq]
+            ).fetchone()
+        except Exception as e:  # noqa: BLE001
+            log.error("batch %d: COMMIT failed (%s) and the store cannot tell whether it is in: %s",
+                      seq, error, e)
+            # Unknown: treat as not committed. A retry of its fresh readings could then store them
+            # twice, so the engine must reopen the store (its last_ts_by_sensor then routes them to
+            # maybe_dup); the database is unusable anyway when even a read fails.
+            return False
+        committed = bool(row and row[0])
+        log.warning("batch %d: COMMIT raised %s; batch %s", seq, error,
+                    "is committed" if committed else "is not committed")
+        return committed
+
+    def _maybe_checkpoint(self, now_ms: int) -> None:
+        """Checkpoint on the interval; after the commit, so a failure here never fails a batch."""
+        if self._checkpoint_interval_ms <= 0 or now_ms - self._last_checkpoint_ms < self._checkpoint_interval_ms:
+            return
+        self._last_checkpoint_ms = now_ms
+        try:
+            self._con.execute("CHECKPOINT")
+        except duckdb.Error as e:
+            log.warning("checkpoint failed (the WAL keeps the data): %s", e)
+
+    def checkpoint(self) -> None:
+        """Move the WAL into the database file now (shortens the replay at the next open)."""
+        with self._lock:
+            self._require_writer()
+            try:
+                self._con.execute("CHECKPOINT")
+            except duckdb.Error as e:
+                raise StoreError(f"checkpoint failed: {e}") from e
+            self._last_checkpoint_ms = self._clock.now_ms()
+
+    # readings ----------------------------------------------------------------------------------
+
+    # The conversion happens inside DuckDB, vectorized: ts_ms -> TIMESTAMPTZ (microseconds), the
+    # quality code -> its label.
+    _READINGS_SELECT = (
+        f"SELECT site, tag, make_timestamptz(ts_ms * 1000) AS ts, value, "
+        f"{_QUALITY_SQL}[quality + 1] AS quality"
+    )
+
+    def _insert_fresh(self, batch: ReadingBatch, seq: int) -> int:
+        if len(batch) == 0:
+            return 0
+        with self._view("_ew_fresh", batch.frame.to_arrow()):
+            self._con.execute(
+                "INSERT INTO readings (site, tag, ts, value, quality, batch_seq) "
+                f"SELECT *, ? FROM ({self._READINGS_SELECT} FROM _ew_fresh)",
+                [seq],
+            )
+        return len(batch)
+
+    def _insert_maybe_dup(self, batch: ReadingBatch, seq: int) -> int:
+        """Insert the readings of `batch` not stored yet; returns how many were inserted."""
+        if len(batch) == 0:
+            return 0
+        frame = batch.frame
+        lo_ms, hi_ms = frame["ts_ms"].min(), frame["ts_ms"].max()
+        with self._view("_ew_maybe", frame.to_arrow()):
+            # The ts range filter prunes `readings` by row-group zone maps (readings arrive roughly in
+            # time order), so the anti-join's build side is the few row groups around the candidates,
+            # not the whole history; the hash join then matches on (site, tag, ts).
+            row = self._con.execute(
+                "INSERT INTO readings (site, tag, ts, value, quality, batch_seq) "
+                f"SELECT c.*, $seq FROM ({self._READINGS_SELECT} FROM _ew_maybe) c "
+                "ANTI JOIN (SELECT site, tag, ts FROM readings "
+                "           WHERE ts BETWEEN make_timestamptz($lo::BIGINT * 1000) AND make_timestamptz($hi::BIGINT * 1000)) r "
+                "USING (site, tag, ts)",
+                {"seq": seq, "lo": lo_ms, "hi": hi_ms},
+            ).fetchone()
+        return int(row[0]) if row else 0
+
+    def _update_last_ts(self, *batches: ReadingBatch) -> None:
+        frames = [b.frame.select("site", "tag", "ts_ms") for b in batches if len(b)]
+        if not frames:
+            return
+        per_sensor = pl.concat(frames).group_by("site", "tag").agg(pl.col("ts_ms").max())
+        with self._view("_ew_last", per_sensor.to_arrow()):
+            self._con.execute(
+                "INSERT INTO sensor_last_ts AS s SELECT site, tag, ts_ms FROM _ew_last "
+                "ON CONFLICT (site, tag) DO UPDATE SET last_ts_ms = greatest(s.last_ts_ms, excluded.last_ts_ms)"
+            )
+
+    # small tables: one Arrow table and one INSERT each (benchmarks/bench_store.py: executemany costs a
+    # statement execution per row, ~20x slower at a few hundred rows) ----------------------------
+
+    def _insert_table(self, table: str, columns: str, data: pa.Table, select: str = "*") -> None:
+        view = f"_ew_{table}"
+        with self._view(view, data):
+            self._con.execute(f"INSERT INTO {table} ({columns}) SELECT {select} FROM {view}")
+
+    def _insert_rejects(self, rejects: Sequence[Reject]) -> None:
+        if not rejects:
+            return
+        data = _arrow({
+            "received_at": (_TS_MS, [r.received_ms for r in rejects]),
+            "topic": (pa.string(), [r.topic for r in rejects]),
+            "reason": (pa.string(), [r.reason for r in rejects]),
+            "payload": (pa.string(), [r.payload for r in rejects]),
+        })
+        self._insert_table("rejects", "received_at, topic, reason, payload", data)
+
+    def _insert_signals(self, signals: Sequence[Signal]) -> None:
+        if not signals:
+            return
+        data = _arrow({
+            "site": (pa.string(), [s.site for s in signals]),
+            "tag": (pa.string(), [s.tag for s in signals]),
+            "rule_id": (pa.string(), [s.rule_id for s in signals]),
+            "severity": (pa.string(), [s.severity for s in signals]),
+            "kind": (pa.string(), [s.kind for s in signals]),
+            "ts": (_TS_MS, [s.ts_ms for s in signals]),
+            "value": (pa.float64(), [_nan_to_none(s.value) for s in signals]),
+            "message": (pa.string(), [s.message for s in signals]),
+            "detail": (pa.string(), [s.detail for s in signals]),
+        })
+        self._insert_table("signals", "site, tag, rule_id, severity, kind, ts, value, message, detail", data)
+
+    def _upsert_alarms(self, alarms: Sequence[Alarm], now_ms: int) -> int:
+        if not alarms:
+            return 0
+        # One row per id, the last one given: INSERT OR REPLACE refuses to touch a key twice in one
+        # statement, and the last state is the final one.
+        final = list({a.alarm_id: a for a in alarms}.values())
+        ack_due: list[int | None] = []
+        close_due: list[int | None] = []
+        for a in final:
+            d = self._deadlines.get(a.severity)
+            ack_due.append(a.raised_at_ms + d.ack_ms if d and d.ack_ms else None)
+            close_due.append(a.raised_at_ms + d.close_ms if d and d.close_ms else None)
+        data = _alarms_arrow(
+            final, {"ack_due_at": ack_due, "close_due_at": close_due, "updated_at": [now_ms] * len(final)}
+        )
+        with self._view("_ew_alarms", data):
+            self._con.execute(
+                f"INSERT OR REPLACE INTO alarms ({_ALARM_COLUMNS}) SELECT {_ALARM_COLUMNS} FROM _ew_alarms"
+            )
+        return len(final)
+
+    def _insert_events(self, events: Sequence[AlarmEvent]) -> None:
+        if not events:
+            return
+        data = _arrow({
+            "alarm_id": (pa.string(), [e.alarm_id for e in events]),
+            "ts": (_TS_MS, [e.ts_ms for e in events]),
+            "kind": (pa.string(), [e.kind for e in events]),
+            "actor": (pa.string(), [e.actor for e in events]),
+            "detail": (pa.string(), [e.detail for e in events]),
+        })
+        self._insert_table("alarm_events", "alarm_id, ts, kind, actor, detail", data)
+
+    def _insert_notices(self, notices: Sequence[NoticeRow]) -> None:
+        if not notices:
+            return
+        data = _arrow({
+            "notice_id": (pa.string(), [n.notice_id for n in notices]),
+            "alarm_id": (pa.string(), [n.alarm_id for n in notices]),
+            "channel": (pa.string(), [n.channel for n in notices]),
+            "recipient": (pa.string(), [n.recipient for n in notices]),
+            "tier": (pa.string(), [Tier(n.tier).label if n.tier is not None else None for n in notices]),
+            "reason": (pa.string(), [n.reason for n in notices]),
+            "sent_at": (_TS_MS, [n.sent_at_ms for n in notices]),
+            "outcome": (pa.string(), [n.outcome for n in notices]),
+            "error": (pa.string(), [n.error for n in notices]),
+            "attempt": (pa.int32(), [n.attempt for n in notices]),
+        })
+        self._insert_table(
+            "notices", "notice_id, alarm_id, channel, recipient, tier, reason, sent_at, outcome, error, attempt", data
+        )
+
+    def _upsert_state(self, state: Mapping[str, bytes], seq: int, now_ms: int) -> None:
+        if not state:
+            return
+        data = _arrow({
+            "key": (pa.string(), list(state.keys())),
+            "value": (pa.binary(), [bytes(v) for v in state.values()]),
+            "batch_seq": (pa.int64(), [seq] * len(state)),
+            "updated_at": (_TS_MS, [now_ms] * len(state)),
+        })
+        with self._view("_ew_state", data):
+            self._con.execute(
+                "INSERT OR REPLACE INTO engine_state (key, value, batch_seq, updated_at) "
+                "SELECT key, value, batch_seq, updated_at FROM _ew_state"
+            )
+
+    # -- read side -----------------------------------------------------------------------------
+
+    def last_ts_by_sensor(self) -> dict[tuple[str, str], int]:
+        """Newest stored reading per (site, tag), epoch ms: what the batcher must treat as maybe-dup."""
+        rows = self._reader().execute("SELECT site, tag, last_ts_ms FROM sensor_last_ts").fetchall()
+        return {(site, tag): int(ts) for site, tag, ts in rows}
+
+    def load_state(self, key: str) -> tuple[bytes, int] | None:
+        """The engine_state blob under `key` and the batch_seq of the commit that wrote it."""
+        row = self._reader().execute(
+            "SELECT value, batch_seq FROM engine_state WHERE key = ?", [key]
+        ).fetchone()
+        if row is None:
+            return None
+        return bytes(row[0]) if row[0] is not None else b"", int(row[1])
+
+    def readings_since(self, batch_seq: int) -> ReadingBatch:
+        """Readings committed by batches after `batch_seq`, in commit order then ts (rule catch-up)."""
+        frame = self._reader().sql(
+            f"SELECT site, tag, epoch_ms(ts) AS ts_ms, value, ({_QUALITY_CODE_SQL})::TINYINT AS quality "
+            "FROM readings WHERE batch_seq > ? ORDER BY batch_seq, ts, site, tag",
+            params=[batch_seq],
+        ).pl()
+        return ReadingBatch(frame.cast(READING_SCHEMA))  # type: ignore[arg-type]
+
+    def open_alarms(self) -> list[Alarm]:
+        """Every alarm not closed, oldest first (restored into the alarm manager at start)."""
+        rows = self._reader().execute(
+            f"{_ALARM_SELECT} WHERE state <> ? ORDER BY raised_at, alarm_id", [AlarmState.CLOSED.value]
+        ).fetchall()
+        return [_alarm_from_row(r) for r in rows]
+
+    def get_alarm(self, alarm_id: str) -> Alarm | None:
+        """One alarm by id, or None."""
+        row = self._reader().execute(f"{_ALARM_SELECT} WHERE alarm_id = ?", [alarm_id]).fetchone()
+        return _alarm_from_row(row) if row is not None else None
+
+    def alarm_events(self, alarm_id: str) -> list[AlarmEvent]:
+        """The alarm's journal in time order (insertion order among equal times)."""
+        rows = self._reader().execute(
+            "SELECT alarm_id, epoch_ms(ts), kind, actor, detail FROM alarm_events WHERE alarm_id = ? "
+            "ORDER BY ts, rowid",
+            [alarm_id],
+        ).fetchall()
+        return [
+            AlarmEvent(alarm_id=a, ts_ms=ts, kind=EventKind(kind), actor=actor, detail=detail or "")
+            for a, ts, kind, actor, detail in rows
+        ]
+
+    def notice_sent(self, alarm_id: str, reason: str, tier: Tier | None = None) -> bool:
+        """Has a notice for `alarm_id` with this reason (and tier, if given) been delivered?"""
+        sql = "SELECT count(*) FROM notices WHERE alarm_id = ? AND reason = ? AND outcome = 'delivered'"
+        params: list[Any] = [alarm_id, reason]
+        if tier is not None:
+            sql += " AND tier = ?"
+            params.append(Tier(tier).label)
+        row = self._reader().execute(sql, params).fetchone()
+        return bool(row and row[0])
+
+    # maintenance windows (user actions: committed on their own, outside the micro-batches) -------
+
+    def add_maintenance_window(self, w: MaintenanceWindow) -> None:
+        """Record a maintenance window (replaces one with the same window_id)."""
+        if w.ends_at_ms <= w.starts_at_ms:
+            msg = f"maintenance window {w.window_id} ends before it starts"
+            raise ValueError(msg)
+        with self._lock:
+            self._require_writer()
+            try:
+                self._con.execute(
+                    "INSERT OR REPLACE INTO maintenance_windows "
+                    "(window_id, site, tag, starts_at, ends_at, reason, created_by, created_at) VALUES "
+                    "(?, ?, ?, make_timestamptz(?::BIGINT * 1000), make_timestamptz(?::BIGINT * 1000), ?, ?, "
+                    "make_timestamptz(?::BIGINT * 1000))",
+                    [w.window_id, w.site, w.tag, w.starts_at_ms, w.ends_at_ms, w.reason, w.created_by,
+                     w.created_at_ms],
+                )
+            except duckdb.Error as e:
+                raise StoreError(f"maintenance window {w.window_id} not stored: {e}") from e
+
+    def end_maintenance_window(self, window_id: str, ends_at_ms: int) -> bool:
+        """End a window early (at `ends_at_ms`, not before its start); False if there is no such window."""
+        with self._lock:
+            self._require_writer()
+            row = self._con.execute(
+                "UPDATE maintenance_windows SET ends_at = greatest(starts_at, make_timestamptz(?::BIGINT * 1000)) "
+                "WHERE window_id = ?",
+                [ends_at_ms, window_id],
+            ).fetchone()
+            return bool(row and row[0])
+
+    def maintenance_windows(
+        self, *, site: str | None = None, active_at_ms: int | None = None
+    ) -> list[MaintenanceWindow]:
+        """Windows, optionally of one site and/or covering the instant `active_at_ms`, by start."""
+        rows = self._reader().execute(
+            "SELECT window_id, site, epoch_ms(starts_at), epoch_ms(ends_at), reason, created_by, "
+            "epoch_ms(created_at), tag FROM maintenance_windows "
+            "WHERE ($site IS NULL OR site = $site) AND ($at IS NULL OR "
+            "      (starts_at <= make_timestamptz($at::BIGINT * 1000) AND make_timestamptz($at::BIGINT * 1000) < ends_at)) "
+            "ORDER BY starts_at, window_id",
+            {"site": site, "at": active_at_ms},
+        ).fetchall()
+        return [MaintenanceWindow(*r) for r in rows]
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def count(self, table: str) -> int:
+        """Row count of a table of this database (tests, health)."""
+        cur = self._reader()
+        known = {r[0] for r in cur.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database()"
+        ).fetchall()}
+        if table not in known:  # an identifier cannot be a bound parameter: check it instead
+            msg = f"no table {table!r}"
+            raise ValueError(msg)
+        row = cur.execute(f'SELECT count(*) FROM "{table}"').fetchone()
+        return int(row[0]) if row else 0
+
+    def sql(self, query: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        """Run a read query on a cursor of its own and return all rows (tests, reports)."""
+        return self._reader().execute(query, params).fetchall()
+
+    def snapshot_to(self, path: str | os.PathLike[str]) -> Path:
+        """Copy the committed database to a new file for analysts, while the engine keeps running.
+
+        The copy is one consistent snapshot (a single read transaction on its own cursor, so commits
+        go on meanwhile), written next to `path` and renamed into place, so an analyst never opens a
+        half-written file. An existing file at `path` is replaced.
+        """
+        target = Path(path).resolve()
+        if target == self.path.resolve():
+            msg = "snapshot_to needs a path other than the database's own"
+            raise ValueError(msg)
+        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+        alias = f"snap_{uuid.uuid4().hex}"  # attachments are per database instance: never clash
+        cur = self._reader()
+        try:
+            row = cur.execute("SELECT current_database()").fetchone()
+            source = _ident(str(row[0])) if row else "main"
+            cur.execute(f"ATTACH ? AS {alias}", [str(tmp)])
+            try:
+                cur.execute(f"COPY FROM DATABASE {source} TO {alias}")
+                cur.execute(f"CHECKPOINT {alias}")
+            finally:
+                cur.execute(f"DETACH {alias}")
+            os.replace(tmp, target)
+        except Exception as e:
+            for leftover in (tmp, tmp.with_name(tmp.name + ".wal")):
+                leftover.unlink(missing_ok=True)
+            raise StoreError(f"snapshot to {target} failed: {e}") from e
+        finally:
+            cur.close()
+        return target
