@@ -51,7 +51,8 @@ NO_TOWNSHIP = Site(id="S2", name="x", plant="dust", district="d",
         (EventKind.RAISED, {"shelved_until_ms": NOW_MS}, Decision.NOTIFY),  # the shelve has run out
         (EventKind.RAISED, {"state": AlarmState.CLOSED}, Decision.CLOSED),
         (EventKind.RAISED, {"state": AlarmState.ACTIVE_ACK}, Decision.NOTIFY),  # raised: inform anyway
-        (EventKind.ESCALATED, {"state": AlarmState.ACTIVE_ACK}, Decision.ACKED),
+        (EventKind.ESCALATED, {"state": AlarmState.CLEARED_ACK}, Decision.NOTIFY),  # close deadline missed
+        (EventKind.REMINDED, {"state": AlarmState.ACTIVE_ACK}, Decision.ACKED),
         (EventKind.REMINDED, {"state": AlarmState.CLEARED_ACK}, Decision.ACKED),
         (EventKind.REMINDED, {"state": AlarmState.CLEARED_UNACK}, Decision.NOTIFY),  # still unanswered
     ],

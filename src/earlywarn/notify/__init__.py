@@ -6,7 +6,7 @@ batch, `flush(now_ms)` on every tick (or at `next_due_ms()`), and stores `drain_
 Pacing: alarms of one site with the same reason, tier and audience within `notify.group_wait` form one
 notice (the window opens at the first one; Alertmanager's group_wait). Nothing is notified twice for the
 same (alarm, reason, tier) — per event for reminders and reactivations — checked against an injected
-NotificationLog. Shelved, suppressed and closed alarms notify no one; escalations and reminders of an alarm
+NotificationLog. Shelved, suppressed and closed alarms notify no one; reminders of an alarm
 acknowledged meanwhile are dropped. Routing: see `routing.py`.
 """
 

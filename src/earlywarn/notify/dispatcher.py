@@ -234,9 +234,14 @@ class Dispatcher:
             self._log.record(*key, notice_id, now_ms)
         return notice
 
-    def _ack_deadline_ms(self, alarm: Alarm) -> int:
-        start = alarm.last_activation_ms or alarm.raised_at_ms
-        return start + self._deadlines[alarm.severity].ack_ms
+    def _ack_deadline_ms(self, alarm: Alarm) -> int | None:
+        """The next ack deadline, as the alarm lifecycle counts it: from the start of the unacknowledged period,
+        one ack interval per escalation already done; None when the severity has no ack deadline."""
+        ack_ms = self._deadlines[alarm.severity].ack_ms
+        if ack_ms <= 0:
+            return None
+        start = alarm.unacked_since_ms if alarm.unacked_since_ms is not None else alarm.raised_at_ms
+        return start + ack_ms * (alarm.ack_escalations + 1)
 
     def _sign(
         self, notice_id: str, alarms: list[NoticeAlarm], to: tuple[Recipient, ...], now_ms: int

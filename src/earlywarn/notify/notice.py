@@ -73,7 +73,7 @@ class NoticeAlarm:
 
     alarm: Alarm
     event_ts_ms: int
-    ack_deadline_ms: int
+    ack_deadline_ms: int | None  # None: the severity has no ack deadline
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,7 +189,8 @@ def email_body(notice: Notice, recipient: Recipient, now_ms: int) -> str:
     for i, na in enumerate(notice.alarms, 1):
         a = na.alarm
         value = _value(a.value)
-        overdue = "  已超时 / OVERDUE" if now_ms > na.ack_deadline_ms else ""
+        deadline = na.ack_deadline_ms
+        overdue = "  已超时 / OVERDUE" if deadline is not None and now_ms > deadline else ""
         lines += [
             f"{i}. [{_SEVERITY_ZH.get(a.severity.value, a.severity.value)} / {a.severity.value.upper()}] "
             f"{a.rule_id} — {a.message}",
@@ -197,8 +198,8 @@ def email_body(notice: Notice, recipient: Recipient, now_ms: int) -> str:
             f"   位号 / tag: {a.tag}    当前值 / value: {'—' if value is None else f'{value:g}'}",
             f"   状态 / state: {a.state.value}    次数 / occurrences: {a.occurrences}",
             f"   报警时间 / raised: {rfc3339_ms(a.raised_at_ms)} (UTC)  {rfc3339_ms(a.raised_at_ms, _CST)} (UTC+8)",
-            f"   签收期限 / ack by: {rfc3339_ms(na.ack_deadline_ms)} (UTC)  "
-            f"{rfc3339_ms(na.ack_deadline_ms, _CST)} (UTC+8){overdue}",
+            f"   签收期限 / ack by: {rfc3339_ms(deadline)} (UTC)  {rfc3339_ms(deadline, _CST)} (UTC+8){overdue}"
+            if deadline is not None else "   签收期限 / ack by: —",
         ]
         url = notice.ack_url(recipient, a.alarm_id)
         if url is not None:

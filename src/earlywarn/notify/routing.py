@@ -29,7 +29,7 @@ class Decision(enum.StrEnum):
     SHELVED = "shelved"
     SUPPRESSED = "suppressed"
     CLOSED = "closed"
-    ACKED = "acked"  # an escalation or reminder of an alarm acknowledged meanwhile: nobody to chase
+    ACKED = "acked"  # a reminder of an alarm acknowledged meanwhile: nobody to chase
 
 
 def decide(alarm: Alarm, kind: EventKind, now_ms: int) -> Decision:
@@ -43,7 +43,9 @@ def decide(alarm: Alarm, kind: EventKind, now_ms: int) -> Decision:
         return Decision.SHELVED
     if alarm.state is AlarmState.CLOSED:
         return Decision.CLOSED
-    if reason in (NoticeReason.ESCALATED, NoticeReason.REMINDER) and alarm.state.is_acked:
+    # Reminders chase an acknowledgement; an escalation also follows a missed *close* deadline of an
+    # acknowledged alarm, so it is sent whatever the ack state.
+    if reason is NoticeReason.REMINDER and alarm.state.is_acked:
         return Decision.ACKED
     return Decision.NOTIFY
 
