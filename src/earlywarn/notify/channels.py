@@ -87,10 +87,10 @@ class WebhookChannel:
     def send(self, notice: Notice, recipient: Recipient) -> None:
         headers = dict(self._headers)
         headers["X-Earlywarn-Notice-Id"] = notice.notice_id  # receivers de-duplicate retries on it
-        req = urllib.request.Request(
-            recipient.address, data=notice_bytes(notice, recipient), headers=headers, method="POST"
-        )
         try:
+            req = urllib.request.Request(
+                recipient.address, data=notice_bytes(notice, recipient), headers=headers, method="POST"
+            )
             with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:  # noqa: S310 (URLs come from config)
                 resp.read(65_536)
         except urllib.error.HTTPError as e:
