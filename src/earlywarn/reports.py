@@ -1,0 +1,882 @@
+"""Analytics for the bureau: closure rates, response times, non-responding sites, alarm-load KPIs.
+
+Every report is one named SQL query in this module, run against the public tables of product.md §8.
+Parameters are always bound (``$since`` ...), never interpolated; the only text spliced into a query is
+a fragment chosen from a constant whitelist (the group-by columns of :func:`closure`).
+
+Conventions shared by every report (product.md §9, made exact here):
+
+* **Cohort**: alarms with ``since <= raised_at < until`` *and* ``raised_at <= as_of`` (an alarm raised after
+  ``as_of`` did not exist yet at ``as_of``). A reopened alarm (``occurrences > 1``) is one row, counted once,
+  with the ``raised_at`` of its first activation. Shelved and suppressed alarms count like any other:
+  shelving hides an alarm from the operator, not from the regulator's close-out statistics.
+* **State at as_of** uses only timestamps ``<= as_of``: an alarm is *acked* at as_of when
+  ``acked_at <= as_of``, *closed* when ``closed_at <= as_of``; a later ack or close is ignored. The
+  deadlines are the row's ``ack_due_at`` / ``close_due_at`` (raised_at + the severity's deadlines when it
+  was raised); a row written without them falls back to :data:`earlywarn.config.DEFAULT_DEADLINES`.
+  Known limit: the row keeps one ``acked_at``; if the lifecycle resets it when an alarm is reactivated,
+  an ack made before the reset is not visible.
+* **Deadlines are inclusive**: closing at exactly ``close_due_at`` is on time, so an alarm still open at
+  ``as_of = close_due_at`` can no longer be on time and is *overdue* (``close_due_at <= as_of``).
+* **Times** are bound and returned as UTC; buckets (``day``, ``week`` = ISO week from Monday, ``month``) are
+  cut on ``raised_at`` in UTC and returned as the DATE of the bucket's first day.
+* **Quantiles** are ``quantile_cont`` (linear interpolation between the two nearest ranks), in seconds.
+* **Rates** are NULL when their denominator is 0.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import json
+import math
+import re
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import polars as pl
+
+from earlywarn.config import DEFAULT_DEADLINES
+from earlywarn.errors import EarlywarnError
+from earlywarn.model import Severity
+
+__all__ = [
+    "BUCKETS",
+    "FORMATS",
+    "GROUPS",
+    "REPORTS",
+    "SqlRefused",
+    "bad_actors",
+    "closure",
+    "guarded_connect",
+    "load",
+    "non_responding",
+    "online",
+    "parse_time",
+    "render",
+    "risk",
+    "run_sql",
+]
+
+GROUPS: tuple[str, ...] = ("site", "plant", "district", "rule", "severity")
+BUCKETS: tuple[str, ...] = ("day", "week", "month")
+FORMATS: tuple[str, ...] = ("table", "csv", "json", "parquet")
+
+#: Thresholds of the "not responding" and load definitions (domain.md §3c, product.md §6).
+ON_TIME_ACK_MIN = 0.90
+FLOOD_ALARMS_PER_10MIN = 10
+STALE_OPEN_MS = 24 * 3_600_000
+TEN_MIN_MS = 600_000
+HOUR_MS = 3_600_000
+WORST_ALARMS = 5
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+class SqlRefused(EarlywarnError, ValueError):
+    """An analyst's free SQL was refused: not read-only, or it touches files, network or extensions."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Parameters and execution
+
+
+def _ts(ms: int) -> dt.datetime:
+    """Epoch milliseconds -> aware UTC datetime (exact: no float on the way), bound as TIMESTAMPTZ."""
+    return _EPOCH + dt.timedelta(milliseconds=int(ms))
+
+
+def _deadline_params() -> dict[str, int]:
+    """Default deadlines, only used for rows written without ack_due_at / close_due_at."""
+    out: dict[str, int] = {}
+    for sev, d in DEFAULT_DEADLINES.items():
+        out[f"{sev.value}_ack_ms"] = int(d.ack_ms)
+        out[f"{sev.value}_close_ms"] = int(d.close_ms)
+    return out
+
+
+def _window(since_ms: int, until_ms: int, as_of_ms: int | None = None) -> dict[str, Any]:
+    if until_ms <= since_ms:
+        msg = f"empty window: until ({until_ms}) must be after since ({since_ms})"
+        raise ValueError(msg)
+    p: dict[str, Any] = {
+        "since": _ts(since_ms),
+        "until": _ts(until_ms),
+        "since_ms": int(since_ms),
+        "until_ms": int(until_ms),
+    }
+    if as_of_ms is not None:
+        p["as_of"] = _ts(as_of_ms)
+        p["as_of_ms"] = int(as_of_ms)
+    p.update(_deadline_params())
+    return p
+
+
+def _query(con: duckdb.DuckDBPyConnection, sql: str, params: Mapping[str, Any]) -> pl.DataFrame:
+    """Run one named query, binding exactly the parameters it names (DuckDB refuses extra ones)."""
+    names = con.extract_statements(sql)[0].named_parameters
+    bound = {k: params[k] for k in names}
+    # A cursor keeps the caller's connection free of our result set (the engine shares its connection).
+    cur = con.cursor()
+    try:
+        return _frame(cur.sql(sql, params=bound))
+    finally:
+        cur.close()
+
+
+def _frame(rel: duckdb.DuckDBPyRelation) -> pl.DataFrame:
+    """A query's result as a polars frame, through Arrow.
+
+    DuckDB's counters (``count_if``, ``sum`` of integers) are HUGEINT, which Arrow carries as
+    DECIMAL(38, 0); they are turned back into Int64 so that reports hold plain integers.
+    """
+    out = pl.from_arrow(rel.to_arrow_table())
+    assert isinstance(out, pl.DataFrame)
+    fix = [
+        pl.col(n).cast(pl.Int64)
+        for n, t in out.schema.items()
+        if isinstance(t, pl.Decimal) and t.scale == 0
+    ]
+    return out.with_columns(fix) if fix else out
+
+
+# Deadlines of one row: the stored ones, else the defaults for its severity.
+_ACK_DUE = """COALESCE(ack_due_at, raised_at + to_milliseconds(CASE severity
+    WHEN 'red' THEN $red_ack_ms WHEN 'orange' THEN $orange_ack_ms
+    WHEN 'yellow' THEN $yellow_ack_ms ELSE $blue_ack_ms END))"""
+_CLOSE_DUE = """COALESCE(close_due_at, raised_at + to_milliseconds(CASE severity
+    WHEN 'red' THEN $red_close_ms WHEN 'orange' THEN $orange_close_ms
+    WHEN 'yellow' THEN $yellow_close_ms ELSE $blue_close_ms END))"""
+
+_SEV_RANK = "CASE severity WHEN 'red' THEN 0 WHEN 'orange' THEN 1 WHEN 'yellow' THEN 2 ELSE 3 END"
+
+# The per-alarm facts every closure-style report aggregates: cohort filter and state at as_of.
+# {extra} is a whitelisted fragment (group columns); everything else is constant.
+_FACTS = (
+    """
+cohort AS (
+    SELECT alarm_id, site, plant, district, tag, rule_id, severity, raised_at, acked_at, closed_at,
+           disposition, occurrences, chattering{extra},
+           acked_at IS NOT NULL AND acked_at <= $as_of   AS is_acked,
+           closed_at IS NOT NULL AND closed_at <= $as_of AS is_closed,
+           """
+    + _ACK_DUE
+    + """ AS ack_due,
+           """
+    + _CLOSE_DUE
+    + """ AS close_due
+    FROM alarms
+    WHERE raised_at >= $since AND raised_at < $until AND raised_at <= $as_of
+),
+facts AS (
+    SELECT *,
+           NOT is_closed AND close_due <= $as_of              AS is_overdue,
+           is_closed OR close_due <= $as_of                   AS is_due,
+           is_acked AND acked_at <= ack_due                   AS acked_on_time,
+           is_closed AND closed_at <= close_due               AS closed_on_time,
+           CASE WHEN is_acked THEN (epoch_ms(acked_at) - epoch_ms(raised_at)) / 1000.0 END  AS ack_s,
+           CASE WHEN is_closed THEN (epoch_ms(closed_at) - epoch_ms(raised_at)) / 1000.0 END AS close_s
+    FROM cohort
+)"""
+)
+
+# ---------------------------------------------------------------------------------------------
+# closure
+
+#: Whitelist: group name -> (select expression in the cohort, output column, order expression).
+_GROUP_SQL: dict[str, tuple[str, str, str]] = {
+    "site": ("", "site", "site"),
+    "plant": ("", "plant", "plant"),
+    "district": ("", "district", "district"),
+    "rule": (", rule_id AS rule", "rule", "rule"),
+    "severity": ("", "severity", _SEV_RANK),
+    "day": (", CAST(date_trunc('day', timezone('UTC', raised_at)) AS DATE) AS day", "day", "day"),
+    "week": (", CAST(date_trunc('week', timezone('UTC', raised_at)) AS DATE) AS week", "week", "week"),
+    "month": (", CAST(date_trunc('month', timezone('UTC', raised_at)) AS DATE) AS month", "month", "month"),
+}
+
+_CLOSURE_SQL = (
+    "WITH"
+    + _FACTS
+    + """,
+agg AS (
+    SELECT {group_cols}
+           count(*)                                          AS raised,
+           count(*) FILTER (WHERE is_due)                                  AS due,
+           count(*) FILTER (WHERE NOT is_due)                              AS pending,
+           count(*) FILTER (WHERE is_closed)                               AS closed,
+           count(*) FILTER (WHERE is_due AND acked_on_time)                AS acked_on_time,
+           count(*) FILTER (WHERE closed_on_time)                          AS closed_on_time,
+           quantile_cont(ack_s, [0.5, 0.9])                  AS ack_q,
+           quantile_cont(close_s, [0.5, 0.9])                AS close_q,
+           count(*) FILTER (WHERE is_overdue)                              AS overdue,
+           count(*) FILTER (WHERE is_closed AND disposition IN ('false_alarm', 'instrument_fault')) AS false_alarms
+    FROM facts
+    {group_by}
+)
+SELECT {group_cols}
+       raised, due, pending, closed,
+       closed / nullif(due, 0)                  AS closure_rate,
+       acked_on_time,
+       acked_on_time / nullif(due, 0)           AS on_time_ack_rate,
+       closed_on_time / nullif(due, 0)          AS on_time_close_rate,
+       ack_q[1]   AS median_ack_s,   ack_q[2]   AS p90_ack_s,
+       close_q[1] AS median_close_s, close_q[2] AS p90_close_s,
+       overdue,
+       false_alarms / nullif(closed, 0)         AS false_alarm_share
+FROM agg
+{order_by}
+"""
+)
+
+CLOSURE_COLUMNS: tuple[str, ...] = (
+    "raised", "due", "pending", "closed", "closure_rate", "acked_on_time", "on_time_ack_rate",
+    "on_time_close_rate", "median_ack_s", "p90_ack_s", "median_close_s", "p90_close_s", "overdue",
+    "false_alarm_share",
+)  # fmt: skip
+
+
+def _check_groups(by: Sequence[str]) -> tuple[str, ...]:
+    by = tuple(by)
+    for name in by:
+        if name not in _GROUP_SQL:
+            msg = f"cannot group by {name!r}: choose from {', '.join(GROUPS + BUCKETS)}"
+            raise ValueError(msg)
+    if len(set(by)) != len(by):
+        msg = f"a group is named twice in {list(by)}"
+        raise ValueError(msg)
+    if sum(name in BUCKETS for name in by) > 1:
+        msg = f"at most one time bucket ({'|'.join(BUCKETS)}), got {list(by)}"
+        raise ValueError(msg)
+    return by
+
+
+def closure(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    since_ms: int,
+    until_ms: int,
+    as_of_ms: int,
+    by: Sequence[str] = (),
+) -> pl.DataFrame:
+    """Closure report (product.md §9): one row per group of the cohort, columns :data:`CLOSURE_COLUMNS`.
+
+    ``by`` names any of :data:`GROUPS` (``rule`` is the ``rule_id``) and at most one bucket of
+    :data:`BUCKETS`; group columns come first, in the order given, rows sorted by them (severity by rank,
+    red first). A group with no alarm raised does not appear. Without ``by`` there is exactly one row, the
+    total, even when the cohort is empty (counts 0, rates and quantiles NULL).
+
+    ``due`` = closed at as_of, or open and ``close_due_at <= as_of``; ``pending = raised - due``;
+    ``acked_on_time`` counts due alarms acked by as_of at or before ``ack_due_at``; ``on_time_close_rate``
+    counts alarms closed by as_of at or before ``close_due_at``, over due; ack and close times are over the
+    alarms acked / closed by as_of (pending ones included); ``false_alarm_share`` = closed with disposition
+    ``false_alarm`` or ``instrument_fault`` over closed.
+    """
+    by = _check_groups(by)
+    extra = "".join(_GROUP_SQL[g][0] for g in by)
+    cols = [_GROUP_SQL[g][1] for g in by]
+    sql = _CLOSURE_SQL.format(
+        extra=extra,
+        group_cols="".join(f"{c}, " for c in cols),
+        group_by=("GROUP BY " + ", ".join(cols)) if cols else "",
+        order_by=("ORDER BY " + ", ".join(_GROUP_SQL[g][2] for g in by)) if by else "",
+    )
+    return _query(con, sql, _window(since_ms, until_ms, as_of_ms))
+
+
+# ---------------------------------------------------------------------------------------------
+# non_responding
+
+_NON_RESPONDING_SQL = (
+    "WITH"
+    + _FACTS.format(extra="")
+    + """,
+per_site AS (
+    SELECT site,
+           any_value(plant)                                            AS plant,
+           any_value(district)                                         AS district,
+           count(*)                                                    AS raised,
+           count(*) FILTER (WHERE is_due)                                            AS due,
+           count(*) FILTER (WHERE is_overdue)                                        AS overdue,
+           count(*) FILTER (WHERE is_overdue AND severity IN ('red', 'orange'))      AS overdue_red_orange,
+           count(*) FILTER (WHERE is_due AND acked_on_time)                          AS acked_on_time,
+           -- worst first: overdue red/orange, then by severity, then the oldest
+           list(alarm_id ORDER BY (is_overdue AND severity IN ('red', 'orange')) DESC, """
+    + _SEV_RANK
+    + """,
+                raised_at, alarm_id)
+               FILTER (WHERE is_overdue OR (is_due AND NOT acked_on_time)) AS missed
+    FROM facts
+    GROUP BY site
+)
+SELECT site, plant, district, raised, due, overdue, overdue_red_orange, acked_on_time,
+       acked_on_time / nullif(due, 0) AS on_time_ack_rate,
+       list_filter([
+           CASE WHEN overdue_red_orange > 0
+                THEN overdue_red_orange || ' overdue red/orange alarm(s)' END,
+           CASE WHEN acked_on_time / nullif(due, 0) < $ack_min
+                THEN 'on-time ack rate ' || round(100 * acked_on_time / due, 1) || '% < '
+                     || round(100 * $ack_min, 1) || '%' END
+       ], lambda r: r IS NOT NULL)                                 AS reasons,
+       coalesce(missed[1:$worst], [])                              AS worst_alarms
+FROM per_site
+WHERE overdue_red_orange > 0 OR acked_on_time / nullif(due, 0) < $ack_min
+ORDER BY overdue_red_orange DESC, on_time_ack_rate ASC NULLS LAST, site
+"""
+)
+
+
+def non_responding(
+    con: duckdb.DuckDBPyConnection, *, since_ms: int, until_ms: int, as_of_ms: int
+) -> pl.DataFrame:
+    """Sites not responding in time (domain.md §3c): any overdue red/orange alarm, or on-time ack rate < 90 %.
+
+    Over the closure cohort and as-of rules. ``reasons`` lists which test(s) failed; ``worst_alarms`` holds up
+    to 5 ids among the site's alarms that missed a deadline (overdue, or due and not acked on time), overdue
+    red/orange first, then by severity, then oldest. A site with no due alarm has no ack rate and is listed
+    only for an overdue red/orange alarm (which makes it due, so never). Sorted worst first.
+    """
+    p = _window(since_ms, until_ms, as_of_ms) | {"ack_min": ON_TIME_ACK_MIN, "worst": WORST_ALARMS}
+    return _query(con, _NON_RESPONDING_SQL, p)
+
+
+# ---------------------------------------------------------------------------------------------
+# bad_actors
+
+_BAD_ACTORS_SQL = """
+WITH cohort AS (
+    SELECT rule_id, tag, site, occurrences, chattering, raised_at,
+           -- how long it stayed active, judged at as_of (a later clear is not known yet)
+           epoch_ms(CASE WHEN cleared_at IS NOT NULL AND cleared_at <= $as_of THEN cleared_at ELSE $as_of END)
+             - epoch_ms(raised_at) AS active_ms
+    FROM alarms
+    WHERE raised_at >= $since AND raised_at < $until AND raised_at <= $as_of
+), total AS (SELECT count(*) AS n FROM cohort)
+SELECT rule_id AS rule, tag,
+       count(DISTINCT site)                      AS sites,
+       count(*)                                  AS alarms,
+       count(*) / any_value(total.n)             AS share,
+       sum(occurrences)::BIGINT                  AS activations,
+       count(*) FILTER (WHERE chattering)                      AS chattering,
+       count(*) FILTER (WHERE active_ms >= $standing_ms)       AS standing
+FROM cohort, total
+GROUP BY rule_id, tag
+ORDER BY alarms DESC, chattering DESC, standing DESC, rule, tag
+LIMIT $limit
+"""
+
+
+def bad_actors(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    since_ms: int,
+    until_ms: int,
+    limit: int = 20,
+    as_of_ms: int | None = None,
+) -> pl.DataFrame:
+    """Top bad actors (EEMUA 191): the (rule, tag) pairs with the most alarms raised in the window.
+
+    ``alarms`` counts alarm rows (a reopened alarm once), ``share`` their part of all alarms of the window,
+    ``activations`` the sum of ``occurrences`` (reactivations included), ``sites`` how many sites raised it,
+    ``chattering`` the alarms flagged chattering (product.md §6), ``standing`` the alarms that stayed
+    active (not cleared) for 24 h or more, judged at ``as_of_ms`` (default ``until_ms``). Sorted by alarms,
+    then chattering, then standing.
+    """
+    if limit < 1:
+        msg = f"limit must be at least 1, got {limit}"
+        raise ValueError(msg)
+    as_of = until_ms if as_of_ms is None else as_of_ms
+    p = _window(since_ms, until_ms, as_of) | {"limit": int(limit), "standing_ms": STALE_OPEN_MS}
+    return _query(con, _BAD_ACTORS_SQL, p)
+
+
+# ---------------------------------------------------------------------------------------------
+# load
+
+_LOAD_SQL = """
+WITH win AS (
+    SELECT site, (epoch_ms(raised_at) - $since_ms) // $ten_min_ms AS slot
+    FROM alarms
+    WHERE raised_at >= $since AND raised_at < $until AND raised_at <= $as_of
+), per_slot AS (
+    SELECT site, slot, count(*) AS n FROM win GROUP BY site, slot
+), per_hour AS (
+    SELECT site, slot // 6 AS hour, sum(n) AS n FROM per_slot GROUP BY site, hour
+), slots AS (
+    SELECT site, max(n) AS max_per_10min, count(*) FILTER (WHERE n > $flood_n) AS flood_intervals
+    FROM per_slot GROUP BY site
+), hours AS (
+    SELECT site, max(n)::BIGINT AS max_per_hour FROM per_hour GROUP BY site
+), mix AS (
+    SELECT site, any_value(plant) AS plant, any_value(district) AS district, count(*) AS alarms,
+           count(*) FILTER (WHERE severity = 'red') AS red, count(*) FILTER (WHERE severity = 'orange') AS orange,
+           count(*) FILTER (WHERE severity = 'yellow') AS yellow, count(*) FILTER (WHERE severity = 'blue') AS blue
+    FROM alarms
+    WHERE raised_at >= $since AND raised_at < $until AND raised_at <= $as_of
+    GROUP BY site
+), stale AS (
+    -- standing alarms at as_of over all history, not only the window: an alarm raised last month and
+    -- still open is the worst kind of stale
+    SELECT site, any_value(plant) AS plant, any_value(district) AS district, count(*) AS stale_open_24h
+    FROM alarms
+    WHERE raised_at < $as_of - to_milliseconds($stale_ms)
+      AND (closed_at IS NULL OR closed_at > $as_of)
+    GROUP BY site
+)
+SELECT coalesce(mix.site, stale.site)                        AS site,
+       coalesce(mix.plant, stale.plant)                      AS plant,
+       coalesce(mix.district, stale.district)                AS district,
+       coalesce(mix.alarms, 0)                               AS alarms,
+       coalesce(mix.alarms, 0) * $ten_min_ms / ($until_ms - $since_ms)  AS avg_per_10min,
+       coalesce(slots.max_per_10min, 0)                      AS max_per_10min,
+       coalesce(mix.alarms, 0) * $hour_ms / ($until_ms - $since_ms)     AS avg_per_hour,
+       coalesce(hours.max_per_hour, 0)                       AS max_per_hour,
+       coalesce(slots.flood_intervals, 0)                    AS flood_intervals,
+       coalesce(slots.flood_intervals, 0) / $n_slots         AS flood_share,
+       coalesce(stale.stale_open_24h, 0)                     AS stale_open_24h,
+       mix.red / mix.alarms                                  AS red_share,
+       mix.orange / mix.alarms                               AS orange_share,
+       mix.yellow / mix.alarms                               AS yellow_share,
+       mix.blue / mix.alarms                                 AS blue_share
+FROM mix
+FULL OUTER JOIN stale ON stale.site = mix.site
+LEFT JOIN slots ON slots.site = mix.site
+LEFT JOIN hours ON hours.site = mix.site
+ORDER BY site
+"""
+
+
+def load(con: duckdb.DuckDBPyConnection, *, since_ms: int, until_ms: int, as_of_ms: int) -> pl.DataFrame:
+    """EEMUA 191-style alarm load per site for alarms raised in ``[since, until)`` (and by ``as_of``).
+
+    Ten-minute and hourly intervals are aligned on ``since`` (interval k = ``[since + k·10 min, ...)``).
+    ``avg_per_10min`` / ``avg_per_hour`` divide the site's alarms by the exact window length;
+    ``max_per_*`` is the busiest interval; ``flood_intervals`` counts 10-minute intervals with more than
+    10 alarms and ``flood_share`` divides them by the number of 10-minute intervals in the window
+    (``ceil(window / 10 min)``, the last one may be partial). ``stale_open_24h`` counts the site's alarms
+    of any raise time that are not closed at ``as_of`` and were raised more than 24 h before it (a site with
+    only stale alarms is listed with 0 alarms). ``*_share`` is the priority mix of the window (NULL without
+    alarms). A reopened alarm counts once, in the interval of its first raise.
+    """
+    p = _window(since_ms, until_ms, as_of_ms) | {
+        "ten_min_ms": TEN_MIN_MS,
+        "hour_ms": HOUR_MS,
+        "flood_n": FLOOD_ALARMS_PER_10MIN,
+        "stale_ms": STALE_OPEN_MS,
+        "n_slots": -(-(until_ms - since_ms) // TEN_MIN_MS),
+    }
+    return _query(con, _LOAD_SQL, p)
+
+
+# ---------------------------------------------------------------------------------------------
+# online
+
+_ONLINE_SQL = """
+WITH periods AS (
+    SELECT unnest($tags) AS tag, unnest($periods_ms) AS period_ms
+), pairs AS (
+    SELECT DISTINCT site, tag FROM readings
+    WHERE ts < $until AND ts >= $seen_since
+), got AS (
+    SELECT site, tag, count(*) AS received, count(*) FILTER (WHERE quality = 'good') AS received_good
+    FROM readings
+    WHERE ts >= $since AND ts < $until
+    GROUP BY site, tag
+), last AS (
+    SELECT site, tag, max(ts) AS last_seen FROM readings WHERE ts < $until GROUP BY site, tag
+)
+SELECT pairs.site, pairs.tag,
+       coalesce(periods.period_ms, $default_period_ms)::BIGINT                      AS period_ms,
+       coalesce(got.received, 0)                                                    AS received,
+       coalesce(got.received_good, 0)                                               AS received_good,
+       greatest(($until_ms - $since_ms) // coalesce(periods.period_ms, $default_period_ms), 1) AS expected,
+       least(coalesce(got.received, 0) / greatest(($until_ms - $since_ms)
+             // coalesce(periods.period_ms, $default_period_ms), 1), 1.0)          AS online_rate,
+       last.last_seen
+FROM pairs
+LEFT JOIN got USING (site, tag)
+LEFT JOIN last USING (site, tag)
+LEFT JOIN periods ON periods.tag = pairs.tag
+ORDER BY online_rate, pairs.site, pairs.tag
+"""
+
+
+def online(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    since_ms: int,
+    until_ms: int,
+    expected_period_ms: Mapping[str, int] | int = 10_000,
+    seen_since_ms: int | None = None,
+) -> pl.DataFrame:
+    """Data online rate (在线率) per site and tag over ``[since, until)``: received vs expected samples.
+
+    ``expected_period_ms`` is one upload period for every tag, or a mapping tag -> period with an optional
+    ``"*"`` default (else 10 s). ``expected = max(1, floor(window / period))``; ``online_rate =
+    min(1, received / expected)`` (bursts and event-driven tags do not make a tag more than fully online).
+    ``received`` counts readings of any quality (data arrived), ``received_good`` those of good quality.
+    The (site, tag) pairs listed are those with any reading before ``until`` since ``seen_since_ms`` (default:
+    all history), so a tag silent for the whole window is listed with rate 0. Worst first.
+    """
+    if isinstance(expected_period_ms, Mapping):
+        periods = {str(k): int(v) for k, v in expected_period_ms.items()}
+        default = periods.pop("*", 10_000)
+    else:
+        periods, default = {}, int(expected_period_ms)
+    if default <= 0 or any(v <= 0 for v in periods.values()):
+        msg = f"expected periods must be positive milliseconds, got {expected_period_ms!r}"
+        raise ValueError(msg)
+    p = _window(since_ms, until_ms) | {
+        "tags": list(periods),
+        "periods_ms": list(periods.values()),
+        "default_period_ms": default,
+        "seen_since": _ts(seen_since_ms if seen_since_ms is not None else 0),  # epoch 0: all history
+    }
+    if not periods:  # an empty list has no element type to unnest into; bind one impossible tag
+        p["tags"], p["periods_ms"] = [""], [default]
+    return _query(con, _ONLINE_SQL, p)
+
+
+# ---------------------------------------------------------------------------------------------
+# risk
+
+_RISK_SQL = (
+    """
+WITH open_now AS (
+    -- every alarm that exists and is not closed at as_of, whenever it was raised
+    SELECT site, plant, district, severity, tag, rule_id, raised_at, cleared_at,
+           """
+    + _CLOSE_DUE
+    + """ AS close_due
+    FROM alarms
+    WHERE raised_at <= $as_of AND raised_at < $until AND (closed_at IS NULL OR closed_at > $as_of)
+), open_site AS (
+    SELECT site, any_value(plant) AS plant, any_value(district) AS district,
+           count(*) FILTER (WHERE close_due <= $as_of AND severity = 'red')      AS overdue_red,
+           count(*) FILTER (WHERE close_due <= $as_of AND severity = 'orange')   AS overdue_orange,
+           count(*) FILTER (WHERE close_due >  $as_of AND severity IN ('red', 'orange')) AS open_red_orange,
+           list(DISTINCT tag) FILTER (WHERE tag ILIKE '%bypass%'
+                                      AND (cleared_at IS NULL OR cleared_at > $as_of)) AS bypass_alarm_tags
+    FROM open_now GROUP BY site
+), win AS (
+    SELECT site, plant, district, (epoch_ms(raised_at) - $since_ms) // $ten_min_ms AS slot
+    FROM alarms
+    WHERE raised_at >= $since AND raised_at < $until AND raised_at <= $as_of
+), win_site AS (
+    SELECT site, any_value(plant) AS plant, any_value(district) AS district, sum(n)::BIGINT AS alarms,
+           count(*) FILTER (WHERE n > $flood_n) AS flood_intervals
+    FROM (SELECT site, any_value(plant) AS plant, any_value(district) AS district, slot, count(*) AS n
+          FROM win GROUP BY site, slot)
+    GROUP BY site
+), interlocks AS (
+    -- a failed interlock is a raise of an interlock rule; the first raise of an alarm and its signal share
+    -- (site, tag, rule, ts), so the union counts it once
+    SELECT site, count(*) AS failed_interlocks FROM (
+        SELECT site, tag, rule_id, ts FROM signals
+        WHERE kind = 'raise' AND ts >= $since AND ts < $until AND ts <= $as_of
+          AND (rule_id ILIKE 'interlock%' OR detail ILIKE '%interlock%')
+        UNION
+        SELECT a.site, a.tag, a.rule_id, a.raised_at FROM alarms a
+        WHERE a.raised_at >= $since AND a.raised_at < $until AND a.raised_at <= $as_of
+          AND (a.rule_id ILIKE 'interlock%' OR EXISTS (
+                SELECT 1 FROM alarm_events e
+                WHERE e.alarm_id = a.alarm_id AND e.kind = 'raised' AND e.detail ILIKE '%interlock%'))
+    ) GROUP BY site
+), latest AS (
+    SELECT site, tag, max(ts) AS last_ts, arg_max(value, ts) AS last_value
+    FROM readings WHERE ts <= $as_of GROUP BY site, tag
+), data_site AS (
+    SELECT site,
+           list(tag ORDER BY tag) FILTER (WHERE tag ILIKE '%bypass%' AND last_value >= 0.5) AS bypass_tags,
+           count(*) FILTER (WHERE last_ts < $as_of - to_milliseconds($stale_data_ms))                   AS stale_tags
+    FROM latest GROUP BY site
+), sites AS (
+    SELECT site FROM open_site UNION SELECT site FROM win_site UNION SELECT site FROM interlocks
+    UNION SELECT site FROM data_site
+), joined AS (
+    SELECT s.site,
+           coalesce(w.plant, o.plant)                             AS plant,
+           coalesce(w.district, o.district)                       AS district,
+           coalesce(w.alarms, 0)                                  AS alarms,
+           coalesce(w.flood_intervals, 0)                         AS flood_intervals,
+           coalesce(o.overdue_red, 0)                             AS overdue_red,
+           coalesce(o.overdue_orange, 0)                          AS overdue_orange,
+           coalesce(o.open_red_orange, 0)                         AS open_red_orange,
+           coalesce(i.failed_interlocks, 0)                       AS failed_interlocks,
+           list_sort(list_distinct(list_concat(coalesce(d.bypass_tags, []),
+                                               coalesce(o.bypass_alarm_tags, []))))  AS bypass_tags,
+           coalesce(d.stale_tags, 0)                              AS stale_tags
+    FROM sites s
+    LEFT JOIN open_site o USING (site)
+    LEFT JOIN win_site w USING (site)
+    LEFT JOIN interlocks i USING (site)
+    LEFT JOIN data_site d USING (site)
+), graded AS (
+    SELECT *,
+           CASE
+             WHEN failed_interlocks > 0 OR overdue_red > 0
+                  OR (len(bypass_tags) > 0 AND overdue_orange + open_red_orange > 0) THEN 'high'
+             WHEN overdue_orange > 0 OR len(bypass_tags) > 0 OR flood_intervals > 0 THEN 'elevated'
+             WHEN open_red_orange > 0 OR stale_tags > 0
+                  OR alarms * $ten_min_ms / ($until_ms - $since_ms) > 1 THEN 'medium'
+             ELSE 'low'
+           END AS level
+    FROM joined
+)
+SELECT site, plant, district, level,
+       failed_interlocks, overdue_red, overdue_orange, open_red_orange, bypass_tags, flood_intervals,
+       alarms, stale_tags,
+       list_filter([
+           CASE WHEN failed_interlocks > 0 THEN failed_interlocks || ' failed interlock(s)' END,
+           CASE WHEN overdue_red > 0 THEN overdue_red || ' overdue red alarm(s)' END,
+           CASE WHEN overdue_orange > 0 THEN overdue_orange || ' overdue orange alarm(s)' END,
+           CASE WHEN len(bypass_tags) > 0 THEN 'bypass active: ' || array_to_string(bypass_tags, ', ') END,
+           CASE WHEN open_red_orange > 0 THEN open_red_orange || ' open red/orange alarm(s)' END,
+           CASE WHEN flood_intervals > 0 THEN 'alarm flood in ' || flood_intervals || ' ten-minute interval(s)' END,
+           CASE WHEN alarms * $ten_min_ms / ($until_ms - $since_ms) > 1
+                THEN 'alarm load ' || round(alarms * $ten_min_ms / ($until_ms - $since_ms), 2) || ' per 10 min' END,
+           CASE WHEN stale_tags > 0 THEN stale_tags || ' stale tag(s)' END
+       ], lambda r: r IS NOT NULL) AS reasons
+FROM graded
+ORDER BY CASE level WHEN 'high' THEN 0 WHEN 'elevated' THEN 1 WHEN 'medium' THEN 2 ELSE 3 END,
+         failed_interlocks DESC, overdue_red DESC, overdue_orange DESC, len(bypass_tags) DESC,
+         open_red_orange DESC, flood_intervals DESC, alarms DESC, stale_tags DESC, site
+"""
+)
+
+RISK_LEVELS: tuple[str, ...] = ("high", "elevated", "medium", "low")
+
+
+def risk(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    since_ms: int,
+    until_ms: int,
+    as_of_ms: int,
+    stale_data_ms: int = HOUR_MS,
+) -> pl.DataFrame:
+    """Dynamic risk list of plants (sites), graded high / elevated / medium / low, with ``reasons``.
+
+    Inputs per site: ``failed_interlocks`` (raises in the window of an interlock rule: rule id starting with
+    ``interlock``, or a signal / raised event whose detail mentions an interlock), ``overdue_red`` /
+    ``overdue_orange`` (open at as_of past the close deadline, raised any time before until),
+    ``open_red_orange`` (open, not yet overdue), ``bypass_tags`` (tags whose name contains ``bypass`` with a
+    latest reading at as_of ≥ 0.5, i.e. true, or with an alarm still active at as_of), ``flood_intervals``
+    (10-minute intervals of the window with more than 10 alarms), ``alarms`` (raised in the window) and
+    ``stale_tags`` (tags whose latest reading at as_of is older than ``stale_data_ms``, default 1 h).
+
+    Levels (first match): **high** — a failed interlock, an overdue red alarm, or a bypass while a red/orange
+    alarm is open; **elevated** — an overdue orange alarm, a bypass, or a flood; **medium** — an open
+    red/orange alarm, stale data, or more than 1 alarm per 10 minutes on average; **low** — otherwise.
+    Sorted by level, then by the inputs in that order.
+    """
+    p = _window(since_ms, until_ms, as_of_ms) | {
+        "ten_min_ms": TEN_MIN_MS,
+        "flood_n": FLOOD_ALARMS_PER_10MIN,
+        "stale_data_ms": int(stale_data_ms),
+    }
+    return _query(con, _RISK_SQL, p)
+
+
+# ---------------------------------------------------------------------------------------------
+# Registry for the CLI and HTTP API
+
+REPORTS: dict[str, Callable[..., pl.DataFrame]] = {
+    "closure": closure,
+    "non-responding": non_responding,
+    "bad-actors": bad_actors,
+    "load": load,
+    "online": online,
+    "risk": risk,
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Times
+
+_DIGITS = re.compile(r"-?\d+")
+
+
+def parse_time(s: str) -> int:
+    """An RFC 3339 time with an offset (``2026-11-28T08:00:00.250+08:00``, ``...Z``) -> epoch ms UTC.
+
+    Integer strings are taken as epoch milliseconds. A time without an offset is refused: it would be
+    read in the machine's local zone, which differs between the engine and an analyst's laptop.
+    Sub-millisecond digits are truncated toward the past.
+    """
+    text = s.strip()
+    if _DIGITS.fullmatch(text):
+        return int(text)
+    try:
+        t = dt.datetime.fromisoformat(text.replace("z", "Z"))
+    except ValueError:
+        t = None
+    if t is None or "T" not in text.upper():
+        msg = f"not an RFC 3339 time: {s!r} (e.g. 2026-11-28T08:00:00+08:00 or 2026-11-28T00:00:00Z)"
+        raise ValueError(msg)
+    if t.tzinfo is None or t.utcoffset() is None:
+        msg = f"time {s!r} has no UTC offset: add Z or +08:00"
+        raise ValueError(msg)
+    return (t - _EPOCH) // dt.timedelta(milliseconds=1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Rendering
+
+
+def _plain(v: Any) -> Any:
+    """A Python value from a frame row -> something json.dumps writes as the analyst expects."""
+    if isinstance(v, dt.datetime):
+        if v.tzinfo is not None:
+            v = v.astimezone(dt.UTC)
+            return v.isoformat().replace("+00:00", "Z")
+        return v.isoformat()
+    if isinstance(v, dt.date):
+        return v.isoformat()
+    if isinstance(v, dt.timedelta):
+        return v.total_seconds()
+    if isinstance(v, decimal.Decimal):
+        return int(v) if v == v.to_integral_value() else float(v)
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, list):
+        return [_plain(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _plain(x) for k, x in v.items()}
+    return v
+
+
+def _flat(df: pl.DataFrame) -> pl.DataFrame:
+    """Lists joined with '; ' and times in RFC 3339, for the text formats that have no nesting."""
+    exprs = []
+    for name, dtype in df.schema.items():
+        col = pl.col(name)
+        if isinstance(dtype, pl.List):
+            exprs.append(col.cast(pl.List(pl.String)).list.join("; ").alias(name))
+        elif isinstance(dtype, pl.Datetime) and dtype.time_zone is not None:
+            exprs.append(col.dt.convert_time_zone("UTC").dt.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").alias(name))
+        else:
+            exprs.append(col)
+    return df.select(exprs)
+
+
+def render(df: pl.DataFrame, fmt: str, output: str | None = None) -> str | None:
+    """Write a report as ``table`` | ``csv`` | ``json`` | ``parquet``.
+
+    Returns the text when ``output`` is None, else writes the file and returns None. ``json`` is an array of
+    objects keyed by column names (times in RFC 3339 UTC, dates as ``YYYY-MM-DD``, lists as arrays, NaN as
+    null); ``csv`` and ``table`` join list cells with ``"; "``; ``parquet`` is binary and needs ``output``.
+    """
+    if fmt not in FORMATS:
+        msg = f"unknown format {fmt!r}: choose from {', '.join(FORMATS)}"
+        raise ValueError(msg)
+    if fmt == "parquet":
+        if output is None:
+            msg = "--format parquet needs --output FILE"
+            raise ValueError(msg)
+        df.write_parquet(output)
+        return None
+    if fmt == "json":
+        text = json.dumps([_plain(r) for r in df.to_dicts()], ensure_ascii=False) + "\n"
+    elif fmt == "csv":
+        text = _flat(df).write_csv()
+    else:
+        with pl.Config(
+            tbl_rows=-1, tbl_cols=-1, fmt_str_lengths=200, tbl_width_chars=1000, tbl_hide_dataframe_shape=True
+        ):
+            text = str(_flat(df)) + "\n"
+    if output is None:
+        return text
+    Path(output).write_text(text, encoding="utf-8")
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Analysts' free SQL
+
+_LOCKED: dict[str, Any] = {
+    # order matters little at open, but lock_configuration must win over any later SET
+    "enable_external_access": False,  # no COPY, read_csv, ATTACH, INSTALL/LOAD, replacement scans
+    "autoinstall_known_extensions": False,
+    "autoload_known_extensions": False,
+    "allow_community_extensions": False,
+    "lock_configuration": True,  # so the statement cannot SET any of the above back
+}
+_ALLOWED_STATEMENTS = {"SELECT", "EXPLAIN"}
+
+
+def guarded_connect(path: str | Path) -> duckdb.DuckDBPyConnection:
+    """A read-only connection to a DuckDB file with file, network and extension access off, config locked."""
+    p = Path(path)
+    if not p.exists():
+        msg = f"no DuckDB file at {p}"
+        raise SqlRefused(msg)
+    try:
+        return duckdb.connect(str(p), read_only=True, config=dict(_LOCKED))
+    except duckdb.Error as e:
+        msg = f"cannot open {p} read-only ({e}); if the engine is running, query its snapshot or its HTTP API"
+        raise SqlRefused(msg) from e
+
+
+def _sandbox_from(con: duckdb.DuckDBPyConnection, sql: str) -> duckdb.DuckDBPyConnection:
+    """An in-memory guarded copy of the tables ``sql`` may name, taken from a live (writable) connection.
+
+    A live connection cannot be made read-only or have external access turned off without changing the
+    engine's own database, so the analyst's statement runs in a separate locked database instead. The
+    tables it names are copied as Arrow (costly for large tables: prefer a snapshot file with a path).
+    """
+    box = duckdb.connect(":memory:", config=dict(_LOCKED))
+    cur = con.cursor()
+    try:
+        tables = cur.execute(
+            "SELECT table_name, sql FROM duckdb_tables() WHERE database_name = current_database() "
+            "AND schema_name = 'main' AND NOT temporary"
+        ).fetchall()
+        # Tables the statement may name: every catalog table whose name occurs as a word in it. Copying one
+        # too many costs time only; DuckDB's own get_table_names fails to bind some valid statements.
+        words = {w.lower() for w in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", sql)}
+        wanted = {name for name, _ in tables if name.lower() in words}
+        for name in sorted(wanted):
+            data = cur.sql(f'SELECT * FROM "{name}"').to_arrow_table()  # name from the catalog
+            box.register(name, data)
+    finally:
+        cur.close()
+    return box
+
+
+def run_sql(path_or_con: str | Path | duckdb.DuckDBPyConnection, sql: str) -> pl.DataFrame:
+    """Run an analyst's statement read-only, with external file, network and extension access disabled.
+
+    One statement, of kind SELECT (``WITH``, ``FROM x``, ``DESCRIBE``, ``SUMMARIZE`` included) or
+    EXPLAIN. With a path, it runs on a read-only connection of that file; with a live connection, on a
+    locked in-memory copy of the tables it names. Anything else (``COPY``, ``ATTACH``, ``INSTALL``,
+    ``read_csv(...)``, writes) raises :class:`SqlRefused` with DuckDB's reason.
+    """
+    parser = duckdb.connect(":memory:", config=dict(_LOCKED))
+    try:
+        statements = parser.extract_statements(sql)
+    except duckdb.Error as e:
+        msg = f"refused: {e}"
+        raise SqlRefused(msg) from e
+    finally:
+        parser.close()
+    if len(statements) != 1:
+        msg = f"refused: one statement at a time, got {len(statements)}"
+        raise SqlRefused(msg)
+    kind = statements[0].type.name
+    if kind not in _ALLOWED_STATEMENTS:
+        msg = f"refused: only read-only queries (SELECT) are allowed, got a {kind} statement"
+        raise SqlRefused(msg)
+    if isinstance(path_or_con, duckdb.DuckDBPyConnection):
+        con = _sandbox_from(path_or_con, sql)
+    else:
+        con = guarded_connect(path_or_con)
+    try:
+        return _frame(con.sql(sql))
+    except duckdb.Error as e:
+        msg = f"refused or failed: {e}"
+        raise SqlRefused(msg) from e
+    finally:
+        con.close()
