@@ -151,6 +151,12 @@ def parse_rfc3339_ms(text: str) -> int | None:
     return ts_ms
 
 
+def _rfc3339_in_range(text: str) -> int | None:
+    """parse_rfc3339_ms, but None also when outside [TS_MIN_MS, TS_MAX_MS] (the fast path's int bounds)."""
+    ts_ms = parse_rfc3339_ms(text)
+    return ts_ms if ts_ms is not None and TS_MIN_MS <= ts_ms <= TS_MAX_MS else None
+
+
 # ---------------------------------------------------------------------------------------------
 # Fast-path types. Their constraints are the contract; anything else fails and goes to the slow path.
 
@@ -170,7 +176,9 @@ class _FastReading(msgspec.Struct, gc=False):
 class _FastMessage(msgspec.Struct, gc=False):
     readings: list[_FastReading] | UnsetType = UNSET
     tag: str | UnsetType = UNSET
-    ts: _TsMs | UnsetType = UNSET
+    # A message-level RFC 3339 string is parsed once per message, so it may stay on the fast path;
+    # per-reading strings go to the slow path.
+    ts: _TsMs | str | UnsetType = UNSET
     value: float | bool | None | UnsetType = UNSET
     q: _Q = "good"
 
@@ -256,6 +264,7 @@ class Decoder:
     ) -> None:
         """`known_sites=None` accepts every site. `fast=False` forces the slow path (tests compare both)."""
         self.known_sites = known_sites
+        self._accept_all = accept_unknown_sites
         self.accept_unknown_sites = accept_unknown_sites or known_sites is None
         self.max_future_ms = int(max_future_ms)
         self.max_payload_bytes = int(max_payload_bytes)
@@ -282,14 +291,34 @@ class Decoder:
         cols = _Columns()
         rejects: list[Reject] = []
         ts_limit_ms = int(now_ms) + self.max_future_ms
+        max_payload_bytes = self.max_payload_bytes
+        fast = self.fast
+        topics = self._topics
         count = 0
+        # The per-message steps are inlined here (not a method per step) because for single-reading
+        # messages the Python overhead per message is most of the cost.
         for msg in messages:
             count += 1
             try:
-                self._decode_one(msg, ts_limit_ms, cols, rejects)
+                site, reason = topics.get(msg.topic) or self._site(msg.topic)
+                if reason is None:
+                    payload = msg.payload
+                    # Checked before parsing: a huge payload must cost nothing.
+                    if len(payload) > max_payload_bytes:
+                        reason = PAYLOAD_TOO_LARGE
+                    elif not (fast and self._fast(site, payload, ts_limit_ms, cols)):  # type: ignore[arg-type]
+                        self._slow(msg, site, ts_limit_ms, cols, rejects)  # type: ignore[arg-type]
+                if reason is not None:
+                    rejects.append(self._message_reject(msg, reason))
             except Exception:  # noqa: BLE001 - one poisoned message must not stop the others
                 rejects.append(self._message_reject(msg, DECODE_ERROR))
-        return DecodeResult(batch=self._build(cols, rejects), rejects=rejects, messages=count)
+        return DecodeResult(batch=self._build(cols), rejects=rejects, messages=count)
+
+    def set_known_sites(self, known_sites: Container[str] | None) -> None:
+        """Change the registered sites (e.g. after the sites file was reloaded); forgets cached topics."""
+        self.known_sites = known_sites
+        self.accept_unknown_sites = self._accept_all or known_sites is None
+        self._topics.clear()
 
     # -- per message --------------------------------------------------------------------------
 
@@ -322,19 +351,6 @@ class Decoder:
                 good.add(tag)
         return True
 
-    def _decode_one(self, msg: RawMessage, ts_limit_ms: int, cols: _Columns, rejects: list[Reject]) -> None:
-        site, reason = self._site(msg.topic)
-        if reason is not None:
-            rejects.append(self._message_reject(msg, reason))
-            return
-        payload = msg.payload
-        # Checked before parsing: a huge payload must cost nothing.
-        if len(payload) > self.max_payload_bytes:
-            rejects.append(self._message_reject(msg, PAYLOAD_TOO_LARGE))
-            return
-        if not (self.fast and self._fast(site, payload, ts_limit_ms, cols)):  # type: ignore[arg-type]
-            self._slow(msg, site, ts_limit_ms, cols, rejects)  # type: ignore[arg-type]
-
     def _fast(self, site: str, payload: bytes, ts_limit_ms: int, cols: _Columns) -> bool:
         """Append the whole message and return True, or return False (nothing appended) for the slow path."""
         try:
@@ -344,7 +360,9 @@ class Decoder:
         rs = m.readings
         if rs is UNSET:  # a single reading
             tag, ts_ms, value = m.tag, m.ts, m.value
-            if tag is UNSET or ts_ms is UNSET or value is UNSET or ts_ms > ts_limit_ms:
+            if type(ts_ms) is str:
+                ts_ms = _rfc3339_in_range(ts_ms)
+            if tag is UNSET or ts_ms is UNSET or ts_ms is None or value is UNSET or ts_ms > ts_limit_ms:
                 return False
             if tag not in self._good_tags and not self._learn_tags([tag]):
                 return False
@@ -365,7 +383,9 @@ class Decoder:
         ts_list = [r.ts for r in rs]
         if UNSET in ts_list:
             batch_ts_ms = m.ts
-            if batch_ts_ms is UNSET:
+            if type(batch_ts_ms) is str:
+                batch_ts_ms = _rfc3339_in_range(batch_ts_ms)
+            if batch_ts_ms is UNSET or batch_ts_ms is None:
                 return False
             ts_list = [batch_ts_ms if t is UNSET else t for t in ts_list]
         if max(ts_list) > ts_limit_ms:
@@ -491,7 +511,7 @@ class Decoder:
         return Reject(received_ms, topic, reason, _excerpt_bytes(getattr(msg, "payload", b"")))
 
     @staticmethod
-    def _build(cols: _Columns, rejects: list[Reject]) -> ReadingBatch:
+    def _build(cols: _Columns) -> ReadingBatch:
         if not cols.tag:
             return ReadingBatch.empty()
         # Every value was validated (ASCII site and tag, ts_ms within int64, value float/bool/None), so the

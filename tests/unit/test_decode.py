@@ -465,3 +465,38 @@ def test_value_column_is_exact(decoder: Decoder) -> None:
     got = run(decoder, payload).batch.frame["value"].to_list()
     assert got == [float(v) for v in vals]
     assert math.copysign(1.0, got[2]) == -1.0
+
+
+def test_big_integers_convert_like_python(decoder: Decoder) -> None:
+    vals = [2**53 + 1, 10**25 + 1, -(2**63) - 1, 123456789012345678901234567890]
+    payload = {"ts": T0, "readings": [{"tag": "a", "value": v} for v in vals]}
+    assert run(decoder, payload).batch.frame["value"].to_list() == [float(v) for v in vals]
+
+
+def test_duplicate_keys_last_wins_on_both_paths(decoder: Decoder) -> None:
+    text = '{"tag": "a", "tag": "b", "ts": %d, "value": 1, "value": 2}' % T0
+    assert rows(run(decoder, text)) == [("s1", "b", T0, 2.0, G)]
+    text = '{"tag": "a", "ts": %d, "value": 1, "value": "x"}' % T0
+    assert reasons(run(decoder, text)) == ["bad_value"]
+
+
+def test_message_level_rfc3339_ts_on_single_and_batch(decoder: Decoder) -> None:
+    single = {"tag": "t", "ts": "2026-11-28T07:59:00+08:00", "value": 1}
+    batch = {"ts": "2026-11-28T07:59:00+08:00", "readings": [{"tag": "a", "value": 1}, {"tag": "b", "value": 2}]}
+    result = decoder.decode([RawMessage(TOPIC, _payload(single)), RawMessage(TOPIC, _payload(batch))], NOW_MS)
+    assert rows(result) == [("s1", "t", T0, 1.0, G), ("s1", "a", T0, 1.0, G), ("s1", "b", T0, 2.0, G)]
+    early = {"ts": "1999-12-31T23:00:00-02:00", "readings": [{"tag": "a", "value": 1}]}  # 2000-01-01T01:00Z
+    assert reasons(run(decoder, early)) == []
+    early["ts"] = "2000-01-01T07:59:59.999+08:00"  # 1999-12-31T23:59:59.999Z
+    assert reasons(run(decoder, early)) == ["ts_out_of_range"]
+
+
+def test_set_known_sites_forgets_cached_topics(decoder: Decoder) -> None:
+    msg = RawMessage("ew/new/telemetry", b'{"tag": "t", "ts": %d, "value": 1}' % T0)
+    assert reasons(decoder.decode([msg], NOW_MS)) == ["unknown_site"]
+    decoder.set_known_sites({"s1", "new"})
+    assert len(decoder.decode([msg], NOW_MS).batch) == 1
+    decoder.set_known_sites({"s1"})
+    assert reasons(decoder.decode([msg], NOW_MS)) == ["unknown_site"]
+    decoder.set_known_sites(None)
+    assert len(decoder.decode([msg], NOW_MS).batch) == 1
