@@ -39,7 +39,9 @@ def test_format_then_parse_is_identity(e: Expr) -> None:
     assert format_expr(parse_expr(text)) == text
 
 
-ALPHABET = st.sampled_from(list("ab_.:-0123456789eE+-. ()<>=!&|\t\n") + ["and ", "or ", "not ", "true", "false", "é"])
+ALPHABET = st.sampled_from(
+    list("ab_.:-0123456789eE+-. ()<>=!&|\t\n") + ["and ", "or ", "not ", "true", "false", "é"]
+)
 token_soup = st.lists(ALPHABET, max_size=60).map("".join)
 
 

@@ -1,4 +1,4 @@
-"""Rule files -> RuleSpecs: every validation error (file, rule id, key, expected), site overrides, shipped packs."""
+"""Rule files -> RuleSpecs: each validation error (file, rule, key, expected), overrides, shipped packs."""
 
 from __future__ import annotations
 
@@ -74,6 +74,12 @@ def one_problem(path: Path) -> tuple[str, str]:
     found = problems(path)
     assert len(found) == 1, found
     return found[0]
+
+
+def rule(rid: str, kind: str, **keys: str) -> str:
+    """A [[rule]] table; `keys` values are TOML literals. Severity and message are filled in."""
+    lines = [f'id = "{rid}"', f'kind = "{kind}"', *(f"{k} = {v}" for k, v in keys.items())]
+    return "\n[[rule]]\n" + "\n".join([*lines, 'severity = "blue"', 'message = "m"']) + "\n"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -208,7 +214,8 @@ def test_every_kind_loads_with_durations_in_ms_and_defaults(tmp_path: Path) -> N
     assert (e.on_delay_ms, e.off_delay_ms, e.enabled) == (500, 2000, False)
     assert expr_tags(e.expr) == ("casting_active", "cutoff_gate_closed")  # type: ignore[arg-type]
     i = rules["i"]
-    assert isinstance(i.trigger, And) and i.expect == Cmp("cutoff_gate_closed", "==", 1.0) and i.within_ms == 2000
+    assert isinstance(i.trigger, And) and i.within_ms == 2000
+    assert i.expect == Cmp("cutoff_gate_closed", "==", 1.0)
     assert i.signal_tag == "cw_pressure_mpa"
     assert (rules["t"].window_ms, rules["t"].horizon_ms, rules["t"].min_r2) == (600_000, 1_800_000, 0.8)
     assert rules["t2"].min_r2 == 0.0
@@ -254,9 +261,11 @@ CASES = [
     pytest.param(GOOD_RULE.replace('tag = "cw_pressure_mpa"', 'tag = "*"'),
                  "rule[cw_pressure_ll].tag", "only in stale rules", id="star-outside-stale"),
     pytest.param(GOOD_RULE.replace('"casting_active == 1"', '"casting_on == 1"'),
-                 "rule[cw_pressure_ll].when", "not in this file's [[tag]] list: casting_on", id="unknown-tag-in-when"),
+                 "rule[cw_pressure_ll].when", "not in this file's [[tag]] list: casting_on",
+                 id="unknown-tag-in-when"),
     pytest.param(GOOD_RULE.replace('"casting_active == 1"', '"casting_active == 1 and"'),
-                 "rule[cw_pressure_ll].when", "at column 24 of 'casting_active == 1 and': expected a tag name",
+                 "rule[cw_pressure_ll].when",
+                 "at column 24 of 'casting_active == 1 and': expected a tag name",
                  id="bad-expression"),
     pytest.param(GOOD_RULE.replace('"casting_active == 1"', "1"),
                  "rule[cw_pressure_ll].when", "a string", id="expression-not-string"),
@@ -266,56 +275,43 @@ CASES = [
                  "rule[1].id", "required", id="missing-id"),
     pytest.param(GOOD_RULE + GOOD_RULE,
                  "rule[cw_pressure_ll].id", "a unique rule id (also rule #1", id="duplicate-id"),
-    pytest.param(GOOD_RULE.replace("enabled", "x").replace('severity = "red"', 'severity = "red"\nenabled = "yes"'),
+    pytest.param(GOOD_RULE.replace('severity = "red"', 'severity = "red"\nenabled = "yes"'),
                  "rule[cw_pressure_ll].enabled", "true or false", id="enabled-not-bool"),
-    pytest.param('[[rule]]\nid = "s"\nkind = "stale"\ntag = "*"\ntimeout = 0\nseverity = "blue"\nmessage = "m"\n',
+    pytest.param(rule("s", "stale", tag='"*"', timeout="0"),
                  "rule[s].timeout", "a duration > 0", id="zero-timeout"),
-    pytest.param('[[rule]]\nid = "r"\nkind = "rate"\ntag = "p_a"\nop = ">"\nlimit = 1\nwindow = "0s"\n'
-                 'severity = "blue"\nmessage = "m"\n',
+    pytest.param(rule("r", "rate", tag='"p_a"', op='">"', limit="1", window='"0s"'),
                  "rule[r].window", "a duration > 0", id="zero-window"),
-    pytest.param('[[rule]]\nid = "f"\nkind = "flatline"\ntag = "p_a"\nwindow = "1h"\nepsilon = -1\n'
-                 'severity = "blue"\nmessage = "m"\n',
+    pytest.param(rule("f", "flatline", tag='"p_a"', window='"1h"', epsilon="-1"),
                  "rule[f].epsilon", ">= 0", id="negative-epsilon"),
-    pytest.param('[[rule]]\nid = "i"\nkind = "interlock"\ntrigger = "p_a > 1"\nexpect = "p_b == 1"\nwithin = 0\n'
-                 'severity = "red"\nmessage = "m"\n',
+    pytest.param(rule("i", "interlock", trigger='"p_a > 1"', expect='"p_b == 1"', within="0"),
                  "rule[i].within", "a duration > 0", id="zero-within"),
-    pytest.param('[[rule]]\nid = "i"\nkind = "interlock"\ntrigger = "p_a > 1"\nwithin = "1s"\n'
-                 'severity = "red"\nmessage = "m"\n',
+    pytest.param(rule("i", "interlock", trigger='"p_a > 1"', within='"1s"'),
                  "rule[i].expect", "required in a interlock rule", id="missing-expect"),
-    pytest.param('[[rule]]\nid = "i"\nkind = "interlock"\ntrigger = "p_a > 1"\nexpect = "p_z == 1"\nwithin = "1s"\n'
-                 'severity = "red"\nmessage = "m"\n',
+    pytest.param(rule("i", "interlock", trigger='"p_a > 1"', expect='"p_z == 1"', within='"1s"'),
                  "rule[i].expect", "p_z", id="unknown-tag-in-expect"),
-    pytest.param('[[rule]]\nid = "v"\nkind = "vote"\ntags = ["p_a", "p_b"]\nop = ">"\nlimit = 1\nk = 3\n'
-                 'severity = "red"\nmessage = "m"\n',
+    pytest.param(rule("v", "vote", tags='["p_a", "p_b"]', op='">"', limit="1", k="3"),
                  "rule[v].k", "at most the size of the vote group (2 tags), got 3", id="k-too-large"),
-    pytest.param('[[rule]]\nid = "v"\nkind = "vote"\ntags = ["p_a", "p_b"]\nop = ">"\nlimit = 1\nk = 0\n'
-                 'severity = "red"\nmessage = "m"\n',
+    pytest.param(rule("v", "vote", tags='["p_a", "p_b"]', op='">"', limit="1", k="0"),
                  "rule[v].k", "an integer >= 1", id="k-zero"),
-    pytest.param('[[rule]]\nid = "v"\nkind = "vote"\ntags = ["p_a"]\nop = ">"\nlimit = 1\nk = 1\n'
-                 'severity = "red"\nmessage = "m"\n',
+    pytest.param(rule("v", "vote", tags='["p_a"]', op='">"', limit="1", k="1"),
                  "rule[v].tags", "at least 2 tags", id="vote-one-tag"),
-    pytest.param('[[rule]]\nid = "v"\nkind = "vote"\ntags = ["p_a", "p_a"]\nop = ">"\nlimit = 1\nk = 1\n'
-                 'severity = "red"\nmessage = "m"\n',
+    pytest.param(rule("v", "vote", tags='["p_a", "p_a"]', op='">"', limit="1", k="1"),
                  "rule[v].tags", "distinct", id="vote-repeated-tag"),
-    pytest.param('[[rule]]\nid = "v"\nkind = "vote"\ntags = ["p_a", "p_x"]\nop = ">"\nlimit = 1\nk = 1\n'
-                 'severity = "red"\nmessage = "m"\n',
+    pytest.param(rule("v", "vote", tags='["p_a", "p_x"]', op='">"', limit="1", k="1"),
                  "rule[v].tags", "got 'p_x'", id="vote-unknown-tag"),
-    pytest.param('[[rule]]\nid = "q"\nkind = "quality"\ntag = "p_a"\nrange = [1, 0]\n'
-                 'severity = "red"\nmessage = "m"\n',
+    pytest.param(rule("q", "quality", tag='"p_a"', range="[1, 0]"),
                  "rule[q].range", "lo < hi", id="range-reversed"),
-    pytest.param('[[rule]]\nid = "q"\nkind = "quality"\ntag = "p_a"\nrange = [0]\n'
-                 'severity = "red"\nmessage = "m"\n',
+    pytest.param(rule("q", "quality", tag='"p_a"', range="[0]"),
                  "rule[q].range", "[lo, hi]", id="range-one-number"),
-    pytest.param('[[rule]]\nid = "t"\nkind = "trend"\ntag = "p_a"\nop = ">"\nlimit = 1\nwindow = "10m"\n'
-                 'horizon = "30m"\nmin_r2 = 1.5\nseverity = "blue"\nmessage = "m"\n',
+    pytest.param(rule("t", "trend", tag='"p_a"', op='">"', limit="1", window='"10m"', horizon='"30m"',
+                      min_r2="1.5"),
                  "rule[t].min_r2", "in [0, 1]", id="min-r2-out-of-range"),
-    pytest.param('[[rule]]\nid = "t"\nkind = "trend"\ntag = "p_a"\nop = ">"\nlimit = 1\nwindow = "10m"\n'
-                 'horizon = 0\nseverity = "blue"\nmessage = "m"\n',
+    pytest.param(rule("t", "trend", tag='"p_a"', op='">"', limit="1", window='"10m"', horizon="0"),
                  "rule[t].horizon", "a duration > 0", id="zero-horizon"),
-    pytest.param('[[rule]]\nid = "x"\nkind = "expr"\nexpr = "p_a > 1 &&"\nseverity = "blue"\nmessage = "m"\n',
-                 "rule[x].expr", "column 9", id="expr-syntax"),
+    pytest.param(rule("x", "expr", expr='"p_a > 1 &&"'), "rule[x].expr", "column 9", id="expr-syntax"),
     pytest.param('\n[[tag]]\nname = "p_a"\n', "tag[p_a].name", "declared twice", id="duplicate-tag"),
-    pytest.param('\n[[tag]]\nname = "bad tag"\n', "tag[bad tag].name", "a tag name matching", id="bad-tag-name"),
+    pytest.param('\n[[tag]]\nname = "bad tag"\n', "tag[bad tag].name", "a tag name matching",
+                 id="bad-tag-name"),
     pytest.param('\n[[tag]]\nname = "z"\nunits = "m"\n', "tag[z].units", "unknown key", id="unknown-tag-key"),
     pytest.param('\n[[tag]]\nname = "z"\nrange = [0, "1"]\n', "tag[z].range", "a number", id="bad-tag-range"),
     pytest.param('\n[[tag]]\nunit = "m"\n', "tag[7].name", "required", id="tag-without-name"),
@@ -331,8 +327,8 @@ def test_each_problem_names_rule_key_and_expectation(tmp_path: Path, body: str, 
 def test_every_problem_of_a_file_is_reported_at_once(tmp_path: Path) -> None:
     body = (
         GOOD_RULE.replace('op = "<"', 'op = "=<"').replace('on_delay = "1s"', 'on_delay = "soon"')
-        + '[[rule]]\nid = "b"\nkind = "stale"\ntag = "nope"\ntimeout = 0\nseverity = "red"\nmessage = "m"\nfoo = 1\n'
-        + '[[rule]]\nid = "c"\nkind = "magic"\nseverity = "red"\nmessage = "m"\n'
+        + rule("b", "stale", tag='"nope"', timeout="0", foo="1")
+        + rule("c", "magic")
     )
     keys = {k for k, _ in problems(write(tmp_path, body))}
     assert keys == {
@@ -449,7 +445,9 @@ district = "wujiang"
 """
 
 
-def site_rules(tmp_path: Path, overrides: str, rules: str = GOOD_RULE + ALL_KINDS) -> dict[str, dict[str, object]]:
+def site_rules(
+    tmp_path: Path, overrides: str, rules: str = GOOD_RULE + ALL_KINDS
+) -> dict[str, dict[str, object]]:
     pack_dir = tmp_path / "rules"
     pack_dir.mkdir(exist_ok=True)
     write(pack_dir, rules)
@@ -485,7 +483,8 @@ def test_override_of_expressions_and_severity_is_parsed(tmp_path: Path) -> None:
         tmp_path,
         "[site.overrides.i]\ntrigger = 'cw_pressure_mpa < 0.18'\nwithin = '1s'\nseverity = 'orange'\n",
     )["SZ-AL-0001"]["i"]
-    assert got.trigger == Cmp("cw_pressure_mpa", "<", 0.18) and got.within_ms == 1000  # type: ignore[attr-defined]
+    assert got.trigger == Cmp("cw_pressure_mpa", "<", 0.18)  # type: ignore[attr-defined]
+    assert got.within_ms == 1000  # type: ignore[attr-defined]
     assert got.severity is Severity.ORANGE  # type: ignore[attr-defined]
 
 
@@ -501,15 +500,18 @@ def test_quality_override_of_tag_takes_that_tags_range(tmp_path: Path) -> None:
          "the id of a rule in the aluminum rule pack"),
         ("[site.overrides.cw_pressure_ll]\nlimt = 0.1\n", "site[SZ-AL-0001].overrides.cw_pressure_ll.limt",
          "a key of a threshold rule"),
-        ("[site.overrides.cw_pressure_ll]\nwindow = '1s'\n", "site[SZ-AL-0001].overrides.cw_pressure_ll.window",
+        ("[site.overrides.cw_pressure_ll]\nwindow = '1s'\n",
+         "site[SZ-AL-0001].overrides.cw_pressure_ll.window",
          "a key of a threshold rule"),
-        ("[site.overrides.cw_pressure_ll]\nlimit = 'low'\n", "site[SZ-AL-0001].overrides.cw_pressure_ll.limit",
+        ("[site.overrides.cw_pressure_ll]\nlimit = 'low'\n",
+         "site[SZ-AL-0001].overrides.cw_pressure_ll.limit",
          "a number"),
         ("[site.overrides.cw_pressure_ll]\nkind = 'rate'\n", "site[SZ-AL-0001].overrides.cw_pressure_ll.kind",
-         "cannot be overridden"),
+         "not overridable"),
         ("[site.overrides.cw_pressure_ll]\nwhen = 'casting == 1'\n",
          "site[SZ-AL-0001].overrides.cw_pressure_ll.when", "casting"),
-        ("[site.overrides.v]\nk = 4\n", "site[SZ-AL-0001].overrides.v.k", "at most the size of the vote group"),
+        ("[site.overrides.v]\nk = 4\n", "site[SZ-AL-0001].overrides.v.k",
+         "at most the size of the vote group"),
         ("[site.overrides.i]\nwithin = 0\n", "site[SZ-AL-0001].overrides.i.within", "a duration > 0"),
     ],
     ids=["unknown-rule", "unknown-key", "key-of-another-kind", "bad-value", "kind", "unknown-tag-in-when",
@@ -527,7 +529,7 @@ def test_site_with_a_plant_without_rule_pack(tmp_path: Path) -> None:
     pack_dir.mkdir()
     write(pack_dir, GOOD_RULE)
     sites_file = tmp_path / "sites.toml"
-    sites_file.write_text('[[site]]\nid = "S1"\nname = "n"\nplant = "dust"\ndistrict = "d"\n', encoding="utf-8")
+    sites_file.write_text('[[site]]\nid = "S1"\nplant = "dust"\ndistrict = "d"\n', encoding="utf-8")
     with pytest.raises(ConfigError) as info:
         rules_for_sites(load_packs(pack_dir), load_sites(sites_file), str(sites_file))
     assert info.value.key == "site[S1].plant" and "aluminum" in info.value.expected

@@ -79,9 +79,8 @@ class _Ctx:
 
 
 def _type_name(v: Any) -> str:
-    return {bool: "boolean", int: "integer", float: "number", str: "string", list: "array", dict: "table"}.get(
-        type(v), type(v).__name__
-    )
+    names = {bool: "boolean", int: "integer", float: "number", str: "string", list: "array", dict: "table"}
+    return names.get(type(v), type(v).__name__)
 
 
 def _number(v: Any) -> float:
@@ -402,7 +401,8 @@ def _load_pack(path: str | os.PathLike[str]) -> tuple[RulePack | None, list[Conf
         errs.add("plant", f"one of {', '.join(PLANTS)}, got {plant!r}")
         plant = ""
     elif p.stem in PLANTS and p.stem != plant:
-        errs.add("plant", f"{p.stem!r} in a file named {p.name} (one file per plant, named after it), got {plant!r}")
+        errs.add("plant", f"{p.stem!r} in a file named {p.name} (one file per plant, named after it), "
+                 f"got {plant!r}")
     tags = _load_tags(raw.get("tag"), errs)
     rules_raw = raw.get("rule", [])
     rules: list[RuleSpec] = []
@@ -414,7 +414,8 @@ def _load_pack(path: str | os.PathLike[str]) -> tuple[RulePack | None, list[Conf
         rid = r.get("id") if isinstance(r, dict) else None
         if isinstance(rid, str):
             if rid in first_index:
-                errs.add(f"rule[{rid}].id", f"a unique rule id (also rule #{first_index[rid] + 1} in this file)")
+                first = first_index[rid] + 1
+                errs.add(f"rule[{rid}].id", f"a unique rule id (also rule #{first} in this file)")
                 continue
             first_index[rid] = i
         rule = _load_rule(r, i, str(plant), file, tags, errs)
@@ -448,9 +449,8 @@ def _load_dir(rules_dir: str | os.PathLike[str]) -> tuple[dict[str, RulePack], l
         if pack is None:
             continue
         if pack.plant in packs:
-            errors.append(
-                ConfigError(str(f), "plant", f"one file per plant: {pack.plant!r} is also {packs[pack.plant].source}")
-            )
+            other = packs[pack.plant].source
+            errors.append(ConfigError(str(f), "plant", f"one file per plant: {pack.plant!r} is also {other}"))
             continue
         packs[pack.plant] = pack
     return packs, errors
@@ -465,7 +465,10 @@ def load_packs(rules_dir: str | os.PathLike[str]) -> dict[str, RulePack]:
 
 
 def check_path(path: str | os.PathLike[str]) -> list[ConfigError]:
-    """Every problem of a rule file or a directory of rule files (`earlywarn rules check`); [] when all good."""
+    """Every problem of a rule file or a directory of rule files; [] when all good.
+
+    Backs `earlywarn rules check [PATH]`: unlike load_pack / load_packs it never raises.
+    """
     p = Path(path)
     if p.is_dir():
         return _load_dir(p)[1]
@@ -497,13 +500,12 @@ def apply_overrides(
         allowed = allowed_keys(rule.kind)
         for key in ov:
             if key in _NOT_OVERRIDABLE:
-                errs.add(f"{rw}.{key}", f"a rule parameter; {key!r} is the rule's identity and cannot be overridden")
+                errs.add(f"{rw}.{key}", f"a rule parameter ({key!r} is the rule's identity, not overridable)")
             elif key not in allowed:
                 keys = ", ".join(k for k in allowed if k not in _NOT_OVERRIDABLE)
                 errs.add(f"{rw}.{key}", f"a key of a {rule.kind.value} rule ({keys})")
-        fields = _convert_keys(
-            {k: v for k, v in ov.items() if k in allowed and k not in _NOT_OVERRIDABLE}, rule.kind, tags, rw, errs
-        )
+        settable = {k: v for k, v in ov.items() if k in allowed and k not in _NOT_OVERRIDABLE}
+        fields = _convert_keys(settable, rule.kind, tags, rw, errs)
         if len(errs.items) > before:
             continue
         if rule.kind is RuleKind.QUALITY and "tag" in fields and "range" not in fields:
@@ -531,7 +533,8 @@ def rules_for_sites(
         pack = packs.get(site.plant)
         if pack is None:
             have = ", ".join(sorted(packs)) or "none"
-            raise ConfigError(file, f"{where}.plant", f"a plant with a rule file (loaded: {have}), got {site.plant!r}")
+            expected = f"a plant with a rule file (loaded: {have}), got {site.plant!r}"
+            raise ConfigError(file, f"{where}.plant", expected)
         rules, errors = apply_overrides(pack, site.overrides, file, where)
         if errors:
             raise errors[0]
