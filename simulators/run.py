@@ -1,0 +1,200 @@
+"""Runs: one site with scheduled scenarios, a single scenario with its ground truth, and the demo's
+compressed-clock multi-site plant run.
+
+    run = run_scenario("cw_pump_trip", seed=7)           # one site, one scenario, sized to fit it
+    run.truths[0].expected                                # what a correct engine raises
+    msgs, log = run.messages(transport=TransportFaults())  # (publish_ms, topic, payload) in publish order
+
+    sites = simulate_sites([("HZ-01", "hazchem"), ("AL-01", "aluminum")], start_ms, duration_s=60, seed=1, speed=60)
+    for m in sites.messages(): ...                        # m.at_s = wall offset at which to publish
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from simulators.payload import Message, Readings, encode, render
+from simulators.plants import PLANTS, build_trace
+from simulators.scenarios import SCENARIOS, GroundTruth, InjectContext, finalize_order, scenarios_for
+from simulators.signals import Trace, rng_for
+from simulators.transport import TransportFaults, TransportLog, apply
+
+#: 2026-11-28 08:00 local (UTC+8), a Saturday morning shift: a convenient default start.
+DEFAULT_START_MS = 1_764_288_000_000
+
+
+@dataclass
+class SiteRun:
+    """One simulated site: the truth trace, the ground truth of its scenarios, and its readings."""
+
+    site: str
+    plant: str
+    seed: int
+    trace: Trace
+    truths: list[GroundTruth]
+    outages_ms: list[tuple[int, int, bool]] = field(default_factory=list)
+    _readings: Readings | None = None
+
+    @property
+    def start_ms(self) -> int:
+        return self.trace.start_ms
+
+    @property
+    def end_ms(self) -> int:
+        return self.trace.start_ms + self.trace.n * 1000
+
+    def readings(self) -> Readings:
+        """The readings as sampled at the gateway (sorted by ts), before any transport fault."""
+        if self._readings is None:
+            self._readings = render(self.trace, self.seed)
+        return self._readings
+
+    def messages(self, *, batch_window_ms: int | None = 1000,
+                 transport: TransportFaults | None = None) -> tuple[list[Message], TransportLog]:
+        """MQTT messages in publish order. Scenario outages with a backlog flush are applied even with
+        `transport=None` (they are part of the scenario); other faults only when `transport` says so.
+        """
+        msgs = encode(self.readings(), batch_window_ms=batch_window_ms)
+        faults = transport or TransportFaults.none()
+        flush_outages = tuple((a, b) for a, b, flush in self.outages_ms if flush)
+        if flush_outages:
+            faults = TransportFaults(**{**faults.__dict__, "outages_ms": tuple(faults.outages_ms) + flush_outages})
+        return apply(msgs, faults, site=self.site, seed=self.seed)
+
+
+def simulate_site(site: str, plant: str, *, start_ms: int = DEFAULT_START_MS, duration_s: int = 3600,
+                  seed: int = 0, scenarios: Sequence[tuple[str, float]] = ()) -> SiteRun:
+    """Simulate one site for `duration_s`, injecting `scenarios` as `(name, at_offset_s)` pairs."""
+    if plant not in PLANTS:
+        msg = f"unknown plant {plant!r}; known: {sorted(PLANTS)}"
+        raise ValueError(msg)
+    chosen = []
+    for name, at_s in scenarios:
+        if name not in SCENARIOS:
+            msg = f"unknown scenario {name!r}; known for {plant}: {[s.name for s in scenarios_for(plant)]}"
+            raise ValueError(msg)
+        sc = SCENARIOS[name]
+        if sc.plant != plant:
+            msg = f"scenario {name!r} is for plant {sc.plant!r}, not {plant!r}"
+            raise ValueError(msg)
+        chosen.append((sc, float(at_s)))
+    chosen.sort(key=lambda x: x[1])
+    arrange = [(lambda p, sc=sc, at=at: sc.arrange(p, at)) for sc, at in chosen if sc.arrange is not None]
+    trace, plan = build_trace(plant, site, start_ms, duration_s, seed, arrange)
+    truths, outages = [], []
+    for sc, at_s in chosen:
+        ctx = InjectContext(trace, plan, at_s, seed, rng_for(seed, site, "scenario", sc.name, str(at_s)))
+        sc.inject(ctx)
+        truths.append(GroundTruth(
+            scenario=sc.name, plant=plant, site=site,
+            injected_at_ms=start_ms + int(round(at_s * 1000)),
+            injected=ctx.description or sc.title,
+            expected=finalize_order(ctx.expected),
+            forbidden=sorted(set(ctx.forbidden)),
+            feedback=sc.feedback,
+            window_start_ms=start_ms + int(round(max(at_s - sc.pre_s, 0) * 1000)),
+            window_end_ms=start_ms + int(round(min(at_s + sc.post_s, duration_s) * 1000)),
+            details=ctx.details, max_raises=dict(ctx.max_raises), mode=ctx.mode,
+        ))
+        outages += [(start_ms + int(a * 1000), start_ms + int(b * 1000), flush) for a, b, flush in ctx.outages]
+    return SiteRun(site, plant, seed, trace, truths, outages)
+
+
+def run_scenario(name: str, *, site: str | None = None, start_ms: int = DEFAULT_START_MS, seed: int = 0) -> SiteRun:
+    """One site running exactly one scenario, sized to the scenario's pre- and post-injection spans."""
+    sc = SCENARIOS[name]
+    site = site or f"SIM-{sc.plant.upper()}-{name}"[:64]
+    return simulate_site(site, sc.plant, start_ms=start_ms, duration_s=sc.span_s, seed=seed,
+                         scenarios=[(name, float(sc.pre_s))])
+
+
+# ---------------------------------------------------------------------------------------------
+# Compressed-clock multi-site run (the demo)
+
+
+class TimedMessage(NamedTuple):
+    """A message and the wall-clock offset (s from the run's start) at which to publish it."""
+
+    at_s: float
+    topic: str
+    payload: bytes
+    publish_ms: int  # the event-time instant the gateway would have published it
+
+
+@dataclass
+class SitesRun:
+    """Several sites on one compressed clock. `messages()` is a plain generator: the caller paces."""
+
+    runs: list[SiteRun]
+    start_ms: int
+    speed: float
+    batch_window_ms: int | None = 1000
+    transport: TransportFaults | None = None
+
+    @property
+    def truths(self) -> list[GroundTruth]:
+        return [t for r in self.runs for t in r.truths]
+
+    @property
+    def end_ms(self) -> int:
+        return max((r.end_ms for r in self.runs), default=self.start_ms)
+
+    def messages(self) -> Iterator[TimedMessage]:
+        """All sites' messages merged in publish order; `at_s` = event offset / speed."""
+        per_site = [r.messages(batch_window_ms=self.batch_window_ms, transport=self.transport)[0] for r in self.runs]
+        merged = heapq.merge(*[[(m.publish_ms, k, j, m) for j, m in enumerate(ms)] for k, ms in enumerate(per_site)])
+        for publish_ms, _, _, m in merged:
+            yield TimedMessage((publish_ms - self.start_ms) / 1000.0 / self.speed, m.topic, m.payload, publish_ms)
+
+
+def auto_schedule(plant: str, span_s: int, nth: int) -> list[tuple[str, float]]:
+    """Scenarios that fit one after another in `span_s`, starting from a different one for each `nth` site.
+
+    Short scenarios first, so a one-minute demo still shows alarms of every plant type.
+    """
+    catalog = sorted(scenarios_for(plant), key=lambda s: (s.span_s, s.name))
+    fitting = [s for s in catalog if s.span_s <= span_s]
+    if not fitting:
+        return []
+    out, t = [], 0.0
+    k = nth % len(fitting)
+    for step in range(len(fitting)):
+        sc = fitting[(k + step) % len(fitting)]
+        if t + sc.span_s > span_s:
+            continue
+        out.append((sc.name, t + sc.pre_s))
+        t += sc.span_s
+    return out
+
+
+def simulate_sites(sites: Sequence[tuple[str, str]], start_ms: int, duration_s: float, seed: int, speed: float = 60.0,
+                   scenarios: Mapping[str, Sequence[tuple[str, float]]] | str | None = "auto", *,
+                   batch_window_ms: int | None = 1000, transport: TransportFaults | None = None) -> SitesRun:
+    """A compressed-clock plant run for the demo.
+
+    `duration_s` is wall-clock seconds; the sites cover `duration_s * speed` seconds of event time from
+    `start_ms`. `scenarios` is `"auto"` (each site gets scenarios that fit, rotated across sites of the same
+    plant), `None` (normal operation only) or a mapping `site -> [(scenario_name, at_offset_s in event time)]`.
+    Iterate `.messages()` and publish each message at `at_s` wall seconds after you start; `.truths` holds the
+    ground truth. Event timestamps run `speed` times faster than the wall clock: to end at "now", pass
+    `start_ms = now_ms - duration_s * speed * 1000` (or tell the engine to run on event time).
+    """
+    span_s = int(duration_s * speed)
+    runs, nth_by_plant = [], {}
+    for site, plant in sites:
+        nth = nth_by_plant.get(plant, 0)
+        nth_by_plant[plant] = nth + 1
+        if scenarios == "auto":
+            sched = auto_schedule(plant, span_s, nth)
+        elif scenarios is None:
+            sched = []
+        elif isinstance(scenarios, Mapping):
+            sched = list(scenarios.get(site, ()))
+        else:
+            msg = f"scenarios must be 'auto', None or a mapping, got {scenarios!r}"
+            raise ValueError(msg)
+        runs.append(simulate_site(site, plant, start_ms=start_ms, duration_s=span_s, seed=seed, scenarios=sched))
+    return SitesRun(runs, start_ms, float(speed), batch_window_ms, transport)
