@@ -34,7 +34,7 @@ import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
 from earlywarn.config import IngestConfig
-from earlywarn.model import RawMessage, ReadingBatch, Reject
+from earlywarn.model import Quality, RawMessage, ReadingBatch, Reject
 
 __all__ = [
     "REJECT_REASONS",
@@ -88,8 +88,10 @@ TS_MAX_MS: Final = 253_402_300_799_999
 
 EXCERPT_CHARS: Final = 200
 
-_GOOD, _UNCERTAIN, _BAD = 0, 1, 2  # Quality codes (model.Quality), as plain ints for the column lists
-_QUALITY_CODES: Final[dict[str, int]] = {"good": _GOOD, "uncertain": _UNCERTAIN, "bad": _BAD}
+# Quality codes as plain ints for the column lists (an IntEnum member per reading would cost more).
+_QUALITY_CODES: Final[dict[str, int]] = {q.label: int(q) for q in Quality}
+_GOOD: Final = int(Quality.GOOD)
+_BAD: Final = int(Quality.BAD)
 
 _TOPIC_RE = re.compile(r"ew/([A-Za-z0-9_.-]{1,64})/telemetry(?:/.*)?", re.DOTALL)
 _TAG_RE = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
@@ -245,6 +247,8 @@ class _Columns:
 class Decoder:
     """Turns RawMessages into a ReadingBatch and Rejects. Keeps only caches between calls.
 
+    Not thread-safe (the caches are plain dict/set): one Decoder per decoding thread.
+
     Example:
         >>> d = Decoder(known_sites={"s1"})
         >>> msg = RawMessage("ew/s1/telemetry", b'{"tag": "t", "ts": 1764316800250, "value": 0.25}')
@@ -366,11 +370,12 @@ class Decoder:
                 return False
             if tag not in self._good_tags and not self._learn_tags([tag]):
                 return False
+            q_code = _BAD if value is None else _QUALITY_CODES[m.q]
             cols.site.append(site)
             cols.tag.append(tag)
             cols.ts_ms.append(ts_ms)
             cols.value.append(value)
-            cols.quality.append(_BAD if value is None else _QUALITY_CODES[m.q])
+            cols.quality.append(q_code)
             return True
 
         n = len(rs)
@@ -427,7 +432,9 @@ class Decoder:
             readings = [obj]
             batch_ts = _MISSING
 
-        # Collected locally and appended at the end, so an unexpected error leaves the columns consistent.
+        # Collected locally and appended at the end, so an unexpected error (-> decode_error) leaves no
+        # half of this message behind.
+        msg_rejects: list[Reject] = []
         tags: list[str] = []
         ts_list: list[int] = []
         values: list[float | None] = []
@@ -435,13 +442,14 @@ class Decoder:
         for r in readings:
             out = self._check_reading(r, batch_ts, ts_limit_ms)
             if type(out) is str:
-                rejects.append(Reject(msg.received_ms, msg.topic, out, _excerpt_obj(r)))
+                msg_rejects.append(Reject(msg.received_ms, msg.topic, out, _excerpt_obj(r)))
             else:
                 tag, ts_ms, value, q = out  # type: ignore[misc]
                 tags.append(tag)
                 ts_list.append(ts_ms)
                 values.append(value)
                 quality.append(q)
+        rejects += msg_rejects
         n = len(tags)
         cols.site += [site] * n
         cols.tag += tags

@@ -386,10 +386,10 @@ def test_unexpected_error_becomes_decode_error_and_the_rest_go_on(decoder: Decod
         return original(self, r, batch_ts, ts_limit_ms)
 
     monkeypatch.setattr(Decoder, "_check_reading", explode)
-    boom = RawMessage(TOPIC, b'{"readings": [{"tag": "a", "ts": %d, "value": 9}, {"tag": "boom"}]}' % T0)
+    boom = RawMessage(TOPIC, b'{"readings": [{"tag": "a", "ts": %d, "value": 9}, {"tag": 5}, {"tag": "boom"}]}' % T0)
     result = decoder.decode([good, boom, good], NOW_MS)
     assert reasons(result) == ["decode_error"]
-    # the half-decoded message left nothing behind
+    # the half-decoded message left nothing behind: neither its good reading nor its bad_tag reject
     assert rows(result) == [("s1", "a", T0, 1.0, G)] * 2
 
 
