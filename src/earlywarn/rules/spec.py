@@ -86,7 +86,10 @@ def _type_name(v: Any) -> str:
 def _number(v: Any) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise _Bad(f"a number, got {_type_name(v)} {v!r}")
-    f = float(v)
+    try:
+        f = float(v)
+    except OverflowError:  # a TOML integer too large for a float
+        f = math.inf
     if not math.isfinite(f):
         raise _Bad(f"a finite number, got {v!r}")
     return f
@@ -119,6 +122,8 @@ def _duration_ms(v: Any, *, positive: bool) -> int:
         ms = parse_duration_ms(v)
     except ValueError as e:
         raise _Bad(f"{e}, got {v!r}") from None
+    except OverflowError:  # finite seconds whose milliseconds are not
+        raise _Bad(f"a duration of reasonable length, got {v!r}") from None
     if positive and ms <= 0:
         raise _Bad(f"a duration > 0, got {v!r}")
     return ms
@@ -385,11 +390,17 @@ def _read_toml(p: Path, errs: _Errors) -> dict[str, Any] | None:
 
 def _load_pack(path: str | os.PathLike[str]) -> tuple[RulePack | None, list[ConfigError]]:
     p = Path(path)
-    file = str(p)
-    errs = _Errors(file)
+    errs = _Errors(str(p))
     raw = _read_toml(p, errs)
     if raw is None:
         return None, errs.items
+    return _pack_from_doc(raw, p)
+
+
+def _pack_from_doc(raw: Mapping[str, Any], p: Path) -> tuple[RulePack | None, list[ConfigError]]:
+    """Validate a parsed rule file `raw` read from `p` (the name only matters for messages and `plant`)."""
+    file = str(p)
+    errs = _Errors(file)
     for key in raw:
         if key not in _TOP_KEYS:
             errs.add(key, f"unknown top-level key (a rule file holds {', '.join(_TOP_KEYS)})")
