@@ -360,7 +360,7 @@ def _load_rule(
     req, _ = KIND_KEYS[kind]
     for key in _COMMON_REQUIRED + req:
         if key not in raw:
-            errs.add(f"{where}.{key}", f"a value (required in a {kind.value} rule)")
+            errs.add(f"{where}.{key}", f"a value (required in {kind.value} rules)")
     fields = _convert_keys({k: v for k, v in raw.items() if k in allowed}, kind, tags, where, errs)
     if len(errs.items) > before:
         return None
