@@ -1,0 +1,857 @@
+"""RuleEngine: vectorized evaluation of micro-batches of readings into raise / clear Signals.
+
+Semantics (product.md §5 is authoritative; the choices below fill in what it leaves open):
+
+* Readings of sites without rules are ignored (neither evaluated nor late). Per (site, tag), a reading
+  whose ts <= the last evaluated ts of that sensor is *late* (or a duplicate): counted, not evaluated.
+  Inside a batch readings are sorted by ts, stably, so equal timestamps keep arrival order; of two
+  readings of one sensor with the same ts only the first is evaluated. Bad readings (quality BAD, or a
+  null / NaN value) count as evaluated readings of their sensor but feed only `quality` and `stale`.
+* A tag in an expression (`when`, `expr`, `trigger`, `expect`, and vote members) means the latest good
+  value of that (site, tag) at or before the evaluated reading *in stream order* ((ts, arrival) order
+  within the site): ties at one ts are resolved by arrival, which is what makes any split into batches
+  give the same result. A comparison on a tag without a value yet is false (also for `!=`).
+* Delay kinds (threshold, rate, flatline, quality, trend, vote, expr) compute, per evaluation point, a
+  raise condition `c` and a clear condition `d` (exclusive; a point may be neither, which breaks both
+  runs), then one shared kernel (kernels.delay_kernel) applies on_delay / off_delay: raise at the first
+  point where `c` held over the whole current run for >= on_delay, clear at the first point where `d`
+  held over its current run for >= off_delay, alternating from the carried alarm state.
+  A `when` gate applies to every delay kind: c &= gate, d |= not gate (at every evaluation point).
+* threshold: c = v op limit, d = opposite side by >= deadband.
+* rate: rate_i = (v_i - v_j) / (t_i - t_j) * 60000 with r_j the earliest good reading with
+  t_j >= t_i - window, j != i; without such r_j the point is neither c nor d.
+* flatline: evaluable once t_i - first good ts >= window; c = max - min over [t_i - window, t_i]
+  <= epsilon, d = not c.
+* quality: at every reading (bad ones too): c = bad or value outside `range`, d = not c.
+* trend: OLS over good readings with ts in [t_i - window, t_i] (>= 3 points), forecast at
+  t_i + horizon; c = forecast op limit and R^2 >= min_r2; flat data (centred sum of squares of values
+  <= 1e-9 * n * (1 + mean^2)) is not c; d = not c when evaluable.
+* vote: at each good reading of a member: n = members whose latest value satisfies op limit,
+  m = members with a value outside the deadband clear zone; c = n >= k, d = m < k.
+* expr: at each good reading of a tag of the expression: c = expr, d = not c.
+* stale (no delays, no gate): every reading of the sensor, good or bad, counts as a sign of life.
+  The clock of a site is max(engine clock, newest ts of that site so far) (the engine clock is the max of
+  every now_ms passed in; within a batch it is applied only at the end, so that a replay split anywhere
+  gives the same result). A gap last_ts -> next is stale when that clock exceeds last_ts + timeout
+  before or at the next reading: raise at last_ts + timeout, clear at the next reading's ts. A sensor
+  that never reported is never stale.
+* interlock (no delays, no gate): evaluation points are good readings of trigger or expect tags. A
+  trigger edge (false -> true between consecutive readings of trigger tags; initially false) at t0 arms
+  a check; it is satisfied if `expect` holds at the edge point or at a later expect-tag reading processed
+  while the site clock was still <= t0 + within (so ts <= t0 + within). Otherwise, once the site clock
+  exceeds t0 + within (at a later reading of the site, or at the end of a batch / a tick), the rule
+  raises at t0 + within (detail "interlock_failed", value NaN), unless its alarm is still active; it
+  clears at the first evaluation point after that where expect holds or trigger is false.
+* Signals of one call are sorted by (ts, site, rule position in the site's list, tag, raise before
+  clear). A signal found in a later batch (e.g. stale detected late) may carry an older ts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from earlywarn.model import Quality, ReadingBatch, Severity, Signal, SignalKind
+from earlywarn.rules.kernels import (
+    NONE_TS,
+    OP_CODES,
+    SparseRange,
+    delay_kernel,
+    expand_ranges,
+    ffill_index,
+    limit_conditions,
+    segment_first,
+    segment_last,
+    window_start,
+)
+from earlywarn.rules.state import EngineState
+from earlywarn.rules.types import And, Cmp, Expr, Not, Or, RuleKind, RuleSpec, expr_tags
+
+_BAD = int(Quality.BAD)
+_I64 = np.int64
+
+# delay-kind codes
+_K_THRESHOLD, _K_RATE, _K_FLATLINE, _K_QUALITY, _K_TREND, _K_VOTE, _K_EXPR = range(7)
+_SINGLE_KINDS = {
+    RuleKind.THRESHOLD: _K_THRESHOLD,
+    RuleKind.RATE: _K_RATE,
+    RuleKind.FLATLINE: _K_FLATLINE,
+    RuleKind.QUALITY: _K_QUALITY,
+    RuleKind.TREND: _K_TREND,
+}
+_WINDOWED = (_K_RATE, _K_FLATLINE, _K_TREND)
+_TREND_FLAT_REL = 1e-9
+
+
+@dataclass(frozen=True, slots=True)
+class EvalResult:
+    """What one `evaluate` call produced."""
+
+    signals: list[Signal]  # in event-time order (ts_ms, then a stable order)
+    late: int  # readings not evaluated because ts <= the last evaluated ts of their (site, tag)
+    evaluated: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Meta:
+    """What a Signal needs to know about its rule instance."""
+
+    site: str
+    rule_pos: int
+    spec: RuleSpec
+    tag: str
+
+
+def _cmp(v: np.ndarray, op: str, x: float) -> np.ndarray:
+    if op == "==":
+        return v == x
+    if op == "!=":
+        return v != x
+    if op == "<":
+        return v < x
+    if op == "<=":
+        return v <= x
+    if op == ">":
+        return v > x
+    return v >= x
+
+
+class RuleEngine:
+    """Evaluates all rules of all sites over micro-batches, with state carried between batches."""
+
+    def __init__(self, site_rules: Mapping[str, Sequence[RuleSpec]]) -> None:
+        self._site_rules = {s: [r for r in rules if r.enabled] for s, rules in site_rules.items()}
+        self._sites = [s for s, rules in self._site_rules.items() if rules]
+        self._site_idx = {s: i for i, s in enumerate(self._sites)}
+        n_sites = len(self._sites)
+        self._st = EngineState(site_newest_ms=np.full(n_sites, NONE_TS, _I64))
+        self._tag_idx: dict[str, int] = {}
+        self._sidm = np.full((n_sites, 0), -1, _I64)  # (site, tag) -> sensor id
+        self._sensor_site = np.zeros(0, _I64)
+        self._sensor_tag = np.zeros(0, _I64)
+        self._sensor_df = pl.DataFrame(schema={"site": pl.String, "tag": pl.String, "sid": pl.Int64})
+        # delay instances
+        self._meta: list[_Meta] = []
+        cols: dict[str, list[Any]] = {k: [] for k in (
+            "on", "off", "op", "limit", "db", "window", "eps", "lo", "hi", "has_range", "horizon",
+            "min_r2", "gate", "k", "kind", "site")}
+        self._gates: list[Expr] = []
+        gate_ids: dict[Expr, int] = {}
+        self._single: dict[tuple[int, str], list[tuple[int, int]]] = {}  # (site, tag) -> [(kind, inst)]
+        self._groups: dict[tuple[int, RuleSpec], np.ndarray] = {}  # (kind, spec) -> inst by site
+        self._stale_rules: dict[int, list[tuple[int, RuleSpec]]] = {}
+        il_groups: dict[RuleSpec, np.ndarray] = {}
+        self._il_meta: list[_Meta] = []
+        il_site: list[int] = []
+        for site in self._sites:
+            si = self._site_idx[site]
+            for pos, r in enumerate(self._site_rules[site]):
+                if r.kind == RuleKind.STALE:
+                    self._stale_rules.setdefault(si, []).append((pos, r))
+                    continue
+                if r.kind == RuleKind.INTERLOCK:
+                    arr = il_groups.setdefault(r, np.full(n_sites, -1, _I64))
+                    arr[si] = len(self._il_meta)
+                    self._il_meta.append(_Meta(site, pos, r, r.signal_tag))
+                    il_site.append(si)
+                    continue
+                inst = len(self._meta)
+                self._meta.append(_Meta(site, pos, r, r.signal_tag))
+                if r.kind in _SINGLE_KINDS:
+                    kind = _SINGLE_KINDS[r.kind]
+                    assert r.tag is not None
+                    self._single.setdefault((si, r.tag), []).append((kind, inst))
+                else:
+                    kind = _K_VOTE if r.kind == RuleKind.VOTE else _K_EXPR
+                    arr = self._groups.setdefault((kind, r), np.full(n_sites, -1, _I64))
+                    arr[si] = inst
+                gate = -1
+                if r.when is not None:
+                    if r.when not in gate_ids:
+                        gate_ids[r.when] = len(self._gates)
+                        self._gates.append(r.when)
+                    gate = gate_ids[r.when]
+                rng = r.range or (np.nan, np.nan)
+                for key, v in (
+                    ("on", r.on_delay_ms), ("off", r.off_delay_ms), ("op", OP_CODES.get(r.op or ">", 0)),
+                    ("limit", r.limit if r.limit is not None else np.nan), ("db", r.deadband),
+                    ("window", r.window_ms), ("eps", r.epsilon), ("lo", rng[0]), ("hi", rng[1]),
+                    ("has_range", r.range is not None), ("horizon", r.horizon_ms), ("min_r2", r.min_r2),
+                    ("gate", gate), ("k", r.k), ("kind", kind), ("site", si),
+                ):
+                    cols[key].append(v)
+        self._p = {
+            k: np.asarray(v, dtype=bool if k == "has_range" else (np.float64 if k in (
+                "limit", "db", "eps", "lo", "hi", "min_r2") else _I64)) for k, v in cols.items()
+        }
+        n_inst = len(self._meta)
+        self._st.c_start_ms = np.full(n_inst, NONE_TS, _I64)
+        self._st.d_start_ms = np.full(n_inst, NONE_TS, _I64)
+        self._st.active = np.zeros(n_inst, bool)
+        self._il_groups = il_groups
+        self._il_site = np.asarray(il_site, _I64)
+        self._st.il_trig_last = np.zeros(len(self._il_meta), bool)
+        self._st.il_active = np.zeros(len(self._il_meta), bool)
+        # per-sensor pairs (sid, inst) by kind; stale instances
+        self._pairs: dict[int, tuple[list[int], list[int]]] = {k: ([], []) for k in _SINGLE_KINDS.values()}
+        self._pair_arr: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._maxwin = np.zeros(0, _I64)  # per sensor: longest window of its windowed rules (-1 none)
+        self._stale_meta: list[_Meta] = []
+        self._stale_keys: list[tuple[str, str, str]] = []
+        st_cols: dict[str, list[int]] = {"sid": [], "timeout": [], "site": []}
+        self._stale_cols = st_cols
+        self._stale_arr: dict[str, np.ndarray] = {}
+        self._dirty = True
+
+    # --- sensors --------------------------------------------------------------------------------
+
+    def _tag(self, tag: str) -> int:
+        t = self._tag_idx.get(tag)
+        if t is None:
+            t = self._tag_idx[tag] = len(self._tag_idx)
+            self._sidm = np.concatenate([self._sidm, np.full((len(self._sites), 1), -1, _I64)], axis=1)
+        return t
+
+    def _register(self, site: str, tag: str) -> int:
+        """A (site, tag) seen for the first time: attach the rule instances that read it (rare)."""
+        sid = self._st.add_sensor(site, tag)
+        si = self._site_idx.get(site, -1)
+        ti = self._tag(tag)
+        self._sensor_site = np.append(self._sensor_site, si)
+        self._sensor_tag = np.append(self._sensor_tag, ti)
+        self._maxwin = np.append(self._maxwin, -1)
+        if si >= 0:
+            self._sidm[si, ti] = sid
+            for kind, inst in self._single.get((si, tag), []):
+                self._pairs[kind][0].append(sid)
+                self._pairs[kind][1].append(inst)
+                if kind in _WINDOWED:
+                    self._maxwin[sid] = max(self._maxwin[sid], int(self._p["window"][inst]))
+            for pos, r in self._stale_rules.get(si, []):
+                if r.tag in ("*", tag):
+                    self._stale_keys.append((site, r.id, tag))
+                    self._stale_meta.append(_Meta(site, pos, r, tag))
+                    self._stale_cols["sid"].append(sid)
+                    self._stale_cols["timeout"].append(r.timeout_ms)
+                    self._stale_cols["site"].append(si)
+            self._st.ensure_stale(len(self._stale_keys))
+        self._dirty = True
+        return sid
+
+    def _refresh(self) -> None:
+        if not self._dirty:
+            return
+        self._pair_arr = {
+            k: (np.asarray(s, _I64), np.asarray(i, _I64)) for k, (s, i) in self._pairs.items()
+        }
+        self._stale_arr = {k: np.asarray(v, _I64) for k, v in self._stale_cols.items()}
+        keys = self._st.sensor_keys
+        self._sensor_df = pl.DataFrame(
+            {"site": [k[0] for k in keys], "tag": [k[1] for k in keys], "sid": np.arange(len(keys))},
+            schema={"site": pl.String, "tag": pl.String, "sid": pl.Int64},
+        )
+        self._dirty = False
+
+    def _map_sids(self, frame: pl.DataFrame) -> np.ndarray:
+        self._refresh()
+        keys = frame.select("site", "tag")
+        joined = keys.join(self._sensor_df, on=["site", "tag"], how="left", maintain_order="left")
+        if joined["sid"].null_count():
+            new = joined.filter(pl.col("sid").is_null()).select("site", "tag").unique(maintain_order=True)
+            for site, tag in new.iter_rows():
+                self._register(site, tag)
+            self._refresh()
+            joined = keys.join(self._sensor_df, on=["site", "tag"], how="left", maintain_order="left")
+        return joined["sid"].to_numpy().astype(_I64, copy=False)
+
+    # --- public API -----------------------------------------------------------------------------
+
+    def evaluate(self, batch: ReadingBatch, now_ms: int) -> EvalResult:
+        """Evaluate one micro-batch; `now_ms` is the engine clock after it (see module docstring)."""
+        st = self._st
+        frame = batch.frame
+        clock_prev = st.clock_ms
+        out: list[tuple[Any, ...]] = []
+        if frame.height == 0:
+            st.clock_ms = max(clock_prev, now_ms)
+            self._end_of_batch(out, None)
+            return EvalResult(self._sorted(out), 0, 0)
+        sid_all = self._map_sids(frame)
+        keep = self._sensor_site[sid_all] >= 0
+        sid = sid_all[keep]
+        m = len(sid)
+        if m == 0:
+            st.clock_ms = max(clock_prev, now_ms)
+            self._end_of_batch(out, None)
+            return EvalResult(self._sorted(out), 0, 0)
+        ts = frame["ts_ms"].to_numpy()[keep].astype(_I64, copy=False)
+        val = frame["value"].to_numpy()[keep].astype(np.float64, copy=False)
+        qual = frame["quality"].to_numpy()[keep]
+
+        # sensor order (sid, ts), stable: radix sort on sid, full sort only if a sensor is out of order
+        if len(st.sensor_keys) < 65536:
+            so = np.argsort(sid.astype(np.uint16), kind="stable")
+            s_sid, s_ts = sid[so], ts[so]
+            if np.any((s_sid[1:] == s_sid[:-1]) & (s_ts[1:] < s_ts[:-1])):
+                so = np.lexsort((ts, sid))
+        else:
+            so = np.lexsort((ts, sid))
+        s_sid, s_ts = sid[so], ts[so]
+        first = segment_first(s_sid)
+        dup = np.zeros(m, bool)
+        dup[1:] = ~first[1:] & (s_ts[1:] == s_ts[:-1])
+        late = dup | (s_ts <= st.sensor_last_ts_ms[s_sid])
+        ok = ~late
+        ra = so[ok]  # arrival index of each evaluated reading, in sensor order
+        b = _Batch(
+            sid=s_sid[ok], ts=s_ts[ok], val=val[ra], q=qual[ra], a=ra, n_arrival=m,
+            site_of_sid=self._sensor_site, tag_of_sid=self._sensor_tag,
+        )
+        n_eval = len(b.sid)
+        # the new engine clock counts only at the end of the batch: in-batch kernels get clock_prev
+        st.clock_ms = max(clock_prev, now_ms)
+        if n_eval:
+            self._evaluate_points(b, clock_prev, out)
+        self._end_of_batch(out, b if n_eval else None)
+        return EvalResult(self._sorted(out), late=m - n_eval, evaluated=n_eval)
+
+    def tick(self, now_ms: int) -> list[Signal]:
+        """Advance the engine clock without readings: stale sensors and missed interlock deadlines."""
+        st = self._st
+        st.clock_ms = max(st.clock_ms, now_ms)
+        out: list[tuple[Any, ...]] = []
+        self._end_of_batch(out, None)
+        return self._sorted(out)
+
+    def snapshot(self) -> bytes:
+        """All rule state as immutable bytes (an npz archive); see `restore`."""
+        meta = {
+            "sites": self._sites,
+            "inst_keys": [[m.site, m.spec.id, m.tag] for m in self._meta],
+            "il_keys": [[m.site, m.spec.id] for m in self._il_meta],
+            "stale_keys": [list(k) for k in self._stale_keys],
+            "n_stale": len(self._stale_keys),
+        }
+        return self._st.to_bytes(meta)
+
+    @classmethod
+    def restore(cls, site_rules: Mapping[str, Sequence[RuleSpec]], snapshot: bytes) -> RuleEngine:
+        """A new engine for `site_rules` that continues from `snapshot`; state of rules that no longer
+        exist is dropped, new rules start fresh."""
+        eng = cls(site_rules)
+        arrays, doc = EngineState.load(snapshot)
+        st = eng._st
+        for site, tag in doc["sensor_keys"]:
+            eng._register(site, tag)
+        n = len(doc["sensor_keys"])
+        st.sensor_last_ts_ms[:n] = arrays["sensor_last_ts_ms"]
+        st.sensor_last_good[:n] = arrays["sensor_last_good"]
+        st.sensor_first_good_ts_ms[:n] = arrays["sensor_first_good_ts_ms"]
+        st.clock_ms = int(doc["clock_ms"])
+        old_sites = {s: i for i, s in enumerate(doc["sites"])}
+        for s, i in eng._site_idx.items():
+            if s in old_sites:
+                st.site_newest_ms[i] = arrays["site_newest_ms"][old_sites[s]]
+        new_inst = {(m.site, m.spec.id, m.tag): i for i, m in enumerate(eng._meta)}
+        for j, key in enumerate(doc["inst_keys"]):
+            i = new_inst.get(tuple(key))
+            if i is not None:
+                st.c_start_ms[i] = arrays["c_start_ms"][j]
+                st.d_start_ms[i] = arrays["d_start_ms"][j]
+                st.active[i] = arrays["active"][j]
+        new_il = {(m.site, m.spec.id): i for i, m in enumerate(eng._il_meta)}
+        for j, key in enumerate(doc["il_keys"]):
+            i = new_il.get(tuple(key))
+            if i is not None:
+                st.il_trig_last[i] = arrays["il_trig_last"][j]
+                st.il_active[i] = arrays["il_active"][j]
+                pend = doc["il_pending"].get(str(j))
+                if pend:
+                    st.il_pending[i] = [(int(a), int(b)) for a, b in pend]
+        new_stale = {k: i for i, k in enumerate(eng._stale_keys)}
+        for j, key in enumerate(doc["stale_keys"]):
+            i = new_stale.get(tuple(key))
+            if i is not None:
+                st.stale_active[i] = arrays["stale_active"][j]
+        keep = eng._maxwin[arrays["hist_sid"]] >= 0 if len(arrays["hist_sid"]) else np.zeros(0, bool)
+        st.hist_sid = arrays["hist_sid"][keep]
+        st.hist_ts_ms = arrays["hist_ts_ms"][keep]
+        st.hist_value = arrays["hist_value"][keep]
+        return eng
+
+    # --- evaluation -----------------------------------------------------------------------------
+
+    def _evaluate_points(self, b: _Batch, clock_prev: int, out: list[tuple[Any, ...]]) -> None:
+        st, p = self._st, self._p
+        good = (b.q != _BAD) & ~np.isnan(b.val)
+        b.good = good
+        # carried sensor state before this batch (as-of carries, flatline coverage, stale gaps)
+        last_good_prev = st.sensor_last_good.copy()
+        b.last_good_prev = last_good_prev
+        last_ts_prev = st.sensor_last_ts_ms.copy()
+        site_newest_prev = st.site_newest_ms.copy()
+        b.clock_prev, b.site_newest_prev = clock_prev, site_newest_prev
+        first_seg = segment_first(b.sid)
+        last_seg = segment_last(b.sid)
+        # sensor-level state updates (used by later kernels only through the *_prev copies)
+        st.sensor_last_ts_ms[b.sid[last_seg]] = b.ts[last_seg]
+        g_sid, g_ts, g_val = b.sid[good], b.ts[good], b.val[good]
+        g_last = segment_last(g_sid)
+        g_first = segment_first(g_sid)
+        st.sensor_last_good[g_sid[g_last]] = g_val[g_last]
+        fg = st.sensor_first_good_ts_ms
+        fsid = g_sid[g_first]
+        fg[fsid] = np.where(fg[fsid] == NONE_TS, g_ts[g_first], fg[fsid])
+        site_last = self._sensor_site[b.sid[last_seg]]
+        np.maximum.at(st.site_newest_ms, site_last, b.ts[last_seg])
+
+        chunks: list[tuple[np.ndarray, ...]] = []  # (inst, ts, c, d, value, site_row_or_-1 source)
+
+        # --- single-tag kinds over sensor segments
+        def expand(kind: int, seg_sid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            psid, pinst = self._pair_arr[kind]
+            if len(psid) == 0 or len(seg_sid) == 0:
+                return np.zeros(0, _I64), np.zeros(0, _I64)
+            lo = np.searchsorted(seg_sid, psid, "left")
+            hi = np.searchsorted(seg_sid, psid, "right")
+            lens = hi - lo
+            return expand_ranges(lo, lens), np.repeat(pinst, lens)
+
+        g_a = b.a[good]
+        pts, inst = expand(_K_THRESHOLD, g_sid)
+        if len(pts):
+            c, d = limit_conditions(g_val[pts], p["op"][inst], p["limit"][inst], p["db"][inst])
+            chunks.append((inst, g_ts[pts], c, d, g_val[pts], g_a[pts]))
+        pts, inst = expand(_K_QUALITY, b.sid)
+        if len(pts):
+            v = b.val[pts]
+            c = (b.q[pts] == _BAD) | np.isnan(v) | (p["has_range"][inst] & ((v < p["lo"][inst]) | (v > p["hi"][inst])))
+            chunks.append((inst, b.ts[pts], c, ~c, v, b.a[pts]))
+        if any(len(self._pair_arr[k][0]) for k in _WINDOWED):
+            chunks.extend(self._windowed(b, g_sid, g_ts, g_val, g_a))
+
+        # --- multi-tag kinds (vote, expr) over the site stream
+        for (kind, spec), inst_by_site in self._groups.items():
+            rows = b.site_rows()
+            tags = spec.tags if kind == _K_VOTE else expr_tags(spec.expr)  # type: ignore[arg-type]
+            tidx = [self._tag_idx[t] for t in tags if t in self._tag_idx]
+            if not tidx:
+                continue
+            pts = np.flatnonzero(rows.good & (inst_by_site[rows.site] >= 0) & np.isin(rows.tag, tidx))
+            if not len(pts):
+                continue
+            inst = inst_by_site[rows.site[pts]]
+            if kind == _K_VOTE:
+                n_trip = np.zeros(len(pts), np.int64)
+                n_out = np.zeros(len(pts), np.int64)
+                code = np.full(len(pts), OP_CODES[spec.op or ">"])
+                lim = np.full(len(pts), float(spec.limit))  # type: ignore[arg-type]
+                db = np.full(len(pts), spec.deadband)
+                for t in spec.tags:
+                    v = self._asof(b, t)[pts]
+                    cm, dm = limit_conditions(v, code, lim, db)
+                    n_trip += cm
+                    n_out += ~np.isnan(v) & ~dm
+                c = n_trip >= spec.k
+                d = n_out < spec.k
+            else:
+                c = self._eval_expr(b, spec.expr, pts)  # type: ignore[arg-type]
+                d = ~c
+            chunks.append((inst, rows.ts[pts], c, d, rows.val[pts], rows.a[pts]))
+
+        if chunks:
+            inst = np.concatenate([ch[0] for ch in chunks])
+            ts = np.concatenate([ch[1] for ch in chunks])
+            c = np.concatenate([ch[2] for ch in chunks])
+            d = np.concatenate([ch[3] for ch in chunks])
+            v = np.concatenate([ch[4] for ch in chunks])
+            a = np.concatenate([ch[5] for ch in chunks])
+            gate = p["gate"][inst]
+            if self._gates and np.any(gate >= 0):
+                srow_of_a = b.site_rows().row_of_a
+                for g in np.unique(gate[gate >= 0]):
+                    sel = np.flatnonzero(gate == g)
+                    gv = self._eval_expr(b, self._gates[int(g)], srow_of_a[a[sel]])
+                    c[sel] &= gv
+                    d[sel] |= ~gv
+            res = delay_kernel(inst, ts, c, d, p["on"], p["off"], st.c_start_ms, st.d_start_ms, st.active)
+            st.c_start_ms[res.inst] = res.c_start_ms
+            st.d_start_ms[res.inst] = res.d_start_ms
+            st.active[res.inst] = res.active
+            for pos, is_raise in zip(res.event_pos.tolist(), res.event_raise.tolist()):
+                mt = self._meta[int(inst[pos])]
+                out.append(self._sig(mt, int(ts[pos]), float(v[pos]), is_raise))
+
+        self._stale_in_batch(b, last_ts_prev, site_newest_prev, clock_prev, out)
+        if self._il_groups:
+            self._interlocks(b, out)
+
+    def _windowed(
+        self, b: _Batch, g_sid: np.ndarray, g_ts: np.ndarray, g_val: np.ndarray, g_a: np.ndarray
+    ) -> list[tuple[np.ndarray, ...]]:
+        """rate, flatline, trend: windows reach into a carried history tail of good readings."""
+        st, p = self._st, self._p
+        win = self._maxwin[g_sid] >= 0
+        n_h = len(st.hist_sid)
+        e_sid = np.concatenate([st.hist_sid, g_sid[win]])
+        e_ts = np.concatenate([st.hist_ts_ms, g_ts[win]])
+        e_val = np.concatenate([st.hist_value, g_val[win]])
+        e_a = np.concatenate([np.full(n_h, -1, _I64), g_a[win]])
+        o = np.argsort(e_sid, kind="stable")  # history precedes new readings of the same sensor
+        e_sid, e_ts, e_val, e_a = e_sid[o], e_ts[o], e_val[o], e_a[o]
+        n_sid = g_sid[win]
+        chunks = []
+        spread: SparseRange | None = None
+        prefix: dict[str, np.ndarray] | None = None
+        for kind in _WINDOWED:
+            psid, pinst = self._pair_arr[kind]
+            if not len(psid):
+                continue
+            hi = np.searchsorted(e_sid, psid, "right")
+            n_new = np.searchsorted(n_sid, psid, "right") - np.searchsorted(n_sid, psid, "left")
+            pts = expand_ranges(hi - n_new, n_new)
+            if not len(pts):
+                continue
+            inst = np.repeat(pinst, n_new)
+            window = p["window"][inst]
+            j = window_start(e_sid, e_ts, pts, window)
+            t_i, v_i = e_ts[pts], e_val[pts]
+            if kind == _K_RATE:
+                ok = j != pts
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    rate = (v_i - e_val[j]) / (t_i - e_ts[j]) * 60000.0
+                rate = np.where(ok, rate, np.nan)
+                c, d = limit_conditions(rate, p["op"][inst], p["limit"][inst], p["db"][inst])
+            elif kind == _K_FLATLINE:
+                if spread is None:
+                    spread = SparseRange(e_val)
+                ok = (t_i - st.sensor_first_good_ts_ms[e_sid[pts]]) >= window
+                c = ok & (spread.spread(j, pts) <= p["eps"][inst])
+                d = ok & ~c
+            else:
+                if prefix is None:
+                    prefix = _trend_prefix(e_sid, e_ts, e_val)
+                c, d = _trend_conditions(prefix, j, pts, t_i, inst, p)
+            chunks.append((inst, t_i, c, d, v_i, e_a[pts]))
+        # keep the tail each sensor can still need: ts >= last good ts - longest window
+        last_good_ts = np.full(len(self._maxwin), NONE_TS, _I64)
+        el = segment_last(e_sid)
+        last_good_ts[e_sid[el]] = e_ts[el]
+        keep = e_ts >= last_good_ts[e_sid] - self._maxwin[e_sid]
+        st.hist_sid, st.hist_ts_ms, st.hist_value = e_sid[keep], e_ts[keep], e_val[keep]
+        return chunks
+
+    # --- expressions ----------------------------------------------------------------------------
+
+    def _asof(self, b: _Batch, tag: str) -> np.ndarray:
+        """Latest good value of (site, tag) at or before every row of the site stream (NaN: none)."""
+        cached = b.asof_cache.get(tag)
+        if cached is not None:
+            return cached
+        rows = b.site_rows()
+        ti = self._tag_idx.get(tag)
+        if ti is None:
+            res = np.full(len(rows.ts), np.nan)
+        else:
+            last = ffill_index(rows.good & (rows.tag == ti))
+            sid_col = self._sidm[:, ti]
+            carry = np.where(sid_col >= 0, b.last_good_prev[np.maximum(sid_col, 0)], np.nan)
+            res = np.where(last >= rows.seg_first, rows.val[last], carry[rows.site])
+        b.asof_cache[tag] = res
+        return res
+
+    def _eval_expr(self, b: _Batch, e: Expr, pts: np.ndarray) -> np.ndarray:
+        if isinstance(e, Cmp):
+            v = self._asof(b, e.tag)[pts]
+            return ~np.isnan(v) & _cmp(v, e.op, e.value)
+        if isinstance(e, And):
+            r = self._eval_expr(b, e.items[0], pts)
+            for it in e.items[1:]:
+                r = r & self._eval_expr(b, it, pts)
+            return r
+        if isinstance(e, Or):
+            r = self._eval_expr(b, e.items[0], pts)
+            for it in e.items[1:]:
+                r = r | self._eval_expr(b, it, pts)
+            return r
+        assert isinstance(e, Not)
+        return ~self._eval_expr(b, e.item, pts)
+
+    # --- engine-clock kinds ---------------------------------------------------------------------
+
+    def _stale_in_batch(
+        self, b: _Batch, last_ts_prev: np.ndarray, site_newest_prev: np.ndarray, clock_prev: int,
+        out: list[tuple[Any, ...]],
+    ) -> None:
+        sa = self._stale_arr
+        if not len(sa.get("sid", ())):
+            return
+        st = self._st
+        ssid = sa["sid"]
+        lo = np.searchsorted(b.sid, ssid, "left")
+        hi = np.searchsorted(b.sid, ssid, "right")
+        lens = hi - lo
+        pts = expand_ranges(lo, lens)
+        if not len(pts):
+            return
+        sinst = np.repeat(np.arange(len(ssid)), lens)
+        first = segment_first(sinst)
+        prev = np.empty(len(pts), _I64)
+        prev[~first] = b.ts[pts[~first] - 1]
+        prev[first] = last_ts_prev[ssid[sinst[first]]]
+        carried = first & st.stale_active[sinst]
+        timeout = sa["timeout"][sinst]
+        t = b.ts[pts]
+        clock = np.maximum(max(clock_prev, NONE_TS), site_newest_prev[sa["site"][sinst]])
+        has_prev = prev != NONE_TS
+        due = np.where(has_prev, prev, 0) + timeout
+        gap = has_prev & ~carried & (np.maximum(clock, t) > due)
+        for k in np.flatnonzero(gap | carried).tolist():
+            mt = self._stale_meta[int(sinst[k])]
+            if gap[k]:
+                out.append(self._sig(mt, int(due[k]), float("nan"), True))
+            out.append(self._sig(mt, int(t[k]), float(b.val[pts[k]]), False))
+        st.stale_active[np.unique(sinst)] = False
+
+    def _end_of_batch(self, out: list[tuple[Any, ...]], b: _Batch | None) -> None:
+        """Apply the clock at the end of a batch (or a tick) to stale sensors and interlock deadlines."""
+        st = self._st
+        site_clock = np.maximum(st.site_newest_ms, st.clock_ms)
+        self._refresh()
+        sa = self._stale_arr
+        if len(sa.get("sid", ())):
+            n = len(sa["sid"])
+            last = st.sensor_last_ts_ms[sa["sid"]]
+            has = last != NONE_TS
+            due = np.where(has, last, 0) + sa["timeout"]
+            fire = has & ~st.stale_active[:n] & (site_clock[sa["site"]] > due)
+            for k in np.flatnonzero(fire).tolist():
+                out.append(self._sig(self._stale_meta[k], int(due[k]), float("nan"), True))
+            st.stale_active[:n] |= fire
+        if self._il_groups and b is None:
+            self._interlocks(None, out)
+
+    def _interlocks(self, b: _Batch | None, out: list[tuple[Any, ...]]) -> None:
+        """Interlock checks: vectorized trigger / expect evaluation, a small loop over trigger edges."""
+        st = self._st
+        site_clock = np.maximum(st.site_newest_ms, st.clock_ms)
+        for spec, il_by_site in self._il_groups.items():
+            assert spec.trigger is not None and spec.expect is not None
+            within = spec.within_ms
+            if b is not None:
+                rows = b.site_rows()
+                ttags = [self._tag_idx[t] for t in expr_tags(spec.trigger) if t in self._tag_idx]
+                xtags = [self._tag_idx[t] for t in expr_tags(spec.expect) if t in self._tag_idx]
+                sel = rows.good & (il_by_site[rows.site] >= 0) & np.isin(rows.tag, ttags + xtags)
+                pts = np.flatnonzero(sel)
+            else:
+                pts = np.zeros(0, _I64)
+            n = len(pts)
+            if n:
+                assert b is not None
+                inst = il_by_site[rows.site[pts]]
+                ts = rows.ts[pts]
+                # the site clock at each point: what decides "before the deadline passed"
+                clk = np.maximum(np.maximum(b.clock_prev, b.site_newest_prev[rows.site[pts]]), ts)
+                trig = self._eval_expr(b, spec.trigger, pts)
+                expect = self._eval_expr(b, spec.expect, pts)
+                is_t = np.isin(rows.tag[pts], ttags)
+                is_x = np.isin(rows.tag[pts], xtags)
+                tp = np.flatnonzero(is_t)
+                tinst = inst[tp]
+                prev_t = np.empty(len(tp), bool)
+                if len(tp):
+                    prev_t[1:] = trig[tp[:-1]]
+                    tf = segment_first(tinst)
+                    prev_t[tf] = st.il_trig_last[tinst[tf]]
+                    tl = segment_last(tinst)
+                    st.il_trig_last[tinst[tl]] = trig[tp[tl]]
+                edges = tp[trig[tp] & ~prev_t]
+                seg_f = segment_first(inst)
+                seg_lo = np.flatnonzero(seg_f)
+                seg_hi = np.append(seg_lo[1:], n)
+                bounds = {int(inst[lo]): (int(lo), int(hi)) for lo, hi in zip(seg_lo, seg_hi)}
+                cand = np.flatnonzero(is_x & expect)
+                clear_cand = np.flatnonzero(expect | ~trig)
+                vals = rows.val[pts]
+            else:
+                edges = np.zeros(0, _I64)
+                bounds, cand, clear_cand = {}, np.zeros(0, _I64), np.zeros(0, _I64)
+                inst = ts = vals = clk = np.zeros(0, _I64)
+                trig = expect = np.zeros(0, bool)
+
+            def satisfied(i: int, q: int, deadline: int) -> bool:
+                k = int(np.searchsorted(cand, q))
+                return k < len(cand) and cand[k] < bounds[i][1] and int(clk[cand[k]]) <= deadline
+
+            # arms: (inst, t0, deadline); carried ones first (older), then this batch's edges
+            failed: dict[int, list[int]] = {}
+            insts_here = set(bounds)
+            for i in list(st.il_pending):
+                if int(il_by_site[self._il_site[i]]) != i:
+                    continue
+                arms = st.il_pending.pop(i)
+                keep: list[tuple[int, int]] = []
+                for t0, dl in arms:
+                    if i in insts_here and satisfied(i, bounds[i][0], dl):
+                        continue
+                    if site_clock[self._il_site[i]] > dl:
+                        failed.setdefault(i, []).append(dl)
+                    else:
+                        keep.append((t0, dl))
+                if keep:
+                    st.il_pending[i] = keep
+            for e in edges.tolist():
+                i = int(inst[e])
+                t0 = int(ts[e])
+                dl = t0 + within
+                if expect[e] or satisfied(i, e + 1, dl):
+                    continue
+                if site_clock[self._il_site[i]] > dl:
+                    failed.setdefault(i, []).append(dl)
+                else:
+                    st.il_pending.setdefault(i, []).append((t0, dl))
+            # carried active alarms clear at their first clear point; failures raise and look for clears
+            todo = set(failed) | {i for i in insts_here if st.il_active[i]}
+            for i in sorted(todo):
+                mt = self._il_meta[i]
+                lo, hi = bounds.get(i, (0, 0))
+                active = bool(st.il_active[i])
+                clear_ts: int | None = None  # ts of the clear of the current episode, None = none yet
+                if active and lo < hi:
+                    k = int(np.searchsorted(clear_cand, lo))
+                    if k < len(clear_cand) and clear_cand[k] < hi:
+                        pos = int(clear_cand[k])
+                        out.append(self._sig(mt, int(ts[pos]), float(vals[pos]), False))
+                        clear_ts = int(clk[pos])
+                for dl in sorted(failed.get(i, [])):
+                    if active and (clear_ts is None or clear_ts > dl):
+                        continue  # still active at this deadline: same episode
+                    out.append(self._sig(mt, dl, float("nan"), True, "interlock_failed"))
+                    active, clear_ts = True, None
+                    if lo < hi:
+                        start = lo + int(np.searchsorted(clk[lo:hi], dl, "right"))
+                        k = int(np.searchsorted(clear_cand, start))
+                        if k < len(clear_cand) and clear_cand[k] < hi:
+                            pos = int(clear_cand[k])
+                            out.append(self._sig(mt, int(ts[pos]), float(vals[pos]), False))
+                            clear_ts = int(clk[pos])
+                st.il_active[i] = active and clear_ts is None
+
+    # --- signals --------------------------------------------------------------------------------
+
+    def _sig(self, mt: _Meta, ts_ms: int, value: float, is_raise: bool, detail: str = "") -> tuple[Any, ...]:
+        spec = mt.spec
+        sig = Signal(
+            site=mt.site, tag=mt.tag, rule_id=spec.id, severity=Severity(spec.severity),
+            kind=SignalKind.RAISE if is_raise else SignalKind.CLEAR, ts_ms=ts_ms, value=value,
+            message=spec.message, detail=detail,
+        )
+        return (ts_ms, mt.site, mt.rule_pos, mt.tag, 0 if is_raise else 1, sig)
+
+    @staticmethod
+    def _sorted(out: list[tuple[Any, ...]]) -> list[Signal]:
+        out.sort(key=lambda x: x[:5])
+        return [x[5] for x in out]
+
+
+def _trend_prefix(e_sid: np.ndarray, e_ts: np.ndarray, e_val: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-sensor prefix sums for windowed least squares.
+
+    Times are seconds relative to each sensor's first point in the window buffer and values relative to
+    its first value, so that the sums stay small and differences of prefix sums keep their precision.
+    """
+    first = segment_first(e_sid)
+    fi = ffill_index(first)
+    x = (e_ts - e_ts[fi]) / 1000.0
+    y = e_val - e_val[fi]
+    res = {"origin_ms": e_ts[fi], "y0": e_val[fi]}
+    for name, arr in (("x", x), ("y", y), ("xx", x * x), ("xy", x * y), ("yy", y * y)):
+        cs = np.zeros(len(arr) + 1)
+        np.cumsum(arr, out=cs[1:])
+        res[name] = cs
+    return res
+
+
+def _trend_conditions(
+    pf: dict[str, np.ndarray], j: np.ndarray, i: np.ndarray, t_i: np.ndarray, inst: np.ndarray,
+    p: dict[str, np.ndarray],
+) -> tuple[np.ndarray, np.ndarray]:
+    n = (i - j + 1).astype(np.float64)
+    s = {k: pf[k][i + 1] - pf[k][j] for k in ("x", "y", "xx", "xy", "yy")}
+    cxx = s["xx"] - s["x"] * s["x"] / n
+    cxy = s["xy"] - s["x"] * s["y"] / n
+    cyy = s["yy"] - s["y"] * s["y"] / n
+    ok = n >= 3
+    mean = s["y"] / n + pf["y0"][i]
+    flat = cyy <= _TREND_FLAT_REL * n * (1.0 + mean * mean)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        slope = cxy / cxx
+        icpt = (s["y"] - slope * s["x"]) / n
+        xh = (t_i + p["horizon"][inst] - pf["origin_ms"][i]) / 1000.0
+        forecast = icpt + slope * xh + pf["y0"][i]
+        r2 = cxy * cxy / (cxx * cyy)
+    lim = p["limit"][inst]
+    cf, _ = limit_conditions(forecast, p["op"][inst], lim, np.zeros(len(lim)))
+    c = ok & ~flat & cf & (r2 >= p["min_r2"][inst])
+    return c, ok & ~c
+
+
+class _Rows:
+    """The batch's evaluated readings in site-stream order: (site, ts, arrival)."""
+
+    __slots__ = ("a", "good", "row_of_a", "seg_first", "site", "tag", "ts", "val")
+
+    def __init__(self, b: _Batch) -> None:
+        a_ok = np.sort(b.a)
+        site = b.site_of_sid[b.sid_by_a[a_ok]]
+        ts = b.ts_by_a[a_ok]
+        t0 = int(ts.min())
+        span = int(ts.max()) - t0 + 1
+        order = np.argsort(site * span + (ts - t0), kind="stable")
+        self.a = a_ok[order]
+        self.site = site[order]
+        self.ts = ts[order]
+        sid = b.sid_by_a[self.a]
+        self.tag = b.tag_of_sid[sid]
+        self.val = b.val_by_a[self.a]
+        self.good = b.good_by_a[self.a]
+        self.row_of_a = np.full(b.n_arrival, -1, _I64)
+        self.row_of_a[self.a] = np.arange(len(self.a))
+        self.seg_first = np.searchsorted(self.site, self.site, "left")
+
+
+class _Batch:
+    """Per-batch working arrays in sensor order (sid, ts), built once and shared by all kinds."""
+
+    def __init__(
+        self, sid: np.ndarray, ts: np.ndarray, val: np.ndarray, q: np.ndarray, a: np.ndarray,
+        n_arrival: int, site_of_sid: np.ndarray, tag_of_sid: np.ndarray,
+    ) -> None:
+        self.sid, self.ts, self.val, self.q, self.a = sid, ts, val, q, a
+        self.n_arrival = n_arrival
+        self.site_of_sid, self.tag_of_sid = site_of_sid, tag_of_sid
+        self.good = np.zeros(0, bool)
+        self.last_good_prev = np.zeros(0)
+        self.clock_prev = NONE_TS
+        self.site_newest_prev = np.zeros(0, _I64)
+        self.asof_cache: dict[str, np.ndarray] = {}
+        self._rows: _Rows | None = None
+
+    def _by_a(self, arr: np.ndarray, fill: Any) -> np.ndarray:
+        res = np.full(self.n_arrival, fill, dtype=arr.dtype)
+        res[self.a] = arr
+        return res
+
+    def site_rows(self) -> _Rows:
+        if self._rows is None:
+            self.sid_by_a = self._by_a(self.sid, 0)
+            self.ts_by_a = self._by_a(self.ts, 0)
+            self.val_by_a = self._by_a(self.val, np.nan)
+            self.good_by_a = self._by_a(self.good, False)
+            self._rows = _Rows(self)
+        return self._rows

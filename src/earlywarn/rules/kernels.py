@@ -1,0 +1,242 @@
+"""Pure, vectorized kernels of the rule engine: numpy in, numpy out, no state of their own.
+
+Every kernel works on *segments*: points grouped contiguously by an integer key (a rule instance or a
+sensor) and in event-time order inside each segment. Carried state from earlier batches comes in as
+per-key arrays and the updated state goes out the same way, so a whole micro-batch over all sensors is a
+handful of array operations, with no Python loop per reading or per sensor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+#: Marker for "no run in progress" / "no timestamp" in int64 ms columns.
+NONE_TS: int = np.iinfo(np.int64).min
+
+BoolA = npt.NDArray[np.bool_]
+IntA = npt.NDArray[np.int64]
+FloatA = npt.NDArray[np.float64]
+
+#: Codes of the limit operators, in the order of types.LIMIT_OPS.
+OP_CODES: dict[str, int] = {">": 0, ">=": 1, "<": 2, "<=": 3}
+
+
+def segment_first(keys: npt.NDArray[np.integer]) -> BoolA:
+    """True where a new segment starts (keys grouped contiguously).
+
+    >>> segment_first(np.array([3, 3, 1, 1, 1])).tolist()
+    [True, False, True, False, False]
+    """
+    first = np.ones(len(keys), dtype=bool)
+    if len(keys) > 1:
+        np.not_equal(keys[1:], keys[:-1], out=first[1:])
+    return first
+
+
+def segment_last(keys: npt.NDArray[np.integer]) -> BoolA:
+    """True where a segment ends."""
+    last = np.ones(len(keys), dtype=bool)
+    if len(keys) > 1:
+        np.not_equal(keys[1:], keys[:-1], out=last[:-1])
+    return last
+
+
+def ffill_index(marked: BoolA) -> IntA:
+    """Index of the latest marked position at or before each position (-1 if none).
+
+    >>> ffill_index(np.array([False, True, False, True])).tolist()
+    [-1, 1, 1, 3]
+    """
+    idx = np.where(marked, np.arange(len(marked), dtype=np.int64), -1)
+    return np.maximum.accumulate(idx) if len(idx) else idx
+
+
+def expand_ranges(starts: IntA, lens: IntA) -> IntA:
+    """Concatenate `arange(s, s + n)` for each (s, n) without a Python loop.
+
+    >>> expand_ranges(np.array([5, 0]), np.array([2, 3])).tolist()
+    [5, 6, 0, 1, 2]
+    """
+    total = int(lens.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    ends = np.cumsum(lens)
+    offs = np.repeat(starts - (ends - lens), lens)
+    return offs + np.arange(total, dtype=np.int64)
+
+
+def signed_limit(op_code: IntA | int) -> tuple[npt.NDArray[np.float64], BoolA]:
+    """Sign and strictness of a limit operator.
+
+    Comparisons are folded onto ``s*v > s*limit`` (strict) or ``>=`` (non-strict) with s = +1 for
+    `>`/`>=` and -1 for `<`/`<=`; negation is exact in IEEE arithmetic, so the folded comparisons equal
+    the literal ones of product.md §5 bit for bit.
+    """
+    code = np.asarray(op_code)
+    sign = np.where(code <= 1, 1.0, -1.0)
+    strict = (code == 0) | (code == 2)
+    return sign, strict
+
+
+def limit_conditions(
+    value: FloatA, op_code: IntA, limit: FloatA, deadband: FloatA
+) -> tuple[BoolA, BoolA]:
+    """Raise condition `c` and deadband clear condition `d` of `value op limit` (product.md §5).
+
+    `>`: c = v > L, d = v <= L - db; `>=`: c = v >= L, d = v < L - db; `<`: c = v < L, d = v >= L + db;
+    `<=`: c = v <= L, d = v > L + db. NaN values give neither.
+
+    >>> c, d = limit_conditions(np.array([5.0, 3.0, 3.5]), np.array([0, 0, 0]), np.full(3, 4.0), np.full(3, 1.0))
+    >>> c.tolist(), d.tolist()
+    ([True, False, False], [False, True, False])
+    """
+    sign, strict = signed_limit(op_code)
+    v = sign * value
+    lim = sign * limit
+    c = (v > lim) | (~strict & (v == lim))
+    clr = lim - deadband
+    d = (v < clr) | (strict & (v == clr))
+    return c, d
+
+
+@dataclass(slots=True)
+class DelayOutput:
+    """Events chosen by `delay_kernel` plus the new carried state of the instances it saw."""
+
+    event_pos: IntA  # positions (into the kernel's point arrays) of the chosen events, in order
+    event_raise: BoolA  # True = raise, False = clear
+    inst: IntA  # instances present in the input (one entry each, in segment order)
+    c_start_ms: IntA  # new carried start of the raise-condition run (NONE_TS = no run)
+    d_start_ms: IntA  # new carried start of the clear-condition run
+    active: BoolA  # new alarm state
+
+
+def delay_kernel(
+    inst: IntA,
+    ts_ms: IntA,
+    c: BoolA,
+    d: BoolA,
+    on_delay_ms: IntA,
+    off_delay_ms: IntA,
+    c_start_prev_ms: IntA,
+    d_start_prev_ms: IntA,
+    active_prev: BoolA,
+) -> DelayOutput:
+    """The one shared on-delay / off-delay / alternation kernel.
+
+    Points are grouped contiguously by `inst` and in event-time order inside each group; `c` and `d`
+    are mutually exclusive. `on_delay_ms`/`off_delay_ms` and the `*_prev` arrays are indexed by
+    instance id. A point is *raise-eligible* when `c` held over the whole current run of `c` and the
+    run has lasted at least `on_delay_ms` (the run may have started in an earlier batch: its start is
+    carried); *clear-eligible* likewise for `d` and `off_delay_ms`. Because a raise point is never a
+    `d` point (and vice versa), eligibility does not depend on the alarm state, and the actual events
+    are simply the first eligible point of each block of same-kind eligible points, starting from the
+    carried state: raise, clear, raise, ... No loop per point.
+    """
+    n = len(inst)
+    if n == 0:
+        e = np.zeros(0, dtype=np.int64)
+        return DelayOutput(e, np.zeros(0, dtype=bool), e, e, e, np.zeros(0, dtype=bool))
+    first = segment_first(inst)
+    first_pos = np.flatnonzero(first)
+    seg_inst = inst[first_pos]
+    ar = np.arange(n, dtype=np.int64)
+
+    def run_start(cond: BoolA, carried: IntA) -> IntA:
+        prev = np.empty(n, dtype=bool)
+        prev[1:] = cond[:-1]
+        carried_here = carried[seg_inst]
+        prev[first_pos] = carried_here != NONE_TS
+        starts = cond & ~prev
+        cont = np.zeros(n, dtype=bool)
+        cont[first_pos] = cond[first_pos] & prev[first_pos]
+        start_val = np.where(starts, ts_ms, NONE_TS)
+        start_val[first_pos] = np.where(cont[first_pos], carried_here, start_val[first_pos])
+        idx = np.maximum.accumulate(np.where(starts | cont, ar, 0))
+        return np.where(cond, start_val[idx], NONE_TS)
+
+    c_start = run_start(c, c_start_prev_ms)
+    d_start = run_start(d, d_start_prev_ms)
+    elig_r = c & (ts_ms - c_start >= on_delay_ms[inst])
+    elig_d = d & (ts_ms - d_start >= off_delay_ms[inst])
+
+    e = np.flatnonzero(elig_r | elig_d)
+    typ = elig_r[e]
+    ei = inst[e]
+    prev_t = np.empty(len(e), dtype=bool)
+    if len(e):
+        prev_t[1:] = typ[:-1]
+        ef = segment_first(ei)
+        prev_t[ef] = active_prev[ei[ef]]
+    sel = typ != prev_t
+
+    last = segment_last(inst)
+    active_new = active_prev[seg_inst].copy()
+    if len(e):
+        el = segment_last(ei)
+        # map each instance's last eligible type onto its segment slot
+        slot = np.searchsorted(first_pos, e[el], side="right") - 1
+        active_new[slot] = typ[el]
+    return DelayOutput(
+        event_pos=e[sel],
+        event_raise=typ[sel],
+        inst=seg_inst,
+        c_start_ms=c_start[last],
+        d_start_ms=d_start[last],
+        active=active_new,
+    )
+
+
+class SparseRange:
+    """Range max / min queries over a float array in O(1) after O(n log n) set-up (sparse tables).
+
+    Used for flatline's max - min over a time window of a segment, for all points at once.
+    """
+
+    def __init__(self, values: FloatA) -> None:
+        self.mx = [values]
+        self.mn = [values]
+        n = len(values)
+        k = 1
+        while 2 * k <= n:
+            pm, pn = self.mx[-1], self.mn[-1]
+            self.mx.append(np.maximum(pm[:-k], pm[k:]))
+            self.mn.append(np.minimum(pn[:-k], pn[k:]))
+            k *= 2
+
+    def spread(self, lo: IntA, hi: IntA) -> FloatA:
+        """max - min over the inclusive index ranges [lo, hi] (lo <= hi)."""
+        length = hi - lo + 1
+        lvl = np.floor(np.log2(length)).astype(np.int64)
+        out_mx = np.empty(len(lo))
+        out_mn = np.empty(len(lo))
+        for k in np.unique(lvl):  # at most log2(n) levels: a loop over levels, not points
+            m = lvl == k
+            width = 1 << int(k)
+            a, b = lo[m], hi[m] - width + 1
+            out_mx[m] = np.maximum(self.mx[k][a], self.mx[k][b])
+            out_mn[m] = np.minimum(self.mn[k][a], self.mn[k][b])
+        return out_mx - out_mn
+
+
+def window_start(seg: IntA, ts_ms: IntA, pos: IntA, window_ms: IntA) -> IntA:
+    """Index of the earliest point with ts >= ts[pos] - window in the same segment, per query.
+
+    `seg` is a non-decreasing segment key per point (ts ascending inside a segment); `pos` are query
+    positions with their own `window_ms`. One searchsorted on the composite key (segment, relative ts)
+    serves all segments at once.
+
+    >>> window_start(np.array([0, 0, 0, 1, 1]), np.array([0, 10, 20, 5, 30]), np.array([2, 4]), np.array([10, 100])).tolist()
+    [1, 3]
+    """
+    if len(pos) == 0:
+        return np.zeros(0, dtype=np.int64)
+    t0 = int(ts_ms.min())
+    span = int(ts_ms.max()) - t0 + int(window_ms.max()) + 2
+    key = seg.astype(np.int64) * span + (ts_ms - t0)
+    j = np.searchsorted(key, key[pos] - window_ms, side="left")
+    seg_first = np.searchsorted(seg, seg[pos], side="left")
+    return np.maximum(j, seg_first).astype(np.int64)
