@@ -293,20 +293,12 @@ class Dispatcher:
         if outcome != "delivered":
             log.warning("notice %s to %s attempt %d: %s (%s)", d.notice.notice_id, d.recipient.key, d.attempt,
                         outcome, error)
+        n, tier, reason = d.notice, d.notice.tier.label, d.notice.reason.value
+        # positional: (notice_id, alarm_id, channel, recipient, tier, reason, sent_at_ms, outcome, error, attempt)
         records = [
-            NoticeRecord(
-                notice_id=d.notice.notice_id,
-                alarm_id=na.alarm.alarm_id,
-                channel=d.channel,
-                recipient=d.recipient.address,
-                tier=d.notice.tier.label,
-                reason=d.notice.reason.value,
-                sent_at_ms=now_ms,
-                outcome=outcome,
-                error=error,
-                attempt=d.attempt,
-            )
-            for na in d.notice.alarms
+            NoticeRecord(n.notice_id, na.alarm.alarm_id, d.channel, d.recipient.address, tier, reason, now_ms,
+                         outcome, error, d.attempt)
+            for na in n.alarms
         ]
         with self._lock:
             self._records.extend(records)

@@ -8,12 +8,14 @@ render a notice for any recipient without holding the link secret.
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
-import json
 import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, Mapping
+
+import msgspec
 
 from earlywarn.model import Alarm, EventKind, Tier
 
@@ -91,6 +93,8 @@ class Notice:
     recipients: tuple[Recipient, ...]
     #: recipient.key -> alarm_id (or "*" for the whole notice) -> acknowledge URL; empty without public_url
     ack_urls: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    #: the recipient-independent part of the JSON, built once by the first channel that renders it
+    _doc_cache: dict[str, Any] = field(default_factory=dict, init=False, compare=False, repr=False)
 
     @property
     def severity(self) -> str:
@@ -107,6 +111,7 @@ def make_notice_id(site: str, reason: str, tier: Tier, alarm_ids: list[str], win
     return "n-" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:24]
 
 
+@functools.lru_cache(maxsize=1 << 16)  # the same few timestamps are rendered once per recipient
 def rfc3339_ms(ts_ms: int | None, tz: timezone = UTC) -> str | None:
     """`2026-11-28T08:00:00.250Z` (UTC) or with an offset for other zones; None stays None."""
     if ts_ms is None:
@@ -120,9 +125,12 @@ def _value(v: float) -> float | None:
     return None if v is None or not math.isfinite(v) else float(v)
 
 
-def notice_json(notice: Notice, recipient: Recipient) -> dict[str, Any]:
-    """The notice as a JSON-ready dict, identical on MQTT and webhooks except for the recipient's links."""
-    doc: dict[str, Any] = {
+def _base_json(notice: Notice) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The parts of the JSON that do not depend on the recipient (cached on the notice)."""
+    cached = notice._doc_cache.get("base")
+    if cached is not None:
+        return cached  # type: ignore[no-any-return]
+    head: dict[str, Any] = {
         "notice_id": notice.notice_id,
         "site": notice.site,
         "site_name": notice.site_name,
@@ -130,15 +138,11 @@ def notice_json(notice: Notice, recipient: Recipient) -> dict[str, Any]:
         "tier": notice.tier.label,
         "severity": notice.severity,
         "sent_at": rfc3339_ms(notice.prepared_ms),
-        "recipient": recipient.key,
     }
-    top = notice.ack_url(recipient)
-    if top is not None:
-        doc["ack_url"] = top
     alarms = []
     for na in notice.alarms:
         a = na.alarm
-        item: dict[str, Any] = {
+        alarms.append({
             "alarm_id": a.alarm_id,
             "rule_id": a.rule_id,
             "tag": a.tag,
@@ -151,18 +155,35 @@ def notice_json(notice: Notice, recipient: Recipient) -> dict[str, Any]:
             "ack_deadline": rfc3339_ms(na.ack_deadline_ms),
             "occurrences": a.occurrences,
             "escalation_tier": a.escalation_tier.label,
-        }
-        url = notice.ack_url(recipient, a.alarm_id)
-        if url is not None:
-            item["ack_url"] = url
-        alarms.append(item)
+        })
+    # Two workers may build it at once; both build the same value and the assignment is atomic.
+    notice._doc_cache["base"] = (head, alarms)
+    return head, alarms
+
+
+def notice_json(notice: Notice, recipient: Recipient) -> dict[str, Any]:
+    """The notice as a JSON-ready dict, identical on MQTT and webhooks except for the recipient's links."""
+    head, base_alarms = _base_json(notice)
+    doc = dict(head)
+    doc["recipient"] = recipient.key
+    links = notice.ack_urls.get(recipient.key, {})
+    top = links.get(ALL_ALARMS)
+    if top is not None:
+        doc["ack_url"] = top
+    alarms = []
+    for item in base_alarms:
+        url = links.get(item["alarm_id"])
+        alarms.append({**item, "ack_url": url} if url is not None else item)
     doc["alarms"] = alarms
     return doc
 
 
+_encode = msgspec.json.Encoder().encode
+
+
 def notice_bytes(notice: Notice, recipient: Recipient) -> bytes:
     """UTF-8 JSON of notice_json (Chinese kept readable, not \\u-escaped)."""
-    return json.dumps(notice_json(notice, recipient), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return _encode(notice_json(notice, recipient))
 
 
 def email_subject(notice: Notice) -> str:
