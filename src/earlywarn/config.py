@@ -38,14 +38,17 @@ def parse_duration_ms(value: Any) -> int:
         msg = "a duration (seconds, or a string like '500ms', '15s', '5m', '8h')"
         raise ValueError(msg)
     if isinstance(value, (int, float)):
-        if not math.isfinite(value) or value < 0:
-            msg = "a non-negative finite number of seconds"
+        # a century is far beyond any sensible duration and keeps the arithmetic finite
+        if not math.isfinite(value) or value < 0 or value > 100 * 365 * 86_400:
+            msg = "a non-negative number of seconds (at most a century)"
             raise ValueError(msg)
         return round(value * 1000)
     if isinstance(value, str):
         m = _DURATION_RE.match(value)
         if m:
-            return round(float(m.group(1)) * _UNIT_MS[m.group(2)])
+            ms = float(m.group(1)) * _UNIT_MS[m.group(2)]
+            if ms <= 100 * 365 * 86_400_000:
+                return round(ms)
     msg = "a duration (seconds, or a string like '500ms', '15s', '5m', '8h')"
     raise ValueError(msg)
 
