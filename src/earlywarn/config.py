@@ -39,7 +39,7 @@ def parse_duration_ms(value: Any) -> int:
         raise ValueError(msg)
     if isinstance(value, (int, float)):
         # a century is far beyond any sensible duration and keeps the arithmetic finite
-        if not math.isfinite(value) or value < 0 or value > 100 * 365 * 86_400:
+        if value < 0 or value > 100 * 365 * 86_400 or not math.isfinite(value):
             msg = "a non-negative number of seconds (at most a century)"
             raise ValueError(msg)
         return round(value * 1000)
