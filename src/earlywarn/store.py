@@ -49,6 +49,7 @@ from earlywarn.model import (
     AlarmState,
     Disposition,
     EventKind,
+    NoticeRecord,
     ReadingBatch,
     Reject,
     Severity,
@@ -81,45 +82,30 @@ _QUALITY_CODE_SQL = (
 # What a commit carries
 
 
-@dataclass(frozen=True, slots=True)
-class NoticeRow:
-    """One delivery attempt of a notice to one recipient for one alarm (a row of `notices`).
-
-    A grouped notice covering several alarms is one row per alarm, all with the same `notice_id`.
-    """
-
-    notice_id: str
-    alarm_id: str
-    channel: str  # mqtt | webhook | email | log
-    sent_at_ms: int
-    outcome: str  # delivered | failed | retrying | dead_letter
-    recipient: str | None = None
-    tier: Tier | None = None
-    reason: str | None = None  # raised | reactivated | escalated | reminder
-    error: str | None = None
-    attempt: int = 1
+#: A row of `notices`. The type lives in model.py (notify produces it and may not import the store);
+#: this name is the one the store's API was specified with.
+NoticeRow = NoticeRecord
 
 
 @dataclass(frozen=True, slots=True)
 class MaintenanceWindow:
-    """A planned maintenance window: alarms of `site` (or only of `tag` there) are suppressed in it."""
+    """A maintenance window on a site (tag None) or one tag, `[starts_ms, ends_ms)`: alarms raised in it
+    are suppressed. Same fields, in the same order, as alarms.manager.Window (which the store may not
+    import), so the pipeline converts with `MaintenanceWindow(*dataclasses.astuple(w))`.
+    """
 
     window_id: str
     site: str
-    starts_at_ms: int
-    ends_at_ms: int
+    tag: str | None
+    starts_ms: int
+    ends_ms: int
     reason: str
     created_by: str
-    created_at_ms: int
-    tag: str | None = None  # None = the whole site
+    created_at_ms: int = 0
 
     def covers(self, site: str, tag: str, ts_ms: int) -> bool:
         """True if a reading of (site, tag) at `ts_ms` falls in this window (end exclusive)."""
-        return (
-            site == self.site
-            and (self.tag is None or tag == self.tag)
-            and self.starts_at_ms <= ts_ms < self.ends_at_ms
-        )
+        return site == self.site and (self.tag is None or tag == self.tag) and self.starts_ms <= ts_ms < self.ends_ms
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,9 +113,10 @@ class CommitBatch:
     """Everything one micro-batch writes, committed in one transaction.
 
     `fresh` holds readings whose ts is newer than the last stored ts of their (site, tag): they are
-    inserted without a duplicate check. `maybe_dup` holds the others (redeliveries or late readings):
-    only those whose (site, tag, ts) is not stored yet are inserted. Within each frame the caller
-    guarantees that (site, tag, ts) is unique.
+    inserted without a duplicate check (the caller vouches for it: `last_ts_by_sensor` at start, then
+    its own bookkeeping). `maybe_dup` holds the others (redeliveries or late readings): only those whose
+    (site, tag, ts) is not stored yet are inserted, marked `late` (the rules do not evaluate them).
+    Within each frame the caller guarantees that (site, tag, ts) is unique.
     """
 
     fresh: ReadingBatch
@@ -138,8 +125,12 @@ class CommitBatch:
     signals: Sequence[Signal] = ()
     alarms: Sequence[Alarm] = ()  # final state of each alarm changed in this batch; upsert by alarm_id
     events: Sequence[AlarmEvent] = ()
-    notices: Sequence[NoticeRow] = ()
+    notices: Sequence[NoticeRecord] = ()
     state: Mapping[str, bytes] = field(default_factory=dict)  # engine_state upserts
+    windows: Sequence[MaintenanceWindow] = ()  # maintenance windows added or changed; upsert by window_id
+    #: the engine clock at this batch (event time in a replay); kept with the commit so that a rule-state
+    #: catch-up re-evaluates each batch at the time it was evaluated (batches_since). None: the store clock.
+    now_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +164,13 @@ def _ident(name: str) -> str:
 def _arrow(columns: dict[str, tuple[pa.DataType, list[Any]]]) -> pa.Table:
     """Build an Arrow table from {name: (type, values)}; raises on a value of the wrong type."""
     return pa.table({name: pa.array(values, type=typ) for name, (typ, values) in columns.items()})
+
+
+def _tier_label(t: Tier | str | None) -> str | None:
+    """A tier as stored: its label ('plant' .. 'city'); accepts a Tier or a label."""
+    if t is None or t == "":
+        return None
+    return Tier(t).label if isinstance(t, int) else Tier[str(t).upper()].label
 
 
 def _ms(x: int | None) -> int | None:
@@ -233,6 +231,9 @@ _ALARM_SELECT = "SELECT " + ", ".join(
 ) + " FROM alarms"
 
 
+_WINDOW_COLUMNS = "window_id, site, tag, starts_at, ends_at, reason, created_by, created_at"
+
+
 def _alarm_from_row(row: tuple[Any, ...]) -> Alarm:
     return Alarm(**{f: read(v) for (f, _, _, _, read), v in zip(_ALARM_MAP, row, strict=True)})
 
@@ -243,6 +244,33 @@ def _alarms_arrow(alarms: Sequence[Alarm], extra: dict[str, list[int | None]]) -
     }
     cols.update({c: (_TS_MS, extra[c]) for c in _ALARM_EXTRA})
     return _arrow(cols)
+
+
+def _ts_ranges(ts_ms: pl.Series, gap_ms: int = 60_000, max_ranges: int = 8) -> list[tuple[int, int]]:
+    """Cover the timestamps with at most `max_ranges` [lo, hi] ranges, splitting at the widest gaps
+    longer than `gap_ms` (a redelivery of the last seconds plus a reading from hours ago: two ranges).
+
+    >>> _ts_ranges(pl.Series([5, 1, 200_000, 3]))
+    [(1, 5), (200000, 200000)]
+    """
+    t = ts_ms.unique().sort()
+    gaps = t.diff().slice(1)
+    # indices (into gaps) of the widest gaps above gap_ms, at most max_ranges - 1, in time order
+    wide = (
+        pl.DataFrame({"gap": gaps, "i": pl.int_range(len(gaps), eager=True)})
+        .filter(pl.col("gap") > gap_ms)
+        .sort("gap", descending=True)
+        .head(max_ranges - 1)["i"]
+        .sort()
+        .to_list()
+    )
+    bounds: list[tuple[int, int]] = []
+    start = 0
+    for i in wide:  # gap i lies between t[i] and t[i + 1]
+        bounds.append((int(t[start]), int(t[i])))
+        start = i + 1
+    bounds.append((int(t[start]), int(t[len(t) - 1])))
+    return bounds
 
 
 # ---------------------------------------------------------------------------------------------
@@ -362,6 +390,7 @@ class Store:
             self._closed = True
             try:
                 if not self.read_only:
+                    self._fold_last_ts()
                     self._con.execute("CHECKPOINT")
             except duckdb.Error as e:  # the WAL still holds everything committed; replayed at next open
                 log.warning("checkpoint at close failed: %s", e)
@@ -409,23 +438,26 @@ class Store:
         with self._lock:
             self._require_writer()
             seq = self._batch_seq + 1
-            now_ms = self._clock.now_ms()
+            wall_ms = self._clock.now_ms()
+            now_ms = cb.now_ms if cb.now_ms is not None else wall_ms
             con = self._con
             try:
                 con.begin()
                 fresh = self._insert_fresh(cb.fresh, seq)
                 late = self._insert_maybe_dup(cb.maybe_dup, seq)
-                self._update_last_ts(cb.fresh, cb.maybe_dup)
                 self._insert_rejects(cb.rejects)
                 self._insert_signals(cb.signals)
                 n_alarms = self._upsert_alarms(cb.alarms, now_ms)
                 self._insert_events(cb.events)
                 self._insert_notices(cb.notices)
+                self._upsert_windows(cb.windows)
                 self._upsert_state(cb.state, seq, now_ms)
                 con.execute(
-                    "INSERT INTO store_commits VALUES (?, make_timestamptz(?::BIGINT * 1000), ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [seq, now_ms, fresh, late, len(cb.maybe_dup) - late, len(cb.rejects), len(cb.signals),
-                     n_alarms, len(cb.events), len(cb.notices)],
+                    "INSERT INTO store_commits (batch_seq, committed_at, engine_now_ms, fresh, late, duplicates, "
+                    "rejects, signals, alarms, events, notices) "
+                    "VALUES (?, make_timestamptz(?::BIGINT * 1000), ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [seq, wall_ms, now_ms, fresh, late, len(cb.maybe_dup) - late, len(cb.rejects),
+                     len(cb.signals), n_alarms, len(cb.events), len(cb.notices)],
                 )
             except Exception as e:  # noqa: BLE001 - any failure means: roll back, the caller keeps the batch
                 self._rollback_quietly()
@@ -442,7 +474,7 @@ class Store:
             self._batch_seq = seq
             result = CommitResult(batch_seq=seq, inserted=fresh + late, late=late,
                                   duplicates=len(cb.maybe_dup) - late)
-            self._maybe_checkpoint(now_ms)
+            self._maybe_checkpoint(wall_ms)
             return result
 
     def _rollback_quietly(self) -> None:
@@ -492,6 +524,7 @@ class Store:
         if self._checkpoint_interval_ms <= 0 or now_ms - self._last_checkpoint_ms < self._checkpoint_interval_ms:
             return
         self._last_checkpoint_ms = now_ms
+        self._fold_last_ts()
         try:
             self._con.execute("CHECKPOINT")
         except duckdb.Error as e:
@@ -501,6 +534,7 @@ class Store:
         """Move the WAL into the database file now (shortens the replay at the next open)."""
         with self._lock:
             self._require_writer()
+            self._fold_last_ts()
             try:
                 self._con.execute("CHECKPOINT")
             except duckdb.Error as e:
@@ -521,8 +555,8 @@ class Store:
             return 0
         with self._view("_ew_fresh", batch.frame.to_arrow()):
             self._con.execute(
-                "INSERT INTO readings (site, tag, ts, value, quality, batch_seq) "
-                f"SELECT *, ? FROM ({self._READINGS_SELECT} FROM _ew_fresh)",
+                "INSERT INTO readings (site, tag, ts, value, quality, batch_seq, late) "
+                f"SELECT *, ?, false FROM ({self._READINGS_SELECT} FROM _ew_fresh)",
                 [seq],
             )
         return len(batch)
@@ -532,31 +566,53 @@ class Store:
         if len(batch) == 0:
             return 0
         frame = batch.frame
-        lo_ms, hi_ms = frame["ts_ms"].min(), frame["ts_ms"].max()
+        ranges = _ts_ranges(frame["ts_ms"])
+        # The ts range filter prunes `readings` by row-group zone maps (readings arrive roughly in time
+        # order), so the anti-join's build side is the few row groups around the candidates, not the
+        # whole history; the hash join then matches on (site, tag, ts). Several ranges (an OR, which
+        # DuckDB also pushes into the scan) keep one very late reading from widening it to everything.
+        # Only placeholders are generated here; the bounds are bound parameters.
+        where = " OR ".join(
+            f"ts BETWEEN make_timestamptz($lo{i}::BIGINT * 1000) AND make_timestamptz($hi{i}::BIGINT * 1000)"
+            for i in range(len(ranges))
+        )
+        params: dict[str, int] = {"seq": seq}
+        for i, (lo_ms, hi_ms) in enumerate(ranges):
+            params[f"lo{i}"], params[f"hi{i}"] = lo_ms, hi_ms
         with self._view("_ew_maybe", frame.to_arrow()):
-            # The ts range filter prunes `readings` by row-group zone maps (readings arrive roughly in
-            # time order), so the anti-join's build side is the few row groups around the candidates,
-            # not the whole history; the hash join then matches on (site, tag, ts).
             row = self._con.execute(
-                "INSERT INTO readings (site, tag, ts, value, quality, batch_seq) "
-                f"SELECT c.*, $seq FROM ({self._READINGS_SELECT} FROM _ew_maybe) c "
-                "ANTI JOIN (SELECT site, tag, ts FROM readings "
-                "           WHERE ts BETWEEN make_timestamptz($lo::BIGINT * 1000) AND make_timestamptz($hi::BIGINT * 1000)) r "
+                "INSERT INTO readings (site, tag, ts, value, quality, batch_seq, late) "
+                f"SELECT c.*, $seq, true FROM ({self._READINGS_SELECT} FROM _ew_maybe) c "
+                f"ANTI JOIN (SELECT site, tag, ts FROM readings WHERE {where}) r "
                 "USING (site, tag, ts)",
-                {"seq": seq, "lo": lo_ms, "hi": hi_ms},
+                params,
             ).fetchone()
         return int(row[0]) if row else 0
 
-    def _update_last_ts(self, *batches: ReadingBatch) -> None:
-        frames = [b.frame.select("site", "tag", "ts_ms") for b in batches if len(b)]
-        if not frames:
-            return
-        per_sensor = pl.concat(frames).group_by("site", "tag").agg(pl.col("ts_ms").max())
-        with self._view("_ew_last", per_sensor.to_arrow()):
-            self._con.execute(
-                "INSERT INTO sensor_last_ts AS s SELECT site, tag, ts_ms FROM _ew_last "
-                "ON CONFLICT (site, tag) DO UPDATE SET last_ts_ms = greatest(s.last_ts_ms, excluded.last_ts_ms)"
+    def _fold_last_ts(self) -> None:
+        """Fold max(ts) per sensor of the batches since the last fold into `sensor_last_ts`.
+
+        Keeping the marks exact at every commit cost ~8 ms per 50 000-reading batch (an ART upsert of
+        every sensor); instead they are folded on the checkpoint interval, in a transaction of their
+        own, and `last_ts_by_sensor` adds the few batches since (pruned by zone maps on batch_seq).
+        """
+        upto = self._batch_seq
+        con = self._con
+        try:
+            con.begin()
+            con.execute(
+                "INSERT INTO sensor_last_ts AS s "
+                "SELECT site, tag, epoch_ms(max(ts)) FROM readings WHERE batch_seq > ("
+                "    SELECT coalesce(max(value), 0) FROM store_meta WHERE key = 'sensor_last_ts_upto') "
+                "  AND batch_seq <= ? GROUP BY site, tag "
+                "ON CONFLICT (site, tag) DO UPDATE SET last_ts_ms = greatest(s.last_ts_ms, excluded.last_ts_ms)",
+                [upto],
             )
+            con.execute("INSERT OR REPLACE INTO store_meta VALUES ('sensor_last_ts_upto', ?)", [upto])
+            con.commit()
+        except duckdb.Error as e:  # harmless: the marks stay correct, last_ts_by_sensor just reads more
+            self._rollback_quietly()
+            log.warning("folding sensor_last_ts failed: %s", e)
 
     # small tables: one Arrow table and one INSERT each (benchmarks/bench_store.py: executemany costs a
     # statement execution per row, ~20x slower at a few hundred rows) ----------------------------
@@ -634,16 +690,36 @@ class Store:
             "alarm_id": (pa.string(), [n.alarm_id for n in notices]),
             "channel": (pa.string(), [n.channel for n in notices]),
             "recipient": (pa.string(), [n.recipient for n in notices]),
-            "tier": (pa.string(), [Tier(n.tier).label if n.tier is not None else None for n in notices]),
+            "tier": (pa.string(), [_tier_label(n.tier) for n in notices]),
             "reason": (pa.string(), [n.reason for n in notices]),
             "sent_at": (_TS_MS, [n.sent_at_ms for n in notices]),
             "outcome": (pa.string(), [n.outcome for n in notices]),
-            "error": (pa.string(), [n.error for n in notices]),
+            "error": (pa.string(), [n.error or None for n in notices]),  # NULL: no error
             "attempt": (pa.int32(), [n.attempt for n in notices]),
         })
         self._insert_table(
             "notices", "notice_id, alarm_id, channel, recipient, tier, reason, sent_at, outcome, error, attempt", data
         )
+
+    def _upsert_windows(self, windows: Sequence[MaintenanceWindow]) -> None:
+        if not windows:
+            return
+        final = list({w.window_id: w for w in windows}.values())
+        data = _arrow({
+            "window_id": (pa.string(), [w.window_id for w in final]),
+            "site": (pa.string(), [w.site for w in final]),
+            "tag": (pa.string(), [w.tag for w in final]),
+            "starts_at": (_TS_MS, [w.starts_ms for w in final]),
+            "ends_at": (_TS_MS, [w.ends_ms for w in final]),
+            "reason": (pa.string(), [w.reason for w in final]),
+            "created_by": (pa.string(), [w.created_by for w in final]),
+            "created_at": (_TS_MS, [w.created_at_ms for w in final]),
+        })
+        with self._view("_ew_windows", data):
+            self._con.execute(
+                f"INSERT OR REPLACE INTO maintenance_windows ({_WINDOW_COLUMNS}) "
+                f"SELECT {_WINDOW_COLUMNS} FROM _ew_windows"
+            )
 
     def _upsert_state(self, state: Mapping[str, bytes], seq: int, now_ms: int) -> None:
         if not state:
@@ -662,126 +738,216 @@ class Store:
 
     # -- read side -----------------------------------------------------------------------------
 
+    def read_cursor(self) -> duckdb.DuckDBPyConnection:
+        """A DuckDB cursor of its own (reports, the API): sees committed data only, never blocks or
+        sees half of a commit. It is a connection to the writer's database, so callers run only
+        bound, read-only queries on it (reports.py does); close it when done.
+        """
+        if self._closed:
+            msg = f"store {self.path} is closed"
+            raise StoreError(msg)
+        return self._con.cursor()
+
+    _reader = read_cursor
+
     def last_ts_by_sensor(self) -> dict[tuple[str, str], int]:
         """Newest stored reading per (site, tag), epoch ms: what the batcher must treat as maybe-dup."""
-        rows = self._reader().execute("SELECT site, tag, last_ts_ms FROM sensor_last_ts").fetchall()
+        with self._reader() as cur:
+            cur.begin()  # one snapshot for both reads: a fold in between must not hide a batch
+            row = cur.execute(
+                "SELECT coalesce(max(value), 0) FROM store_meta WHERE key = 'sensor_last_ts_upto'"
+            ).fetchone()
+            upto = int(row[0]) if row else 0
+            # the bound parameter prunes readings by the row groups' batch_seq zone maps: only the
+            # batches since the last fold are read
+            rows = cur.execute(
+                "SELECT site, tag, max(ts_ms) FROM ("
+                "  SELECT site, tag, last_ts_ms AS ts_ms FROM sensor_last_ts"
+                "  UNION ALL"
+                "  SELECT site, tag, epoch_ms(max(ts)) FROM readings WHERE batch_seq > ? GROUP BY site, tag"
+                ") GROUP BY site, tag",
+                [upto],
+            ).fetchall()
+            cur.rollback()
         return {(site, tag): int(ts) for site, tag, ts in rows}
 
     def load_state(self, key: str) -> tuple[bytes, int] | None:
         """The engine_state blob under `key` and the batch_seq of the commit that wrote it."""
-        row = self._reader().execute(
-            "SELECT value, batch_seq FROM engine_state WHERE key = ?", [key]
-        ).fetchone()
+        with self._reader() as cur:
+            row = cur.execute("SELECT value, batch_seq FROM engine_state WHERE key = ?", [key]).fetchone()
         if row is None:
             return None
         return bytes(row[0]) if row[0] is not None else b"", int(row[1])
 
+    _READINGS_OUT = (
+        f"SELECT site, tag, epoch_ms(ts) AS ts_ms, value, ({_QUALITY_CODE_SQL})::TINYINT AS quality "
+        "FROM readings"
+    )
+
     def readings_since(self, batch_seq: int) -> ReadingBatch:
-        """Readings committed by batches after `batch_seq`, in commit order then ts (rule catch-up)."""
-        frame = self._reader().sql(
-            f"SELECT site, tag, epoch_ms(ts) AS ts_ms, value, ({_QUALITY_CODE_SQL})::TINYINT AS quality "
-            "FROM readings WHERE batch_seq > ? ORDER BY batch_seq, ts, site, tag",
-            params=[batch_seq],
-        ).pl()
+        """Every reading committed by batches after `batch_seq` (late ones too), in commit order then ts."""
+        with self._reader() as cur:
+            frame = cur.sql(
+                f"{self._READINGS_OUT} WHERE batch_seq > ? ORDER BY batch_seq, ts, site, tag", params=[batch_seq]
+            ).pl()
         return ReadingBatch(frame.cast(READING_SCHEMA))  # type: ignore[arg-type]
+
+    def batches_since(self, batch_seq: int) -> Iterator[tuple[int, ReadingBatch]]:
+        """For rule-state catch-up after a snapshot taken at `batch_seq`: each later commit, in order, as
+        (its engine clock `now_ms`, the readings the rules evaluated in it, by ts).
+
+        Late readings (stored from `maybe_dup`) are left out: the live run did not evaluate them either.
+        Commits without readings are included (empty batch) so that clock-driven state moves the same.
+        """
+        with self._reader() as cur:
+            cur.begin()  # commits and readings from one snapshot
+            commits = cur.execute(
+                "SELECT batch_seq, engine_now_ms FROM store_commits WHERE batch_seq > ? ORDER BY batch_seq",
+                [batch_seq],
+            ).fetchall()
+            frame = cur.sql(
+                "SELECT batch_seq, site, tag, epoch_ms(ts) AS ts_ms, value, "
+                f"({_QUALITY_CODE_SQL})::TINYINT AS quality FROM readings "
+                "WHERE batch_seq > ? AND late IS NOT TRUE ORDER BY batch_seq, ts, site, tag",
+                params=[batch_seq],
+            ).pl()
+            cur.rollback()
+        parts = {
+            int(k[0]): ReadingBatch(part.drop("batch_seq").cast(READING_SCHEMA))  # type: ignore[arg-type]
+            for k, part in frame.partition_by("batch_seq", as_dict=True, maintain_order=True).items()
+        } if frame.height else {}
+        empty = ReadingBatch.empty()
+        for seq, now_ms in commits:
+            yield int(now_ms), parts.get(int(seq), empty)
 
     def open_alarms(self) -> list[Alarm]:
         """Every alarm not closed, oldest first (restored into the alarm manager at start)."""
-        rows = self._reader().execute(
-            f"{_ALARM_SELECT} WHERE state <> ? ORDER BY raised_at, alarm_id", [AlarmState.CLOSED.value]
-        ).fetchall()
+        with self._reader() as cur:
+            rows = cur.execute(
+                f"{_ALARM_SELECT} WHERE state <> ? ORDER BY raised_at, alarm_id", [AlarmState.CLOSED.value]
+            ).fetchall()
+        return [_alarm_from_row(r) for r in rows]
+
+    def list_alarms(
+        self,
+        *,
+        site: str | None = None,
+        state: str | None = None,
+        severity: str | None = None,
+        open_only: bool = False,
+        limit: int = 500,
+    ) -> list[Alarm]:
+        """Alarms, newest raised first, filtered by site / state / severity / not closed (the API's list)."""
+        with self._reader() as cur:
+            rows = cur.execute(
+                f"{_ALARM_SELECT} WHERE ($site IS NULL OR site = $site) AND ($state IS NULL OR state = $state) "
+                "AND ($severity IS NULL OR severity = $severity) AND (NOT $open_only OR state <> 'closed') "
+                "ORDER BY raised_at DESC, alarm_id LIMIT $limit",
+                {"site": site, "state": state, "severity": severity, "open_only": open_only, "limit": limit},
+            ).fetchall()
         return [_alarm_from_row(r) for r in rows]
 
     def get_alarm(self, alarm_id: str) -> Alarm | None:
         """One alarm by id, or None."""
-        row = self._reader().execute(f"{_ALARM_SELECT} WHERE alarm_id = ?", [alarm_id]).fetchone()
+        with self._reader() as cur:
+            row = cur.execute(f"{_ALARM_SELECT} WHERE alarm_id = ?", [alarm_id]).fetchone()
         return _alarm_from_row(row) if row is not None else None
 
     def alarm_events(self, alarm_id: str) -> list[AlarmEvent]:
         """The alarm's journal in time order (insertion order among equal times)."""
-        rows = self._reader().execute(
-            "SELECT alarm_id, epoch_ms(ts), kind, actor, detail FROM alarm_events WHERE alarm_id = ? "
-            "ORDER BY ts, rowid",
-            [alarm_id],
-        ).fetchall()
+        with self._reader() as cur:
+            rows = cur.execute(
+                "SELECT alarm_id, epoch_ms(ts), kind, actor, detail FROM alarm_events WHERE alarm_id = ? "
+                "ORDER BY ts, rowid",
+                [alarm_id],
+            ).fetchall()
         return [
             AlarmEvent(alarm_id=a, ts_ms=ts, kind=EventKind(kind), actor=actor, detail=detail or "")
             for a, ts, kind, actor, detail in rows
         ]
 
-    def notice_sent(self, alarm_id: str, reason: str, tier: Tier | None = None) -> bool:
+    def notice_sent(self, alarm_id: str, reason: str, tier: Tier | str | None = None) -> bool:
         """Has a notice for `alarm_id` with this reason (and tier, if given) been delivered?"""
-        sql = "SELECT count(*) FROM notices WHERE alarm_id = ? AND reason = ? AND outcome = 'delivered'"
-        params: list[Any] = [alarm_id, reason]
-        if tier is not None:
-            sql += " AND tier = ?"
-            params.append(Tier(tier).label)
-        row = self._reader().execute(sql, params).fetchone()
+        with self._reader() as cur:
+            row = cur.execute(
+                "SELECT count(*) FROM notices WHERE alarm_id = $alarm AND reason = $reason "
+                "AND outcome = 'delivered' AND ($tier IS NULL OR tier = $tier)",
+                {"alarm": alarm_id, "reason": reason, "tier": _tier_label(tier)},
+            ).fetchone()
         return bool(row and row[0])
 
     # maintenance windows (user actions: committed on their own, outside the micro-batches) -------
 
     def add_maintenance_window(self, w: MaintenanceWindow) -> None:
-        """Record a maintenance window (replaces one with the same window_id)."""
-        if w.ends_at_ms <= w.starts_at_ms:
-            msg = f"maintenance window {w.window_id} ends before it starts"
+        """Record (or replace, by window_id) one window in a transaction of its own.
+
+        The engine normally stores windows with the batch that applies them (CommitBatch.windows);
+        this is for tools that write a window directly (tests, an offline import).
+        """
+        if w.ends_ms <= w.starts_ms:
+            msg = f"maintenance window {w.window_id} must end after it starts"
             raise ValueError(msg)
         with self._lock:
             self._require_writer()
             try:
-                self._con.execute(
-                    "INSERT OR REPLACE INTO maintenance_windows "
-                    "(window_id, site, tag, starts_at, ends_at, reason, created_by, created_at) VALUES "
-                    "(?, ?, ?, make_timestamptz(?::BIGINT * 1000), make_timestamptz(?::BIGINT * 1000), ?, ?, "
-                    "make_timestamptz(?::BIGINT * 1000))",
-                    [w.window_id, w.site, w.tag, w.starts_at_ms, w.ends_at_ms, w.reason, w.created_by,
-                     w.created_at_ms],
-                )
-            except duckdb.Error as e:
+                self._con.begin()
+                self._upsert_windows([w])
+                self._con.commit()
+            except Exception as e:  # noqa: BLE001
+                self._rollback_quietly()
                 raise StoreError(f"maintenance window {w.window_id} not stored: {e}") from e
 
-    def end_maintenance_window(self, window_id: str, ends_at_ms: int) -> bool:
-        """End a window early (at `ends_at_ms`, not before its start); False if there is no such window."""
+    def end_maintenance_window(self, window_id: str, ends_ms: int) -> bool:
+        """End a window early (at `ends_ms`, not before its start); False if there is no such window."""
         with self._lock:
             self._require_writer()
-            row = self._con.execute(
-                "UPDATE maintenance_windows SET ends_at = greatest(starts_at, make_timestamptz(?::BIGINT * 1000)) "
-                "WHERE window_id = ?",
-                [ends_at_ms, window_id],
-            ).fetchone()
+            try:
+                row = self._con.execute(
+                    "UPDATE maintenance_windows SET ends_at = greatest(starts_at, make_timestamptz(?::BIGINT * 1000)) "
+                    "WHERE window_id = ?",
+                    [ends_ms, window_id],
+                ).fetchone()
+            except duckdb.Error as e:
+                raise StoreError(f"maintenance window {window_id} not updated: {e}") from e
             return bool(row and row[0])
 
     def maintenance_windows(
-        self, *, site: str | None = None, active_at_ms: int | None = None
+        self, *, site: str | None = None, active_at_ms: int | None = None, ends_after_ms: int | None = None
     ) -> list[MaintenanceWindow]:
-        """Windows, optionally of one site and/or covering the instant `active_at_ms`, by start."""
-        rows = self._reader().execute(
-            "SELECT window_id, site, epoch_ms(starts_at), epoch_ms(ends_at), reason, created_by, "
-            "epoch_ms(created_at), tag FROM maintenance_windows "
-            "WHERE ($site IS NULL OR site = $site) AND ($at IS NULL OR "
-            "      (starts_at <= make_timestamptz($at::BIGINT * 1000) AND make_timestamptz($at::BIGINT * 1000) < ends_at)) "
-            "ORDER BY starts_at, window_id",
-            {"site": site, "at": active_at_ms},
-        ).fetchall()
+        """Windows by start: all, or of one `site`, covering the instant `active_at_ms`, or ending after
+        `ends_after_ms` (current and future ones: what the alarm manager restores at start).
+        """
+        with self._reader() as cur:
+            rows = cur.execute(
+                "SELECT window_id, site, tag, epoch_ms(starts_at), epoch_ms(ends_at), reason, created_by, "
+                "epoch_ms(created_at) FROM maintenance_windows "
+                "WHERE ($site IS NULL OR site = $site) "
+                "  AND ($at IS NULL OR (starts_at <= make_timestamptz($at::BIGINT * 1000) "
+                "                       AND make_timestamptz($at::BIGINT * 1000) < ends_at)) "
+                "  AND ($after IS NULL OR ends_at > make_timestamptz($after::BIGINT * 1000)) "
+                "ORDER BY starts_at, window_id",
+                {"site": site, "at": active_at_ms, "after": ends_after_ms},
+            ).fetchall()
         return [MaintenanceWindow(*r) for r in rows]
 
     # -- helpers -------------------------------------------------------------------------------
 
     def count(self, table: str) -> int:
         """Row count of a table of this database (tests, health)."""
-        cur = self._reader()
-        known = {r[0] for r in cur.execute(
-            "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database()"
-        ).fetchall()}
-        if table not in known:  # an identifier cannot be a bound parameter: check it instead
-            msg = f"no table {table!r}"
-            raise ValueError(msg)
-        row = cur.execute(f'SELECT count(*) FROM "{table}"').fetchone()
+        with self._reader() as cur:
+            known = {r[0] for r in cur.execute(
+                "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database()"
+            ).fetchall()}
+            if table not in known:  # an identifier cannot be a bound parameter: check it instead
+                msg = f"no table {table!r}"
+                raise ValueError(msg)
+            row = cur.execute(f"SELECT count(*) FROM {_ident(table)}").fetchone()
         return int(row[0]) if row else 0
 
     def sql(self, query: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
-        """Run a read query on a cursor of its own and return all rows (tests, reports)."""
-        return self._reader().execute(query, params).fetchall()
+        """Run a query on a cursor of its own and return all rows (tests, diagnostics)."""
+        with self._reader() as cur:
+            return cur.execute(query, params).fetchall()
 
     def snapshot_to(self, path: str | os.PathLike[str]) -> Path:
         """Copy the committed database to a new file for analysts, while the engine keeps running.
@@ -802,7 +968,9 @@ class Store:
             source = _ident(str(row[0])) if row else "main"
             cur.execute(f"ATTACH ? AS {alias}", [str(tmp)])
             try:
+                cur.begin()  # every table from one MVCC snapshot of the source
                 cur.execute(f"COPY FROM DATABASE {source} TO {alias}")
+                cur.commit()
                 cur.execute(f"CHECKPOINT {alias}")
             finally:
                 cur.execute(f"DETACH {alias}")

@@ -10,6 +10,9 @@ CREATE TABLE IF NOT EXISTS readings (
     batch_seq   BIGINT      NOT NULL    -- commit that stored it; rule-state catch-up after a restart
 );
 
+-- Readings of CommitBatch.maybe_dup that were new: stored, not evaluated by the rules (product.md §5).
+ALTER TABLE readings ADD COLUMN IF NOT EXISTS late BOOLEAN DEFAULT false;
+
 CREATE TABLE IF NOT EXISTS rejects (
     received_at TIMESTAMPTZ NOT NULL,
     topic       VARCHAR     NOT NULL,
@@ -121,7 +124,8 @@ CREATE TABLE IF NOT EXISTS engine_state (
 -- store decide after an ambiguous COMMIT failure whether the batch is in.
 CREATE TABLE IF NOT EXISTS store_commits (
     batch_seq       BIGINT PRIMARY KEY,
-    committed_at    TIMESTAMPTZ NOT NULL,
+    committed_at    TIMESTAMPTZ NOT NULL,   -- wall clock
+    engine_now_ms   BIGINT      NOT NULL,   -- engine clock of the batch (event time in a replay)
     fresh           INTEGER     NOT NULL,   -- readings inserted from CommitBatch.fresh
     late            INTEGER     NOT NULL,   -- readings inserted from CommitBatch.maybe_dup
     duplicates      INTEGER     NOT NULL,   -- readings of CommitBatch.maybe_dup already stored, dropped
@@ -132,13 +136,19 @@ CREATE TABLE IF NOT EXISTS store_commits (
     notices         INTEGER     NOT NULL
 );
 
--- Newest stored reading per sensor, maintained with every commit, so that a restart learns it without
--- scanning all of `readings` (max(ts) GROUP BY over years of history would take seconds to minutes).
+-- Newest stored reading per sensor up to batch store_meta['sensor_last_ts_upto'] (folded on the checkpoint
+-- interval), so that a restart learns the marks without scanning all of `readings` (max(ts) GROUP BY over
+-- years of history would take minutes): it reads this table plus the readings of the batches since.
 CREATE TABLE IF NOT EXISTS sensor_last_ts (
     site        VARCHAR NOT NULL,
     tag         VARCHAR NOT NULL,
     last_ts_ms  BIGINT  NOT NULL,
     PRIMARY KEY (site, tag)
+);
+
+CREATE TABLE IF NOT EXISTS store_meta (
+    key     VARCHAR PRIMARY KEY,
+    value   BIGINT
 );
 
 -- Point look-ups by the API and the notification log; these tables are small next to `readings`, which

@@ -31,6 +31,7 @@ from earlywarn.model import (
     AlarmState,
     Disposition,
     EventKind,
+    NoticeRecord,
     Quality,
     ReadingBatch,
     Reject,
@@ -90,7 +91,7 @@ def full_batch(k: int = 0) -> CommitBatch:
         signals=[Signal("S1", "t1", "r1", Severity.RED, SignalKind.RAISE, T0_MS + k, 1.0, "msg", "d")],
         alarms=[alarm("a1")],
         events=[AlarmEvent("a1", T0_MS + k, EventKind.RAISED)],
-        notices=[NoticeRow("n1", "a1", "mqtt", T0_MS + k, "delivered", "ops", Tier.PLANT, "raised")],
+        notices=[NoticeRecord("n1", "a1", "mqtt", "ops", "plant", "raised", T0_MS + k, "delivered")],
         state={"rules": b"\x00snapshot"},
     )
 
@@ -436,20 +437,22 @@ def test_alarm_events_in_time_order(store: Store) -> None:
 
 def test_notice_sent(store: Store) -> None:
     store.commit(CommitBatch(fresh=EMPTY, maybe_dup=EMPTY, notices=[
-        NoticeRow("n1", "a1", "webhook", T0_MS, "failed", "http://x", Tier.PLANT, "raised", "timeout", 1),
-        NoticeRow("n1", "a1", "webhook", T0_MS + 5, "delivered", "http://x", Tier.PLANT, "raised", None, 2),
-        NoticeRow("n2", "a1", "mqtt", T0_MS + 9, "failed", None, Tier.TOWNSHIP, "escalated"),
+        NoticeRecord("n1", "a1", "webhook", "http://x", "plant", "raised", T0_MS, "failed", "timeout", 1),
+        NoticeRecord("n1", "a1", "webhook", "http://x", "plant", "raised", T0_MS + 5, "delivered", "", 2),
+        NoticeRecord("n2", "a1", "mqtt", "ew/S1/notices", "township", "escalated", T0_MS + 9, "failed", "x"),
     ]))
     assert store.notice_sent("a1", "raised")
     assert store.notice_sent("a1", "raised", Tier.PLANT)
     assert not store.notice_sent("a1", "raised", Tier.TOWNSHIP)
+    assert store.notice_sent("a1", "raised", "plant")  # a label works as well
+    assert store.sql("SELECT error FROM notices WHERE attempt = 2") == [(None,)]  # no error: NULL
     assert not store.notice_sent("a1", "escalated")  # attempted, not delivered
     assert not store.notice_sent("a2", "raised")
 
 
 def test_maintenance_windows(store: Store) -> None:
-    w1 = MaintenanceWindow("w1", "S1", T0_MS, T0_MS + 3_600_000, "pump overhaul", "li", T0_MS - 5)
-    w2 = MaintenanceWindow("w2", "S2", T0_MS + 10, T0_MS + 20, "calibration", "wang", T0_MS, tag="t1")
+    w1 = MaintenanceWindow("w1", "S1", None, T0_MS, T0_MS + 3_600_000, "pump overhaul", "li", T0_MS - 5)
+    w2 = MaintenanceWindow("w2", "S2", "t1", T0_MS + 10, T0_MS + 20, "calibration", "wang", T0_MS)
     store.add_maintenance_window(w1)
     store.add_maintenance_window(w2)
     assert store.maintenance_windows() == [w1, w2]
@@ -459,8 +462,8 @@ def test_maintenance_windows(store: Store) -> None:
     assert store.end_maintenance_window("w1", T0_MS + 100)
     assert store.maintenance_windows(active_at_ms=T0_MS + 100) == []
     assert not store.end_maintenance_window("nope", T0_MS)
-    with pytest.raises(ValueError, match="ends before"):
-        store.add_maintenance_window(dataclasses.replace(w1, ends_at_ms=T0_MS))
+    with pytest.raises(ValueError, match="must end after"):
+        store.add_maintenance_window(dataclasses.replace(w1, ends_ms=T0_MS))
 
 
 def test_snapshot_for_analysts_while_the_writer_runs(store: Store, tmp_path: Path) -> None:
@@ -554,3 +557,89 @@ def test_kill_9_mid_stream_loses_and_duplicates_nothing(tmp_path: Path, checkpoi
         proc.wait()
         committed = _check_consistent(path, reported)
     assert committed >= 8 + 11 + 14 + 17
+
+
+def test_last_ts_by_sensor_across_folds(tmp_path: Path) -> None:
+    """The marks are folded into sensor_last_ts at checkpoints; batches after a fold still count."""
+    path = tmp_path / "ew.duckdb"
+    with Store.open(path, checkpoint_interval_ms=0) as s:
+        s.commit(CommitBatch(fresh=readings([("S1", "t1", T0_MS + 5, 1.0, 0), ("S2", "t1", T0_MS, 1.0, 0)]),
+                             maybe_dup=EMPTY))
+        s.checkpoint()  # folds
+        assert s.sql("SELECT count(*) FROM sensor_last_ts") == [(2,)]
+        s.commit(CommitBatch(fresh=readings([("S1", "t1", T0_MS + 9, 1.0, 0), ("S3", "t1", T0_MS, 1.0, 0)]),
+                             maybe_dup=EMPTY))
+        want = {("S1", "t1"): T0_MS + 9, ("S2", "t1"): T0_MS, ("S3", "t1"): T0_MS}
+        assert s.last_ts_by_sensor() == want
+        s._con.close()  # crash: no fold at close  # noqa: SLF001
+    with Store.open(path) as s:
+        assert s.last_ts_by_sensor() == want
+        s.checkpoint()
+        assert s.last_ts_by_sensor() == want
+        assert s.sql("SELECT count(*) FROM sensor_last_ts") == [(3,)]
+
+
+def test_dedup_with_candidates_far_apart_in_time(store: Store) -> None:
+    hour_ms = 3_600_000
+    stored = [("S1", "t1", T0_MS + h * hour_ms + i, float(i), 0) for h in range(0, 48, 6) for i in range(3)]
+    store.commit(CommitBatch(fresh=readings(stored), maybe_dup=EMPTY))
+    again = stored[::2]  # duplicates spread over two days: several ts ranges
+    late = [("S1", "t1", T0_MS + h * hour_ms + 100, 0.0, 0) for h in range(0, 48, 12)]
+    r = store.commit(CommitBatch(fresh=EMPTY, maybe_dup=readings(sorted(again + late))))
+    assert (r.late, r.duplicates) == (len(late), len(again))
+    assert store.count("readings") == len(stored) + len(late)
+
+
+def test_batches_since_replays_what_the_rules_saw(store: Store) -> None:
+    assert NoticeRow is NoticeRecord
+    store.commit(CommitBatch(fresh=readings([("S1", "t1", T0_MS + 100, 1.0, 0)]), maybe_dup=EMPTY,
+                             state={"rules": b"s1"}, now_ms=T0_MS + 150))
+    store.commit(CommitBatch(fresh=readings([("S1", "t1", T0_MS + 300, 3.0, 0), ("S1", "t2", T0_MS + 200, 2.0, 2)]),
+                             maybe_dup=readings([("S1", "t1", T0_MS + 50, 0.5, 0)]), now_ms=T0_MS + 350))
+    store.commit(CommitBatch(fresh=EMPTY, maybe_dup=EMPTY, events=[AlarmEvent("a", T0_MS, EventKind.ACKED)],
+                             now_ms=T0_MS + 400))  # no readings: still a step of the engine clock
+    store.commit(CommitBatch(fresh=readings([("S2", "t1", T0_MS + 500, 5.0, 1)]), maybe_dup=EMPTY))  # store clock
+    _, since = store.load_state("rules")  # type: ignore[misc]
+    got = [(now, b.frame.rows()) for now, b in store.batches_since(since)]
+    assert got == [
+        (T0_MS + 350, [("S1", "t2", T0_MS + 200, 2.0, 2), ("S1", "t1", T0_MS + 300, 3.0, 0)]),  # late one left out
+        (T0_MS + 400, []),
+        (T0_MS + 60_000, [("S2", "t1", T0_MS + 500, 5.0, 1)]),
+    ]
+    assert store.sql("SELECT epoch_ms(ts) FROM readings WHERE late") == [(T0_MS + 50,)]
+    assert list(store.batches_since(store.batch_seq)) == []
+
+
+def test_list_alarms_filters(store: Store) -> None:
+    store.commit(CommitBatch(fresh=EMPTY, maybe_dup=EMPTY, alarms=[
+        alarm("a1", raised_at_ms=T0_MS + 1), alarm("a2", site="S2", raised_at_ms=T0_MS + 2, severity=Severity.BLUE),
+        alarm("a3", raised_at_ms=T0_MS + 3, state=AlarmState.CLOSED),
+    ]))
+    ids = lambda alarms: [a.alarm_id for a in alarms]  # noqa: E731
+    assert ids(store.list_alarms()) == ["a3", "a2", "a1"]
+    assert ids(store.list_alarms(open_only=True)) == ["a2", "a1"]
+    assert ids(store.list_alarms(site="S2")) == ["a2"]
+    assert ids(store.list_alarms(severity="red", state="closed")) == ["a3"]
+    assert ids(store.list_alarms(limit=1)) == ["a3"]
+
+
+def test_windows_commit_with_the_batch(store: Store) -> None:
+    w = MaintenanceWindow("w1", "S1", None, T0_MS, T0_MS + 1000, "overhaul", "li", T0_MS)
+    store.commit(CommitBatch(fresh=EMPTY, maybe_dup=EMPTY, windows=[w]))
+    assert store.maintenance_windows(ends_after_ms=T0_MS + 999) == [w]
+    ended = dataclasses.replace(w, ends_ms=T0_MS + 10)  # ended early: the same id, upserted
+    store.commit(CommitBatch(fresh=EMPTY, maybe_dup=EMPTY, windows=[ended]))
+    assert store.maintenance_windows() == [ended]
+    assert store.maintenance_windows(ends_after_ms=T0_MS + 10) == []
+
+
+def test_read_cursor_sees_committed_data_only(store: Store) -> None:
+    store.commit(full_batch())
+    cur = store.read_cursor()
+    try:
+        store._con.begin()  # noqa: SLF001 - a commit in progress on the writer
+        store._con.execute("DELETE FROM readings")  # noqa: SLF001
+        assert cur.execute("SELECT count(*) FROM readings").fetchone() == (2,)
+        store._con.rollback()  # noqa: SLF001
+    finally:
+        cur.close()

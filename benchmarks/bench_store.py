@@ -1,0 +1,274 @@
+"""Benchmark of the DuckDB store (src/earlywarn/store.py) against naive row-by-row baselines in the same run.
+
+    python benchmarks/bench_store.py [--quick] [--out benchmarks/results/store.json]
+
+Cases (seeded workload, built before the timed sections; DuckDB files in a temporary directory):
+- fresh: `Store.commit` of 50 000-reading batches (5 000 sensors x 10 readings), columnar Arrow append, one
+  transaction with its commit-log row; per-batch median / p95 and the sustained rate including DuckDB's
+  automatic checkpoints. Baseline: the same readings with `executemany` INSERT, row by row, one transaction.
+- maybe_dup: the anti-join that drops redeliveries, with 10 M readings stored (1 M with --quick): the last
+  1 000 or 50 000 readings redelivered, 1 000 late readings from the middle of history, 1 000 candidates
+  split between the first and the last batch. Baseline: per reading, a point SELECT then an INSERT.
+- small tables: 500 alarm events, one Arrow INSERT vs `executemany`.
+- restart: `last_ts_by_sensor` (folded marks) vs max(ts) GROUP BY over all readings; `readings_since`.
+
+The machine is shared and has few cores: read the ratios, which compare runs of the same process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import polars as pl
+
+from earlywarn.clock import ManualClock
+from earlywarn.model import READING_SCHEMA, AlarmEvent, EventKind, QUALITY_LABELS, ReadingBatch
+from earlywarn.store import CommitBatch, Store
+
+T0_MS = 1_764_316_800_000
+SITES, TAGS = 200, 25
+SENSORS = SITES * TAGS
+BATCH = 50_000
+EMPTY = ReadingBatch.empty()
+
+
+# ---------------------------------------------------------------------------------------------
+# workload
+
+
+class Workload:
+    """Batch i: every sensor reads BATCH / SENSORS times, one second apart, from T0 + i * step."""
+
+    def __init__(self, seed: int = 7) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.per_sensor = BATCH // SENSORS
+        site = [f"SZ-{s:04d}" for s in range(SITES) for _ in range(TAGS)]
+        tag = [f"tag_{t:02d}" for _ in range(SITES) for t in range(TAGS)]
+        self.keys = pl.DataFrame({"site": site * self.per_sensor, "tag": tag * self.per_sensor})
+        self.step_ms = self.per_sensor * 1000
+        self.offset_ms = np.repeat(np.arange(self.per_sensor, dtype=np.int64) * 1000, SENSORS)
+
+    def batch(self, i: int) -> ReadingBatch:
+        frame = self.keys.with_columns(
+            ts_ms=pl.Series(T0_MS + i * self.step_ms + self.offset_ms, dtype=pl.Int64),
+            value=pl.Series(self.rng.normal(0.3, 0.05, BATCH)),
+            quality=pl.Series(self.rng.choice(np.array([0, 0, 0, 0, 0, 0, 0, 0, 1, 2], dtype=np.int8), BATCH)),
+        )
+        return ReadingBatch(frame.select(list(READING_SCHEMA)))
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1e3, 3)
+
+
+def _timed(fn: Callable[[], Any]) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+# ---------------------------------------------------------------------------------------------
+# cases
+
+
+def bench_fresh(tmp: Path, w: Workload, n_batches: int, naive_rows: int) -> dict[str, Any]:
+    batches = [w.batch(i) for i in range(n_batches + 2)]
+    store = Store.open(tmp / "fresh.duckdb", clock=ManualClock(T0_MS), checkpoint_interval_ms=0)
+    for b in batches[:2]:  # warm-up
+        store.commit(CommitBatch(fresh=b, maybe_dup=EMPTY))
+    times = []
+    t_all = time.perf_counter()
+    for b in batches[2:]:
+        times.append(_timed(lambda b=b: store.commit(CommitBatch(fresh=b, maybe_dup=EMPTY))))
+    total = time.perf_counter() - t_all
+    store.close()
+
+    # baseline: the same table, one INSERT per reading through executemany, in one transaction
+    con = duckdb.connect(str(tmp / "naive.duckdb"))
+    con.execute("SET GLOBAL TimeZone = 'UTC'")
+    con.execute("CREATE TABLE readings (site VARCHAR NOT NULL, tag VARCHAR NOT NULL, ts TIMESTAMPTZ NOT NULL, "
+                "value DOUBLE, quality VARCHAR NOT NULL, batch_seq BIGINT NOT NULL)")
+    rows = [(s, t, ts, v, QUALITY_LABELS[q], 1) for s, t, ts, v, q in batches[0].frame.head(naive_rows).rows()]
+    t0 = time.perf_counter()
+    con.begin()
+    con.executemany("INSERT INTO readings VALUES (?, ?, make_timestamptz(?::BIGINT * 1000), ?, ?, ?)", rows)
+    con.commit()
+    naive_s = time.perf_counter() - t0
+    con.close()
+
+    median = statistics.median(times)
+    return {
+        "batches": n_batches,
+        "batch_readings": BATCH,
+        "median_ms": _ms(median),
+        "p95_ms": _ms(float(np.percentile(times, 95))),
+        "max_ms": _ms(max(times)),
+        "readings_per_s_median": round(BATCH / median),
+        "readings_per_s_sustained": round(BATCH * n_batches / total),
+        "naive_rows": naive_rows,
+        "naive_readings_per_s": round(naive_rows / naive_s),
+        "ratio_median_vs_naive": round((BATCH / median) / (naive_rows / naive_s), 1),
+        "ratio_sustained_vs_naive": round((BATCH * n_batches / total) / (naive_rows / naive_s), 1),
+    }
+
+
+def bench_maybe_dup(tmp: Path, w: Workload, history: int, reps: int) -> dict[str, Any]:
+    n_hist = history // BATCH
+    store = Store.open(tmp / "dup.duckdb", clock=ManualClock(T0_MS), checkpoint_interval_ms=0)
+    t_fill = time.perf_counter()
+    for i in range(n_hist):
+        store.commit(CommitBatch(fresh=w.batch(i), maybe_dup=EMPTY))
+    fill_s = time.perf_counter() - t_fill
+    store.checkpoint()
+    last, first, middle = w.batch(n_hist - 1).frame, w.batch(0).frame, w.batch(n_hist // 2).frame
+    out: dict[str, Any] = {"history_readings": store.count("readings"), "fill_readings_per_s": round(history / fill_s)}
+
+    def shifted(frame: pl.DataFrame, k: int) -> ReadingBatch:  # k-th new late slice: never stored before
+        return ReadingBatch(frame.with_columns(pl.col("ts_ms") + 1 + k))
+
+    cases: dict[str, Callable[[int], ReadingBatch]] = {
+        "redeliver_last_1k": lambda k: ReadingBatch(last.tail(1000)),
+        "redeliver_last_50k": lambda k: ReadingBatch(last),
+        "late_middle_1k": lambda k: shifted(middle.head(1000), k),
+        "two_ranges_1k": lambda k: ReadingBatch(pl.concat([first.head(500), last.tail(500)])),
+    }
+    # an empty commit: the fixed cost (BEGIN, commit-log row, COMMIT) to read the others against
+    cases_ms: dict[str, Any] = {
+        "empty_commit": _ms(statistics.median(
+            _timed(lambda: store.commit(CommitBatch(fresh=EMPTY, maybe_dup=EMPTY))) for _ in range(reps))),
+    }
+    for name, make in cases.items():
+        times, result = [], None
+        for k in range(reps):
+            mb = make(k)
+            t = time.perf_counter()
+            result = store.commit(CommitBatch(fresh=EMPTY, maybe_dup=mb))
+            times.append(time.perf_counter() - t)
+        assert result is not None
+        cases_ms[name] = {"median_ms": _ms(statistics.median(times)), "late": result.late,
+                          "duplicates": result.duplicates}
+    out["cases"] = cases_ms
+    fresh_times = [_timed(lambda i=i: store.commit(CommitBatch(fresh=w.batch(n_hist + 1000 + i), maybe_dup=EMPTY)))
+                   for i in range(reps)]
+    out["fresh_50k_at_history_median_ms"] = _ms(statistics.median(fresh_times))
+
+    # baseline: check each candidate with a point query, insert the new ones, row by row
+    cand = last.tail(1000).rows()
+    con = store._con  # noqa: SLF001 - same database, same process
+    t0 = time.perf_counter()
+    con.begin()
+    new = 0
+    for site, tag, ts, value, q in cand:
+        hit = con.execute("SELECT count(*) FROM readings WHERE site = ? AND tag = ? AND ts = make_timestamptz(?::BIGINT * 1000)",
+                          [site, tag, ts]).fetchone()
+        if not (hit and hit[0]):
+            new += 1
+            con.execute("INSERT INTO readings VALUES (?, ?, make_timestamptz(?::BIGINT * 1000), ?, ?, 0)",
+                        [site, tag, ts, value, QUALITY_LABELS[q]])
+    con.rollback()
+    naive_s = time.perf_counter() - t0
+    out["naive_redeliver_last_1k_ms"] = _ms(naive_s)
+    out["ratio_redeliver_last_1k_vs_naive"] = round(naive_s * 1e3 / cases_ms["redeliver_last_1k"]["median_ms"], 1)
+
+    # restart queries at this history
+    out["last_ts_by_sensor_ms"] = _ms(statistics.median(_timed(store.last_ts_by_sensor) for _ in range(3)))
+    out["last_ts_group_by_all_readings_ms"] = _ms(statistics.median(_timed(lambda: store.sql(
+        "SELECT site, tag, epoch_ms(max(ts)) FROM readings GROUP BY ALL")) for _ in range(3)))
+    since = store.batch_seq - 10
+    out["readings_since_last_10_batches_ms"] = _ms(_timed(lambda: store.readings_since(since)))
+    store.close()
+    t_open = time.perf_counter()
+    Store.open(tmp / "dup.duckdb").close()
+    out["reopen_ms"] = _ms(time.perf_counter() - t_open)
+    return out
+
+
+def bench_small(tmp: Path, n: int, reps: int) -> dict[str, Any]:
+    events = [AlarmEvent(f"a{i % 50}", T0_MS + i, EventKind.RAISED, "engine", "x") for i in range(n)]
+    store = Store.open(tmp / "small.duckdb", clock=ManualClock(T0_MS), checkpoint_interval_ms=0)
+    con = store._con  # noqa: SLF001
+    arrow_t, many_t = [], []
+    for _ in range(reps):
+        con.begin()
+        arrow_t.append(_timed(lambda: store._insert_events(events)))  # noqa: SLF001
+        con.rollback()
+        rows = [(e.alarm_id, e.ts_ms, e.kind.value, e.actor, e.detail) for e in events]
+        con.begin()
+        many_t.append(_timed(lambda rows=rows: con.executemany(
+            "INSERT INTO alarm_events VALUES (?, make_timestamptz(?::BIGINT * 1000), ?, ?, ?)", rows)))
+        con.rollback()
+    store.close()
+    a, m = statistics.median(arrow_t), statistics.median(many_t)
+    return {"rows": n, "arrow_ms": _ms(a), "executemany_ms": _ms(m), "ratio": round(m / a, 1)}
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="1 M readings of history, fewer batches")
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "store.json"))
+    args = ap.parse_args(argv)
+    quick = args.quick
+    w = Workload()
+    with tempfile.TemporaryDirectory(prefix="bench_store_") as d:
+        tmp = Path(d)
+        fresh = bench_fresh(tmp, w, n_batches=10 if quick else 40, naive_rows=5_000 if quick else 50_000)
+        dup = bench_maybe_dup(tmp, w, history=1_000_000 if quick else 10_000_000, reps=3 if quick else 7)
+        small = bench_small(tmp, n=500, reps=5)
+
+    print(f"\nstore benchmark ({'quick' if quick else 'full'}), duckdb {duckdb.__version__}, {os.cpu_count()} cpus")
+    print(f"{'case':46} {'value':>14}  {'vs naive':>9}")
+    print(f"{'fresh 50k commit, median':46} {fresh['readings_per_s_median']:>10,} r/s  {fresh['ratio_median_vs_naive']:>8}x")
+    print(f"{'fresh 50k commit, sustained (incl. checkpoints)':46} {fresh['readings_per_s_sustained']:>10,} r/s  "
+          f"{fresh['ratio_sustained_vs_naive']:>8}x")
+    print(f"{'  per batch median / p95 / max':46} {fresh['median_ms']:>6} / {fresh['p95_ms']} / {fresh['max_ms']} ms")
+    print(f"{'naive executemany, row by row':46} {fresh['naive_readings_per_s']:>10,} r/s")
+    print(f"maybe_dup with {dup['history_readings']:,} readings stored:")
+    for name, c in dup["cases"].items():
+        v = c if isinstance(c, float) else c["median_ms"]
+        extra = "" if isinstance(c, float) else f"   late={c['late']} dup={c['duplicates']}"
+        ratio = f"{dup['ratio_redeliver_last_1k_vs_naive']:>8}x" if name == "redeliver_last_1k" else ""
+        print(f"  {name:44} {v:>11} ms  {ratio}{extra}")
+    print(f"  {'naive point-check + insert, last 1k':44} {dup['naive_redeliver_last_1k_ms']:>11} ms")
+    print(f"  {'fresh 50k commit at this history':44} {dup['fresh_50k_at_history_median_ms']:>11} ms")
+    print(f"  {'last_ts_by_sensor (folded marks)':44} {dup['last_ts_by_sensor_ms']:>11} ms")
+    print(f"  {'max(ts) GROUP BY over all readings':44} {dup['last_ts_group_by_all_readings_ms']:>11} ms")
+    print(f"  {'readings_since (last 10 batches)':44} {dup['readings_since_last_10_batches_ms']:>11} ms")
+    print(f"  {'reopen':44} {dup['reopen_ms']:>11} ms")
+    print(f"small table, {small['rows']} alarm events: arrow {small['arrow_ms']} ms, executemany "
+          f"{small['executemany_ms']} ms ({small['ratio']}x)")
+
+    result = {
+        "benchmark": "store",
+        "mode": "quick" if quick else "full",
+        "when_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "env": {"duckdb": duckdb.__version__, "polars": pl.__version__, "python": sys.version.split()[0],
+                "cpus": os.cpu_count(), "machine": platform.machine(),
+                "load_avg_1m": round(os.getloadavg()[0], 2)},
+        "fresh": fresh,
+        "maybe_dup": dup,
+        "small_tables": small,
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print(f"\nwrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
