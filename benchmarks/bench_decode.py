@@ -299,7 +299,9 @@ def main(argv: list[str] | None = None) -> int:
     workloads = build_workloads(args.seed, n_single, n_batch)
     known = {f"SZ-AL-{i:04d}" for i in range(20)}
 
-    results = [bench_decoders(name, msgs, args.call_readings, repeats, known) for name, msgs in workloads.items()]
+    results = [
+        bench_decoders(name, msgs, args.call_readings, repeats, known) for name, msgs in workloads.items()
+    ]
     parsers = bench_parsers(workloads["batch100"], repeats)
 
     print(f"decode benchmark ({'quick' if args.quick else 'full'}; per call best of {repeats}; "
@@ -307,8 +309,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'workload':<16}{'messages':>10}{'readings':>10}{'Decoder r/s':>14}{'(slow path only)':>18}"
           f"{'naive r/s':>12}{'ratio':>8}")
     for r in results:
-        print(f"{r['workload']:<16}{r['messages']:>10}{r['readings']:>10}{r['decoder_readings_per_s']:>14,.0f}"
-              f"{r['slow_path_only_readings_per_s']:>18,.0f}{r['naive_readings_per_s']:>12,.0f}"
+        print(f"{r['workload']:<16}{r['messages']:>10}{r['readings']:>10}"
+              f"{r['decoder_readings_per_s']:>14,.0f}{r['slow_path_only_readings_per_s']:>18,.0f}{r['naive_readings_per_s']:>12,.0f}"
               f"{r['ratio_vs_naive']:>7.1f}x")
     print("ratio = naive time / Decoder time, same readings, same output (checked before timing)")
     print("\nraw parse only, batch100 payloads:")

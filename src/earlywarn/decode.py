@@ -9,8 +9,9 @@ Two paths, one contract:
   number/bool/null). If that succeeds, the message only needs a few C-level list checks (tags already seen,
   newest `ts` not in the future) and its columns are appended whole. No per-reading branches in Python.
 * **Slow path** (the source of truth for reasons). Anything the fast path does not accept in one piece --
-  RFC 3339 strings, a bad reading among good ones, NaN literals, garbage -- is decoded generically and
-  every reading is validated on its own, so bad readings get their reason and good neighbours are kept.
+  per-reading RFC 3339 strings, a bad reading among good ones, NaN literals, garbage -- is decoded
+  generically and every reading is validated on its own, so bad readings get their reason and good
+  neighbours are kept.
 
 The fast path only ever *accepts* a whole message or hands it to the slow path; it never produces a reject.
 So the reasons have a single definition and a test can check both paths agree (`Decoder(fast=False)`).
@@ -201,9 +202,16 @@ def _excerpt_bytes(payload: Any) -> str:
         return "<unprintable>"
 
 
+# Built once: json.dumps with non-default options builds an encoder per call, which dominated the cost
+# of a message holding thousands of bad readings. allow_nan so a NaN reading's excerpt shows the NaN.
+_EXCERPT_ENCODER: Final = json.JSONEncoder(
+    ensure_ascii=False, allow_nan=True, separators=(",", ":"), default=repr
+)
+
+
 def _excerpt_obj(obj: Any) -> str:
     try:
-        text = json.dumps(obj, ensure_ascii=False, allow_nan=True, separators=(",", ":"), default=repr)
+        text = _EXCERPT_ENCODER.encode(obj)
     except Exception:  # noqa: BLE001 - e.g. RecursionError on a deeply nested reading
         return "<unprintable>"
     # Lone surrogates (legal as JSON escapes) are not encodable; the rejects table needs valid UTF-8.
@@ -273,8 +281,8 @@ class Decoder:
         self.max_future_ms = int(max_future_ms)
         self.max_payload_bytes = int(max_payload_bytes)
         self.fast = fast
-        # topic -> site, or -> the message-level reason. Topics repeat, the regex and set lookups need not.
-        self._topics: dict[str, tuple[str | None, str | None]] = {}
+        # topic -> (site, None) or ("", message-level reason). Topics repeat; the regex and lookups need not.
+        self._topics: dict[str, tuple[str, str | None]] = {}
         # Tags that passed the tag pattern. Tags repeat endlessly, so most readings cost one set lookup.
         self._good_tags: set[str] = set()
 
@@ -310,8 +318,8 @@ class Decoder:
                     # Checked before parsing: a huge payload must cost nothing.
                     if len(payload) > max_payload_bytes:
                         reason = PAYLOAD_TOO_LARGE
-                    elif not (fast and self._fast(site, payload, ts_limit_ms, cols)):  # type: ignore[arg-type]
-                        self._slow(msg, site, ts_limit_ms, cols, rejects)  # type: ignore[arg-type]
+                    elif not (fast and self._fast(site, payload, ts_limit_ms, cols)):
+                        self._slow(msg, site, ts_limit_ms, cols, rejects)
                 if reason is not None:
                     rejects.append(self._message_reject(msg, reason))
             except Exception:  # noqa: BLE001 - one poisoned message must not stop the others
@@ -326,16 +334,17 @@ class Decoder:
 
     # -- per message --------------------------------------------------------------------------
 
-    def _site(self, topic: str) -> tuple[str | None, str | None]:
-        """(site, None) or (None, reason) for a topic, cached."""
+    def _site(self, topic: str) -> tuple[str, str | None]:
+        """(site, None) or ("", reason) for a topic, cached."""
         hit = self._topics.get(topic)
         if hit is not None:
             return hit
         site = site_of_topic(topic)
+        known = self.known_sites
         if site is None:
-            hit = (None, BAD_TOPIC)
-        elif not self.accept_unknown_sites and site not in self.known_sites:  # type: ignore[operator]
-            hit = (None, UNKNOWN_SITE)
+            hit = ("", BAD_TOPIC)
+        elif not self.accept_unknown_sites and known is not None and site not in known:
+            hit = ("", UNKNOWN_SITE)
         else:
             hit = (site, None)
         if len(self._topics) >= _CACHE_MAX:
@@ -401,7 +410,7 @@ class Decoder:
             quality = [_GOOD] * n
         else:
             codes = _QUALITY_CODES
-            quality = [_BAD if v is None else codes[q] for v, q in zip(values, qs)]
+            quality = [_BAD if v is None else codes[q] for v, q in zip(values, qs, strict=True)]
         cols.site += [site] * n
         cols.tag += tags
         cols.ts_ms += ts_list
@@ -409,7 +418,9 @@ class Decoder:
         cols.quality += quality
         return True
 
-    def _slow(self, msg: RawMessage, site: str, ts_limit_ms: int, cols: _Columns, rejects: list[Reject]) -> None:
+    def _slow(
+        self, msg: RawMessage, site: str, ts_limit_ms: int, cols: _Columns, rejects: list[Reject]
+    ) -> None:
         """Generic decode and per-reading validation: the definition of every reason."""
         payload = msg.payload
         if payload[:3] == _BOM:
@@ -457,7 +468,9 @@ class Decoder:
         cols.value += values
         cols.quality += quality
 
-    def _check_reading(self, r: Any, batch_ts: Any, ts_limit_ms: int) -> str | tuple[str, int, float | None, int]:
+    def _check_reading(
+        self, r: Any, batch_ts: Any, ts_limit_ms: int
+    ) -> str | tuple[str, int, float | None, int]:
         """(tag, ts_ms, value, quality) of a valid reading, or the reason it is rejected."""
         if not isinstance(r, dict):
             return BAD_READING

@@ -72,19 +72,23 @@ ACCEPTED: list[tuple[str, Any, list[tuple[str, int, float | None, int]]]] = [
     ("q good", {"tag": "t", "ts": T0, "value": 1, "q": "good"}, [("t", T0, 1.0, G)]),
     ("q uncertain", {"tag": "t", "ts": T0, "value": 1, "q": "uncertain"}, [("t", T0, 1.0, U)]),
     ("q bad", {"tag": "t", "ts": T0, "value": 1, "q": "bad"}, [("t", T0, 1.0, B)]),
-    ("extra fields ignored", {"tag": "t", "ts": T0, "value": 1, "unit": "MPa", "x": [[1]]}, [("t", T0, 1.0, G)]),
+    ("extra fields ignored", {"tag": "t", "ts": T0, "value": 1, "unit": "MPa", "x": [[1]]},
+     [("t", T0, 1.0, G)]),
     ("field order free", {"value": 2, "q": "bad", "ts": T0, "tag": "t"}, [("t", T0, 2.0, B)]),
     ("tag charset", {"tag": "A.z_0:9-x", "ts": T0, "value": 1}, [("A.z_0:9-x", T0, 1.0, G)]),
     ("tag 128 chars", {"tag": "a" * 128, "ts": T0, "value": 1}, [("a" * 128, T0, 1.0, G)]),
     ("ts at lower bound", {"tag": "t", "ts": TS_MIN_MS, "value": 1}, [("t", TS_MIN_MS, 1.0, G)]),
-    ("ts at future limit", {"tag": "t", "ts": NOW_MS + 300_000, "value": 1}, [("t", NOW_MS + 300_000, 1.0, G)]),
+    ("ts at future limit", {"tag": "t", "ts": NOW_MS + 300_000, "value": 1},
+     [("t", NOW_MS + 300_000, 1.0, G)]),
     ("rfc3339 Z", {"tag": "t", "ts": "2026-11-27T23:59:00Z", "value": 1}, [("t", T0, 1.0, G)]),
     ("rfc3339 +08:00", {"tag": "t", "ts": "2026-11-28T07:59:00.000+08:00", "value": 1}, [("t", T0, 1.0, G)]),
-    ("rfc3339 -05:30", {"tag": "t", "ts": "2026-11-27T18:29:00.5-05:30", "value": 1}, [("t", T0 + 500, 1.0, G)]),
+    ("rfc3339 -05:30", {"tag": "t", "ts": "2026-11-27T18:29:00.5-05:30", "value": 1},
+     [("t", T0 + 500, 1.0, G)]),
     ("rfc3339 lower-case", {"tag": "t", "ts": "2026-11-27t23:59:00z", "value": 1}, [("t", T0, 1.0, G)]),
     ("batch", {"ts": T0, "readings": [{"tag": "a", "value": 1}, {"tag": "b", "value": 2, "q": "bad"}]},
      [("a", T0, 1.0, G), ("b", T0, 2.0, B)]),
-    ("batch own ts wins", {"ts": T0, "readings": [{"tag": "a", "ts": T0 - 5, "value": 1}, {"tag": "a", "value": 2}]},
+    ("batch own ts wins",
+     {"ts": T0, "readings": [{"tag": "a", "ts": T0 - 5, "value": 1}, {"tag": "a", "value": 2}]},
      [("a", T0 - 5, 1.0, G), ("a", T0, 2.0, G)]),
     ("batch without batch ts", {"readings": [{"tag": "a", "ts": T0, "value": 1}]}, [("a", T0, 1.0, G)]),
     ("batch rfc3339 ts inherited", {"ts": "2026-11-27T23:59:00Z", "readings": [{"tag": "a", "value": 1}]},
@@ -92,10 +96,12 @@ ACCEPTED: list[tuple[str, Any, list[tuple[str, int, float | None, int]]]] = [
     ("batch bad batch ts unused", {"ts": "yesterday", "readings": [{"tag": "a", "ts": T0, "value": 1}]},
      [("a", T0, 1.0, G)]),
     ("batch mixed values", {"ts": T0, "readings": [
-        {"tag": "a", "value": True}, {"tag": "a", "value": None, "q": "uncertain"}, {"tag": "a", "value": 7}]},
+        {"tag": "a", "value": True}, {"tag": "a", "value": None, "q": "uncertain"},
+        {"tag": "a", "value": 7}]},
      [("a", T0, 1.0, G), ("a", T0, None, B), ("a", T0, 7.0, G)]),
     ("batch keeps order, no dedup", {"readings": [
-        {"tag": "a", "ts": T0, "value": 1}, {"tag": "a", "ts": T0 - 9, "value": 2}, {"tag": "a", "ts": T0, "value": 1}]},
+        {"tag": "a", "ts": T0, "value": 1}, {"tag": "a", "ts": T0 - 9, "value": 2},
+        {"tag": "a", "ts": T0, "value": 1}]},
      [("a", T0, 1.0, G), ("a", T0 - 9, 2.0, G), ("a", T0, 1.0, G)]),
     ("empty readings list is no reading and no reject", {"ts": T0, "readings": []}, []),
     ("UTF-8 BOM ignored", b"\xef\xbb\xbf" + json.dumps({"tag": "t", "ts": T0, "value": 1}).encode(),
@@ -215,7 +221,8 @@ def test_unknown_site(decoder: Decoder) -> None:
 
 def test_unknown_site_accepted_when_configured() -> None:
     for d in (Decoder(known_sites={"s1"}, accept_unknown_sites=True), Decoder(known_sites=None)):
-        result = d.decode([RawMessage("ew/new-site/telemetry", b'{"tag":"t","ts":%d,"value":1}' % T0)], NOW_MS)
+        msg = RawMessage("ew/new-site/telemetry", b'{"tag":"t","ts":%d,"value":1}' % T0)
+        result = d.decode([msg], NOW_MS)
         assert rows(result) == [("new-site", "t", T0, 1.0, G)]
 
 
@@ -300,7 +307,9 @@ def _embed(reading: Any) -> str:
 
 
 @pytest.mark.parametrize(("name", "reading", "reason"), READING_REJECTS, ids=[c[0] for c in READING_REJECTS])
-def test_reading_rejects_in_batch_keep_neighbours(decoder: Decoder, name: str, reading: Any, reason: str) -> None:
+def test_reading_rejects_in_batch_keep_neighbours(
+    decoder: Decoder, name: str, reading: Any, reason: str
+) -> None:
     good_a = {"tag": "a", "ts": T0, "value": 1}
     good_b = {"tag": "b", "ts": T0 + 1, "value": 2}
     text = '{"readings": [%s, %s, %s]}' % (json.dumps(good_a), _embed(reading), json.dumps(good_b))
@@ -350,9 +359,11 @@ def test_mixed_messages_keep_the_good_ones(decoder: Decoder) -> None:
         RawMessage("ew/nobody/telemetry", b'{"tag": "a", "ts": %d, "value": 1}' % T0, mid=3, received_ms=12),
         RawMessage("ew/s2/telemetry/dev", b'{"ts": %d, "readings": [{"tag": "b", "value": NaN}, '
                    b'{"tag": "c", "value": 3}, {"tag": "d", "value": "x"}]}' % T0, mid=4, received_ms=13),
-        RawMessage(TOPIC, b'{"tag": "e", "ts": "2026-11-28T07:59:00+08:00", "value": false}', mid=5, received_ms=14),
+        RawMessage(TOPIC, b'{"tag": "e", "ts": "2026-11-28T07:59:00+08:00", "value": false}',
+                   mid=5, received_ms=14),
         RawMessage(TOPIC, b"[" * 50_000, mid=6, received_ms=15),
-        RawMessage(TOPIC, b'{"tag": "f", "ts": %d, "value": 6, "q": "uncertain"}' % T0, mid=7, received_ms=16),
+        RawMessage(TOPIC, b'{"tag": "f", "ts": %d, "value": 6, "q": "uncertain"}' % T0,
+                   mid=7, received_ms=16),
     ]
     result = decoder.decode(msgs, NOW_MS)
     assert result.messages == 7
@@ -382,11 +393,14 @@ def test_unexpected_error_becomes_decode_error_and_the_rest_go_on(decoder: Decod
 
     def explode(self: Decoder, r: Any, batch_ts: Any, ts_limit_ms: int) -> Any:
         if isinstance(r, dict) and r.get("tag") == "boom":
-            raise RuntimeError("bug")
+            msg = "a bug"
+            raise RuntimeError(msg)
         return original(self, r, batch_ts, ts_limit_ms)
 
     monkeypatch.setattr(Decoder, "_check_reading", explode)
-    boom = RawMessage(TOPIC, b'{"readings": [{"tag": "a", "ts": %d, "value": 9}, {"tag": 5}, {"tag": "boom"}]}' % T0)
+    boom = RawMessage(
+        TOPIC, b'{"readings": [{"tag": "a", "ts": %d, "value": 9}, {"tag": 5}, {"tag": "boom"}]}' % T0
+    )
     result = decoder.decode([good, boom, good], NOW_MS)
     assert reasons(result) == ["decode_error"]
     # the half-decoded message left nothing behind: neither its good reading nor its bad_tag reject
@@ -396,7 +410,9 @@ def test_unexpected_error_becomes_decode_error_and_the_rest_go_on(decoder: Decod
 def test_caches_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(decode_mod, "_CACHE_MAX", 10)
     d = Decoder(known_sites=None)
-    msgs = [RawMessage(f"ew/s{i}/telemetry", b'{"tag": "t%d", "ts": %d, "value": 1}' % (i, T0)) for i in range(50)]
+    msgs = [
+        RawMessage(f"ew/s{i}/telemetry", b'{"tag": "t%d", "ts": %d, "value": 1}' % (i, T0)) for i in range(50)
+    ]
     result = d.decode(msgs, NOW_MS)
     assert len(result.batch) == 50
     assert len(d._topics) <= 10 and len(d._good_tags) <= 10
@@ -411,7 +427,8 @@ def test_from_config() -> None:
     cfg = IngestConfig(max_future_ms=1000, max_payload_bytes=64, accept_unknown_sites=True)
     d = Decoder.from_config(cfg, known_sites={"s1"})
     assert (d.max_future_ms, d.max_payload_bytes, d.accept_unknown_sites) == (1000, 64, True)
-    result = d.decode([RawMessage("ew/zz/telemetry", b'{"tag":"t","ts":%d,"value":1}' % (NOW_MS + 1001))], NOW_MS)
+    msg = RawMessage("ew/zz/telemetry", b'{"tag":"t","ts":%d,"value":1}' % (NOW_MS + 1001))
+    result = d.decode([msg], NOW_MS)
     assert reasons(result) == ["ts_in_future"]
 
 
@@ -451,9 +468,9 @@ def test_rfc3339_leap_second_counts_as_next_second() -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["2026-11-28T08:00:00", "2026-11-28", "2026-11-28T08:00Z", "2026-11-28T08:00:00.Z", "2026-11-28T08:00:00+8:00",
-     "2026-11-28T08:00:00+08", "0000-01-01T00:00:00Z", "2026-11-28T08:00:61Z", " 2026-11-28T08:00:00Z",
-     "2026-11-28T08:00:00Z ", "2026-11-28T08:00:00ZZ", "+2026-11-28T08:00:00Z", ""],
+    ["2026-11-28T08:00:00", "2026-11-28", "2026-11-28T08:00Z", "2026-11-28T08:00:00.Z",
+     "2026-11-28T08:00:00+8:00", "2026-11-28T08:00:00+08", "0000-01-01T00:00:00Z", "2026-11-28T08:00:61Z",
+     " 2026-11-28T08:00:00Z", "2026-11-28T08:00:00Z ", "2026-11-28T08:00:00ZZ", "+2026-11-28T08:00:00Z", ""],
 )
 def test_rfc3339_refused(text: str) -> None:
     assert parse_rfc3339_ms(text) is None
@@ -482,7 +499,8 @@ def test_duplicate_keys_last_wins_on_both_paths(decoder: Decoder) -> None:
 
 def test_message_level_rfc3339_ts_on_single_and_batch(decoder: Decoder) -> None:
     single = {"tag": "t", "ts": "2026-11-28T07:59:00+08:00", "value": 1}
-    batch = {"ts": "2026-11-28T07:59:00+08:00", "readings": [{"tag": "a", "value": 1}, {"tag": "b", "value": 2}]}
+    batch = {"ts": "2026-11-28T07:59:00+08:00",
+             "readings": [{"tag": "a", "value": 1}, {"tag": "b", "value": 2}]}
     result = decoder.decode([RawMessage(TOPIC, _payload(single)), RawMessage(TOPIC, _payload(batch))], NOW_MS)
     assert rows(result) == [("s1", "t", T0, 1.0, G), ("s1", "a", T0, 1.0, G), ("s1", "b", T0, 2.0, G)]
     early = {"ts": "1999-12-31T23:00:00-02:00", "readings": [{"tag": "a", "value": 1}]}  # 2000-01-01T01:00Z
