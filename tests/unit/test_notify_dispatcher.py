@@ -503,3 +503,36 @@ def test_a_hanging_webhook_blocks_neither_flush_nor_other_channels() -> None:
     finally:
         hook.release.set()
         d.close()
+
+
+# ------------------------------------------------------------------------------------------------ lifecycle
+
+
+def test_close_sends_groups_still_in_their_window() -> None:
+    rig = Rig()
+    a = alarm(1)
+    rig.d.submit([(a, ev(a))])
+    rig.clock.advance(1000)
+    rig.d.close()
+    assert len(rig.sent("mqtt")) == 1 and rig.sent("mqtt")[0][0].prepared_ms == T0_MS + 1000
+    assert rig.log.seen(a.alarm_id, "raised", "plant")
+
+
+def test_refresh_applies_newer_snapshots_to_waiting_alarms_only() -> None:
+    rig = Rig()
+    a, b = alarm(1), alarm(2)
+    rig.d.submit([(a, ev(a, EventKind.REMINDED, T0_MS + 5))])
+    rig.d.refresh([dataclasses.replace(a, state=AlarmState.ACTIVE_ACK), dataclasses.replace(b, suppressed=True)])
+    assert rig.tick(GROUP_WAIT_MS) == []  # a was acknowledged meanwhile: no reminder
+    rig.d.submit([(b, ev(b))])  # b's earlier snapshot was not kept (it was not waiting)
+    assert len(rig.tick(GROUP_WAIT_MS)) == 1
+
+
+def test_raise_is_keyed_at_the_plant_whatever_the_current_tier() -> None:
+    """A re-offered raise of an alarm that has escalated since must not be sent again."""
+    rig = Rig()
+    a = alarm(1)
+    rig.d.submit([(a, ev(a))])
+    rig.tick(GROUP_WAIT_MS)
+    rig.d.submit([(dataclasses.replace(a, escalation_tier=Tier.COUNTY), ev(a))])
+    assert rig.tick(GROUP_WAIT_MS) == []

@@ -23,7 +23,7 @@ from .channels import (
     notices_topic,
 )
 from .delivery import Delivery, Executor, InlineExecutor, RetryPolicy, ThreadedExecutor
-from .dispatcher import Dispatcher
+from .dispatcher import Dispatcher, recovery_items
 from .links import ALL_ALARMS, AckLink, LinkError, LinkExpired, LinkSigner, LinkTampered, ack_url
 from .nflog import InMemoryNotificationLog, NoticeKey, NotificationLog
 from .notice import Notice, NoticeAlarm, NoticeReason, Recipient, notice_bytes, notice_json
@@ -35,4 +35,5 @@ __all__ = [
     "LinkTampered", "LogChannel", "MemoryChannel", "MqttChannel", "Notice", "NoticeAlarm", "NoticeKey",
     "NoticeReason", "NotificationLog", "Recipient", "RetryPolicy", "ThreadedExecutor", "WebhookChannel",
     "ack_url", "audience", "decide", "notice_bytes", "notice_json", "notices_topic", "recipients",
+    "recovery_items",
 ]

@@ -18,14 +18,15 @@ import heapq
 import itertools
 import logging
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from typing import Iterable, Mapping, Sequence
 
 from earlywarn.clock import Clock
 from earlywarn.config import AlarmsConfig, NotifyConfig
 from earlywarn.metrics import Metrics
-from earlywarn.model import Alarm, AlarmEvent, NoticeRecord, Site, Tier
+from earlywarn.model import Alarm, AlarmEvent, EventKind, NoticeRecord, Site, Tier
 
 from .channels import Channel, DeliveryError
 from .delivery import Delivery, Executor, InlineExecutor, RetryPolicy
@@ -60,6 +61,24 @@ class _Group:
 
 
 GroupKey = tuple[str, NoticeReason, Tier, frozenset[Tier]]
+
+
+def recovery_items(open_alarms: Iterable[Alarm]) -> list[tuple[Alarm, AlarmEvent]]:
+    """What to submit once after a start, so notices lost in a crash (prepared but not logged) still go out.
+
+    For each open alarm: its raise, its latest reactivation, and its current escalation. The notification
+    log drops every one that was already notified, so this is harmless when nothing was lost. Reminders are
+    not re-offered: the alarm manager sends the next one an interval later anyway.
+    """
+    items: list[tuple[Alarm, AlarmEvent]] = []
+    for a in open_alarms:
+        items.append((a, AlarmEvent(a.alarm_id, a.raised_at_ms, EventKind.RAISED, "recovery")))
+        if a.occurrences > 1 and a.last_activation_ms:
+            items.append((a, AlarmEvent(a.alarm_id, a.last_activation_ms, EventKind.REACTIVATED, "recovery")))
+        if a.escalation_tier > Tier.PLANT:
+            ts_ms = a.last_reminded_ms or a.raised_at_ms
+            items.append((a, AlarmEvent(a.alarm_id, ts_ms, EventKind.ESCALATED, "recovery")))
+    return items
 
 
 class Dispatcher:
@@ -137,7 +156,9 @@ class Dispatcher:
                     self._skip(decision.value)
                 continue
             reason = REASON_OF_EVENT[event.kind]
-            tier = alarm.escalation_tier
+            # A raise happens once per alarm and always starts at the plant; keying it by the alarm's current
+            # tier would let a recovery re-offer (see recovery_items) re-send it after an escalation.
+            tier = Tier.PLANT if reason is NoticeReason.RAISED else alarm.escalation_tier
             key = NoticeKey.of(alarm.alarm_id, reason.value, tier.label, event.ts_ms)
             if key in self._pending or self._log.seen(*key):
                 self._skip("duplicate")
@@ -158,6 +179,14 @@ class Dispatcher:
             self._latest[alarm.alarm_id] = alarm
             self._pending.add(key)
 
+    def refresh(self, alarms: Iterable[Alarm]) -> None:
+        """Newest snapshots of alarms (e.g. AlarmManager `Changes.alarms`, or an ack from the API): an alarm
+        waiting in an open group that got shelved, suppressed, closed or acknowledged meanwhile is re-checked
+        on this snapshot when its group closes."""
+        for alarm in alarms:
+            if alarm.alarm_id in self._in_groups:
+                self._latest[alarm.alarm_id] = alarm
+
     def next_due_ms(self) -> int | None:
         """When flush next has something to do (a group closing or a retry due); None when idle."""
         dues = [g.due_ms for g in self._groups.values()]
@@ -168,13 +197,14 @@ class Dispatcher:
             dues.append(self._clock.now_ms())
         return min(dues) if dues else None
 
-    def flush(self, now_ms: int) -> list[Notice]:
+    def flush(self, now_ms: int, *, all_groups: bool = False) -> list[Notice]:
         """Close the groups whose window has passed, hand their deliveries (and due retries) to the executor.
 
         Returns the notices prepared by this call. Call it often (every pipeline tick, or at next_due_ms()).
+        `all_groups` closes every open group now, whatever its window (shutdown).
         """
         notices: list[Notice] = []
-        for gkey in [k for k, g in self._groups.items() if g.due_ms <= now_ms]:
+        for gkey in [k for k, g in self._groups.items() if all_groups or g.due_ms <= now_ms]:
             notice = self._close(self._groups.pop(gkey), now_ms)
             if notice is not None:
                 notices.append(notice)
@@ -333,6 +363,18 @@ class Dispatcher:
         """Wait until the executor has run everything offered so far (tests, shutdown)."""
         return self._executor.wait_idle(timeout_s)
 
-    def close(self, timeout_s: float = 5.0) -> None:
-        """Stop the executor after the deliveries already handed to it (retries still scheduled are dropped)."""
+    def close(self, timeout_s: float = 5.0, *, send_open_groups: bool = True) -> None:
+        """Shut down: send the groups still waiting out their window (unless told not to), let the executor
+        finish what it holds (up to `timeout_s`), then stop it. Retries still scheduled are dropped: their
+        earlier attempts are recorded as `retrying`.
+
+        After a crash (no close), nothing is lost either if the pipeline, on start, submits the latest
+        notice-worthy event of every open alarm: the notification log drops those already notified.
+        """
+        if send_open_groups and self._groups:
+            self.flush(self._clock.now_ms(), all_groups=True)
+            deadline_s = time.monotonic() + timeout_s
+            while self._backlog and time.monotonic() < deadline_s:
+                self._executor.wait_idle(max(0.0, deadline_s - time.monotonic()))
+                self.flush(self._clock.now_ms())
         self._executor.close(timeout_s)
