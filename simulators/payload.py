@@ -88,6 +88,34 @@ def sample_analog(trace: Trace, name: str, seed: int) -> tuple[np.ndarray, np.nd
     return ts, v, q.astype(np.int8)
 
 
+def state_samples(trace: Trace, name: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """What the gateway publishes for one discrete tag: `(ts_ms, value)`.
+
+    Every change immediately, plus the current state every `trace.state_refresh_s` (the gateway's cyclic
+    upload of all points, domain §1: 1–10 s for safety tags): without it a state that does not change
+    would look stale, and a duration rule ("agitator off while feeding for 30 s") would have no reading
+    to raise on.
+    """
+    series = trace.states[name]
+    end_ms = trace.n * 1000
+    edges = series.edges(end_ms)
+    e_t = np.array([e[0] for e in edges], dtype=np.int64)
+    e_v = np.array([e[1] for e in edges], dtype=np.float64)
+    if trace.state_refresh_s > 0:
+        period_ms = int(trace.state_refresh_s * 1000)
+        phase_ms = int(rng_for(seed, trace.site, "sample", name).integers(0, period_ms // 100)) * 100
+        r_t = np.arange(phase_ms, end_ms, period_ms, dtype=np.int64)
+        r_t = np.union1d(r_t, np.array([r for r in trace.refresh_ms if r < end_ms], dtype=np.int64))
+        r_t = r_t[~np.isin(r_t, e_t)]
+        # value at each refresh instant: the last edge at or before it (edge list starts at 0)
+        r_v = e_v[np.searchsorted(e_t, r_t, side="right") - 1]
+        t_all = np.concatenate([e_t, r_t])
+        v_all = np.concatenate([e_v, r_v])
+        o = np.argsort(t_all, kind="stable")
+        e_t, e_v = t_all[o], v_all[o]
+    return trace.start_ms + e_t, e_v
+
+
 def render(trace: Trace, seed: int) -> Readings:
     """Sample, add noise, quantise: the readings a gateway would upload for this trace."""
     tags = list(trace.specs)
@@ -103,13 +131,8 @@ def render(trace: Trace, seed: int) -> Readings:
             series = trace.states.get(name)
             if series is None:
                 continue
-            edges = series.edges(end_ms)
-            if trace.refresh_ms:
-                extra = [(r, series.value_at(r)) for r in trace.refresh_ms if r < end_ms]
-                edges = sorted({e[0]: e for e in [*edges, *extra]}.values())
-            ts = np.array([trace.start_ms + e[0] for e in edges], dtype=np.int64)
-            v = np.array([e[1] for e in edges], dtype=np.float64)
-            q = np.zeros(len(edges), dtype=np.int8)
+            ts, v = state_samples(trace, name, seed)
+            q = np.zeros(len(ts), dtype=np.int8)
             if name in trace.silent:  # a state tag is silent where the grid says so (gateway data lost)
                 sec = np.clip((ts - trace.start_ms) // 1000, 0, trace.n - 1)
                 keep = ~trace.silent[name][sec]

@@ -147,6 +147,8 @@ class Trace:
     quality: dict[str, np.ndarray] = field(default_factory=dict)
     #: per analog tag, a grid mask where the tag is not published (sensor unplugged, card failure)
     silent: dict[str, np.ndarray] = field(default_factory=dict)
+    #: discrete tags are re-published every this many seconds besides on change (0 = on change only)
+    state_refresh_s: float = 10.0
     #: offsets (ms) at which the gateway re-publishes every state tag (integrity upload after a reconnect)
     refresh_ms: list[int] = field(default_factory=list)
 
