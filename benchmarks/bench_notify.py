@@ -28,7 +28,6 @@ import gc
 import json
 import platform
 import random
-import statistics
 import sys
 import time
 from pathlib import Path

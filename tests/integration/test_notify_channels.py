@@ -18,6 +18,7 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Self
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -88,12 +89,12 @@ class _Inbox:
     def __init__(self) -> None:
         self.envelopes: queue.Queue = queue.Queue()
 
-    async def handle_DATA(self, server, session, envelope):  # noqa: ANN001, ANN201 (aiosmtpd hook)
+    async def handle_DATA(self, server, session, envelope):
         self.envelopes.put((session.authenticated, envelope))
         return "250 OK"
 
 
-def _authenticator(server, session, envelope, mechanism, auth_data):  # noqa: ANN001, ANN201
+def _authenticator(server, session, envelope, mechanism, auth_data):
     ok = isinstance(auth_data, LoginPassword) and (auth_data.login, auth_data.password) == (b"ew", b"s3cret")
     return AuthResult(success=ok, handled=False)  # handled=False: the server answers 535 itself
 
@@ -214,7 +215,7 @@ class _Hook:
         hook = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server API)
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 status = 500 if hook.failures > 0 else 200
                 hook.failures -= 1 if hook.failures > 0 else 0
@@ -233,7 +234,7 @@ class _Hook:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
-    def __enter__(self) -> _Hook:
+    def __enter__(self) -> Self:
         self.thread.start()
         return self
 
@@ -285,7 +286,7 @@ def test_webhook_json_field_by_field_and_retries() -> None:
             assert {k: v for k, v in flaky.bodies[0].items() if k not in ("recipient", "ack_url", "alarms")} == {
                 k: v for k, v in doc.items() if k not in ("recipient", "ack_url", "alarms")}
             records = d.drain_records()
-            per = lambda url: sorted({(r.attempt, r.outcome) for r in records if r.recipient == url})  # noqa: E731
+            per = lambda url: sorted({(r.attempt, r.outcome) for r in records if r.recipient == url})
             assert per(good.url) == [(1, "delivered")]
             assert per(flaky.url) == [(1, "retrying"), (2, "retrying"), (3, "delivered")]
             # always failing: a dead letter after max_attempts, and it held up nobody

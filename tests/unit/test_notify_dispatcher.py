@@ -17,7 +17,17 @@ from prometheus_client import CollectorRegistry
 from earlywarn.clock import ManualClock
 from earlywarn.config import AlarmsConfig, NotifyConfig, WebhookConfig
 from earlywarn.metrics import Metrics
-from earlywarn.model import Alarm, AlarmEvent, AlarmState, Contact, EventKind, NoticeRecord, Severity, Site, Tier
+from earlywarn.model import (
+    Alarm,
+    AlarmEvent,
+    AlarmState,
+    Contact,
+    EventKind,
+    NoticeRecord,
+    Severity,
+    Site,
+    Tier,
+)
 from earlywarn.notify import (
     DeliveryError,
     Dispatcher,
@@ -430,7 +440,7 @@ def test_notice_json_fields() -> None:
     assert rig.signer.verify(top, T0_MS) == ("*", "mqtt:ew/SZ-AL-0001/notices", notice.notice_id)
     # the webhook copy of the same notice is the same document but for the recipient and its links
     hook = next(json.loads(p) for p in rig.channels["webhook"].payloads if b"bureau.test" in p)
-    strip = lambda d: {k: v for k, v in d.items() if k not in ("recipient", "ack_url", "alarms")}  # noqa: E731
+    strip = lambda d: {k: v for k, v in d.items() if k not in ("recipient", "ack_url", "alarms")}
     assert strip(hook) == strip(doc)
     assert [strip(x) for x in hook["alarms"]] == [strip(x) for x in doc["alarms"]]
 

@@ -11,7 +11,14 @@ from earlywarn.alarms.manager import AlarmManager
 from earlywarn.clock import ManualClock
 from earlywarn.config import AlarmsConfig, NotifyConfig, WebhookConfig
 from earlywarn.model import Contact, Severity, Signal, SignalKind, Site, Tier
-from earlywarn.notify import Dispatcher, InMemoryNotificationLog, LinkSigner, MemoryChannel, Notice, recovery_items
+from earlywarn.notify import (
+    Dispatcher,
+    InMemoryNotificationLog,
+    LinkSigner,
+    MemoryChannel,
+    Notice,
+    recovery_items,
+)
 
 T0_MS = 1_764_316_800_000
 MIN_MS = 60_000
@@ -41,7 +48,7 @@ class Engine:
                                      link_signer=LinkSigner(b"scenario-secret-0123456789", 86_400_000),
                                      public_url="https://ew.test")
 
-    def feed(self, changes) -> None:  # noqa: ANN001
+    def feed(self, changes) -> None:
         assert self.dispatcher is not None
         self.dispatcher.submit(changes.notices)
         self.dispatcher.refresh(changes.alarms)

@@ -25,15 +25,45 @@ from .channels import (
 from .delivery import Delivery, Executor, InlineExecutor, RetryPolicy, ThreadedExecutor
 from .dispatcher import Dispatcher, recovery_items
 from .links import ALL_ALARMS, AckLink, LinkError, LinkExpired, LinkSigner, LinkTampered, ack_url
-from .nflog import InMemoryNotificationLog, NoticeKey, NotificationLog
+from .nflog import InMemoryNotificationLog, NoticeKey, NotificationLog, RestoredNotificationLog
 from .notice import Notice, NoticeAlarm, NoticeReason, Recipient, notice_bytes, notice_json
 from .routing import Decision, audience, decide, recipients
 
 __all__ = [
-    "ALL_ALARMS", "AckLink", "Channel", "Decision", "Delivery", "DeliveryError", "Dispatcher", "EmailChannel",
-    "Executor", "InMemoryNotificationLog", "InlineExecutor", "LinkError", "LinkExpired", "LinkSigner",
-    "LinkTampered", "LogChannel", "MemoryChannel", "MqttChannel", "Notice", "NoticeAlarm", "NoticeKey",
-    "NoticeReason", "NotificationLog", "Recipient", "RetryPolicy", "ThreadedExecutor", "WebhookChannel",
-    "ack_url", "audience", "decide", "notice_bytes", "notice_json", "notices_topic", "recipients",
+    "ALL_ALARMS",
+    "AckLink",
+    "Channel",
+    "Decision",
+    "Delivery",
+    "DeliveryError",
+    "Dispatcher",
+    "EmailChannel",
+    "Executor",
+    "InMemoryNotificationLog",
+    "InlineExecutor",
+    "LinkError",
+    "LinkExpired",
+    "LinkSigner",
+    "LinkTampered",
+    "LogChannel",
+    "MemoryChannel",
+    "MqttChannel",
+    "Notice",
+    "NoticeAlarm",
+    "NoticeKey",
+    "NoticeReason",
+    "NotificationLog",
+    "Recipient",
+    "RestoredNotificationLog",
+    "RetryPolicy",
+    "ThreadedExecutor",
+    "WebhookChannel",
+    "ack_url",
+    "audience",
+    "decide",
+    "notice_bytes",
+    "notice_json",
+    "notices_topic",
+    "recipients",
     "recovery_items",
 ]

@@ -10,14 +10,14 @@ from __future__ import annotations
 import logging
 import os
 import smtplib
-import socket
 import ssl
 import threading
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Mapping
 from email.message import EmailMessage
 from email.utils import formataddr, make_msgid
-from typing import Any, Callable, Mapping, Protocol
+from typing import Any, Protocol
 
 from earlywarn.clock import Clock
 from earlywarn.config import SmtpConfig
@@ -91,7 +91,7 @@ class WebhookChannel:
             req = urllib.request.Request(
                 recipient.address, data=notice_bytes(notice, recipient), headers=headers, method="POST"
             )
-            with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:  # noqa: S310 (URLs come from config)
+            with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
                 resp.read(65_536)
         except urllib.error.HTTPError as e:
             recoverable = e.code in (408, 425, 429) or e.code >= 500
@@ -153,7 +153,7 @@ class EmailChannel:
         except smtplib.SMTPResponseException as e:
             # 4xx is the server saying "try later"; 5xx is permanent.
             raise DeliveryError(f"smtp {e.smtp_code} {e.smtp_error!r}", recoverable=e.smtp_code < 500) from None
-        except (smtplib.SMTPException, OSError, socket.timeout) as e:
+        except (TimeoutError, smtplib.SMTPException, OSError) as e:
             raise DeliveryError(f"smtp unavailable: {e}", recoverable=True) from None
 
 

@@ -20,8 +20,8 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Sequence
 
 from earlywarn.clock import Clock
 from earlywarn.config import AlarmsConfig, NotifyConfig

@@ -11,9 +11,10 @@ import enum
 import functools
 import hashlib
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Any, Mapping
+from typing import Any
 
 import msgspec
 
@@ -201,8 +202,7 @@ def email_body(notice: Notice, recipient: Recipient, now_ms: int) -> str:
     """A plain-text body in Chinese and English: each alarm, value, message, times, deadline, how to ack."""
     lines = [
         f"{_REASON_ZH[notice.reason]} / {notice.reason.value}: {notice.site} {notice.site_name}",
-        f"级别 / tier: {_TIER_ZH[notice.tier]} / {notice.tier.label}"
-        f"    报警数 / alarms: {len(notice.alarms)}",
+        f"级别 / tier: {_TIER_ZH[notice.tier]} / {notice.tier.label}    报警数 / alarms: {len(notice.alarms)}",
         f"通知编号 / notice: {notice.notice_id}",
         f"接收人 / recipient: {recipient.name or recipient.address}",
         "",
@@ -213,8 +213,10 @@ def email_body(notice: Notice, recipient: Recipient, now_ms: int) -> str:
         deadline = na.ack_deadline_ms
         overdue = "  已超时 / OVERDUE" if deadline is not None and now_ms > deadline else ""
         lines += [
-            f"{i}. [{_SEVERITY_ZH.get(a.severity.value, a.severity.value)} / {a.severity.value.upper()}] "
-            f"{a.rule_id} — {a.message}",
+            (
+                f"{i}. [{_SEVERITY_ZH.get(a.severity.value, a.severity.value)} / {a.severity.value.upper()}] "
+                f"{a.rule_id} — {a.message}"
+            ),
             f"   报警编号 / alarm id: {a.alarm_id}",
             f"   位号 / tag: {a.tag}    当前值 / value: {'—' if value is None else f'{value:g}'}",
             f"   状态 / state: {a.state.value}    次数 / occurrences: {a.occurrences}",

@@ -13,7 +13,7 @@ Routing (decided here, documented in the package docstring):
 from __future__ import annotations
 
 import enum
-from typing import Iterable
+from collections.abc import Iterable
 
 from earlywarn.errors import ConfigError
 from earlywarn.model import Alarm, AlarmState, EventKind, Severity, Site, Tier
