@@ -32,6 +32,7 @@ import polars as pl
 from earlywarn.decode import Decoder, _FastMessage
 from earlywarn.model import READING_SCHEMA, RawMessage, ReadingBatch, Reject
 
+orjson: Any
 try:  # a dev extra: only the raw-parser comparison needs it
     import orjson
 except ImportError:  # pragma: no cover
@@ -91,7 +92,8 @@ def build_workloads(seed: int, messages_single: int, messages_batch: int) -> dic
 
     # Batch ts as RFC 3339 local time with offset, readings without ts; then the same with 1 % bad
     # readings, which sends ~63 % of the messages (those holding one) to the slow path.
-    rfc3339, dirty = [], []
+    rfc3339: list[RawMessage] = []
+    dirty: list[RawMessage] = []
     for out, bad_share in ((rfc3339, 0.0), (dirty, 0.01)):
         for i in range(max(1, messages_batch // 4)):
             site = rng.choice(sites)
@@ -125,7 +127,7 @@ class NaiveDecoder:
         self.max_future_ms = max_future_ms
 
     def decode(self, messages: Sequence[RawMessage], now_ms: int) -> tuple[ReadingBatch, list[Reject]]:
-        rows: list[tuple[str, str, int, float | None, int]] = []
+        rows: list[tuple[Any, ...]] = []
         rejects: list[Reject] = []
         for msg in messages:
             m = _SITE_RE.fullmatch(msg.topic)

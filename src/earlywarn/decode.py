@@ -370,7 +370,11 @@ class Decoder:
             m = _FAST_DECODER.decode(payload)
         except Exception:  # noqa: BLE001 - anything the typed decode refuses is judged by the slow path
             return False
-        rs = m.readings
+        # msgspec has checked every type; these are `Any` because mypy cannot narrow `x is UNSET`.
+        rs: Any = m.readings
+        tag: Any
+        ts_ms: Any
+        value: Any
         if rs is UNSET:  # a single reading
             tag, ts_ms, value = m.tag, m.ts, m.value
             if type(ts_ms) is str:
@@ -394,9 +398,9 @@ class Decoder:
         tags = [r.tag for r in rs]
         if not self._good_tags.issuperset(tags) and not self._learn_tags(tags):
             return False
-        ts_list = [r.ts for r in rs]
+        ts_list: list[Any] = [r.ts for r in rs]
         if UNSET in ts_list:
-            batch_ts_ms = m.ts
+            batch_ts_ms: Any = m.ts
             if type(batch_ts_ms) is str:
                 batch_ts_ms = _rfc3339_in_range(batch_ts_ms)
             if batch_ts_ms is UNSET or batch_ts_ms is None:
@@ -452,10 +456,10 @@ class Decoder:
         quality: list[int] = []
         for r in readings:
             out = self._check_reading(r, batch_ts, ts_limit_ms)
-            if type(out) is str:
+            if isinstance(out, str):
                 msg_rejects.append(Reject(msg.received_ms, msg.topic, out, _excerpt_obj(r)))
             else:
-                tag, ts_ms, value, q = out  # type: ignore[misc]
+                tag, ts_ms, value, q = out
                 tags.append(tag)
                 ts_list.append(ts_ms)
                 values.append(value)
