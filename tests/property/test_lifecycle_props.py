@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from earlywarn.alarms.lifecycle import _timer_candidates, next_due_ms
 from earlywarn.alarms.manager import AlarmManager, Changes
 from earlywarn.config import AlarmsConfig
 from earlywarn.errors import ActionError, NotFound
@@ -153,6 +154,9 @@ def check_invariants(w: World) -> None:
             assert a.disposition is not None and a.acked_at_ms is not None
     for a in open_alarms:
         assert a.state is not AlarmState.CLOSED
+        # the fast next_due_ms agrees with the timers first_due_input works from
+        cands = _timer_candidates(a, w.m.policy)
+        assert next_due_ms(a, w.m.policy) == (min(c[0] for c in cands) if cands else None)
     per_alarm: dict[str, list[AlarmEvent]] = {}
     for e in w.events:
         per_alarm.setdefault(e.alarm_id, []).append(e)

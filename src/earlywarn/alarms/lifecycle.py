@@ -46,8 +46,9 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Mapping
+import operator
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import ClassVar, NamedTuple, Union
 
@@ -262,6 +263,9 @@ NO_OPS: frozenset[Reason] = frozenset(
     }
 )
 
+#: NO_OPS as plain strings. Hot paths look enums up by `_value_`: `Enum.__hash__` is a Python function.
+NO_OP_VALUES: frozenset[str] = frozenset(r.value for r in NO_OPS)
+
 
 class Outcome(NamedTuple):
     """The result of one `step`: the alarm after it, the events it appends (in order), and why."""
@@ -273,7 +277,7 @@ class Outcome(NamedTuple):
     @property
     def changed(self) -> bool:
         """Whether the move changed the alarm (no-ops return the very same object)."""
-        return self.reason not in NO_OPS
+        return self.reason._value_ not in NO_OP_VALUES
 
 
 # ---------------------------------------------------------------------------------------------
@@ -349,6 +353,7 @@ class Policy:
     reminder_interval_ms: int = 5 * 60_000
     #: rule_id -> side of the limit; rules not listed are treated as high-side for `peak_value`
     directions: Mapping[str, Direction] = field(default_factory=dict)
+    _by_value: dict[str, Deadline] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @classmethod
     def from_config(cls, cfg: AlarmsConfig, directions: Mapping[str, Direction | str] | None = None) -> Policy:
@@ -360,9 +365,13 @@ class Policy:
             directions={k: Direction(v) for k, v in (directions or {}).items()},
         )
 
+    def __post_init__(self) -> None:
+        by_value = {sev.value: self.deadlines.get(sev) or DEFAULT_DEADLINES[sev] for sev in Severity}
+        object.__setattr__(self, "_by_value", by_value)
+
     def deadline(self, severity: Severity) -> Deadline:
         """The ack / close deadline of a severity (the built-in default when the config has none)."""
-        return self.deadlines.get(severity) or DEFAULT_DEADLINES[severity]
+        return self._by_value[severity._value_]  # type: ignore[attr-defined]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -389,6 +398,43 @@ def more_severe(current: float, new: float, direction: Direction | None) -> floa
     if math.isnan(current):
         return new
     return min(current, new) if direction is Direction.LOW else max(current, new)
+
+
+_ALARM_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Alarm))
+_ALARM_INDEX: dict[str, int] = {name: i for i, name in enumerate(_ALARM_FIELDS)}
+_alarm_values = operator.attrgetter(*_ALARM_FIELDS)
+
+
+def _make_builder() -> Callable[[list[object]], Alarm]:
+    """A function that fills a new Alarm from its field values through the slot descriptors.
+
+    The signal hot path makes one Alarm per signal; the frozen dataclass `__init__` goes through
+    `object.__setattr__` once per field and is the single largest cost there. Alarm has no
+    `__post_init__`, so setting the slots directly is exact (test_lifecycle checks it against
+    `dataclasses.replace`). Generated like dataclasses generates `__init__`.
+    """
+    slots = getattr(Alarm, "__slots__", ())
+    if set(slots) != set(_ALARM_FIELDS) or hasattr(Alarm, "__post_init__"):  # pragma: no cover - model changed
+        return lambda values: Alarm(*values)  # type: ignore[arg-type]
+    env: dict[str, object] = {"_new": object.__new__, "_Alarm": Alarm}
+    lines = ["def build(v):", "    o = _new(_Alarm)"]
+    for i, name in enumerate(_ALARM_FIELDS):
+        env[f"_s{i}"] = Alarm.__dict__[name].__set__
+        lines.append(f"    _s{i}(o, v[{i}])")
+    lines.append("    return o")
+    exec("\n".join(lines), env)  # noqa: S102 - fixed text built from the dataclass's own field names
+    return env["build"]  # type: ignore[return-value]
+
+
+_build_alarm = _make_builder()
+
+
+def evolve(alarm: Alarm, **changes: object) -> Alarm:
+    """`dataclasses.replace` for Alarm, about twice as fast (see `_make_builder`)."""
+    values = list(_alarm_values(alarm))
+    for name, value in changes.items():
+        values[_ALARM_INDEX[name]] = value
+    return _build_alarm(values)
 
 
 def signal_floor_ms(alarm: Alarm) -> int:
@@ -492,13 +538,17 @@ def step(alarm: Alarm, inp: Input, now_ms: int, policy: Policy) -> Outcome:
     Raises:
         ActionError: the move is refused (see TABLE and the conditional checks).
     """
-    move = TABLE[(alarm.state, inp.kind)]
+    kind = inp.kind._value_
+    move = _TABLE_BY_VALUE[(alarm.state._value_, kind)]
     if isinstance(move, Refused):
         raise _refuse(alarm, move.why)
     if isinstance(move, Reason):
         return Outcome(alarm, (), move)
-    handler = _HANDLERS[inp.kind]
-    return handler(alarm, inp, max(now_ms, signal_floor_ms(alarm)), policy, move)
+    if kind != "raise" and kind != "clear":  # signals carry their own time
+        floor = signal_floor_ms(alarm)
+        if now_ms < floor:
+            now_ms = floor
+    return _HANDLERS_BY_VALUE[kind](alarm, inp, now_ms, policy, move)
 
 
 def _same(alarm: Alarm, reason: Reason) -> Outcome:
@@ -528,7 +578,7 @@ def _on_raise(alarm: Alarm, inp: Raise, now_ms: int, policy: Policy, nxt: AlarmS
     if was_acked:
         # a new unacknowledged period; the running one (cleared_unack) keeps its clock
         changes.update(unacked_since_ms=ts, ack_escalations=0, last_reminded_ms=None)
-    new = replace(alarm, **changes)  # type: ignore[arg-type]
+    new = evolve(alarm, **changes)  # type: ignore[arg-type]
     extra = "; ".join(x for x in (inp.detail, f"occurrence {new.occurrences}", "chattering" * newly_chattering) if x)
     events = [AlarmEvent(alarm.alarm_id, ts, EventKind.REACTIVATED, ENGINE, _value_detail(inp.value, extra))]
     if suppressed and not alarm.suppressed:
@@ -540,14 +590,14 @@ def _on_clear(alarm: Alarm, inp: Clear, now_ms: int, policy: Policy, nxt: AlarmS
     ts = inp.ts_ms
     if ts < signal_floor_ms(alarm):
         return _same(alarm, Reason.STALE_SIGNAL)
-    new = replace(alarm, state=nxt, cleared_at_ms=ts)
+    new = evolve(alarm, state=nxt, cleared_at_ms=ts)
     ev = AlarmEvent(alarm.alarm_id, ts, EventKind.CLEARED, ENGINE, _value_detail(inp.value, inp.detail))
     return Outcome(new, (ev,), Reason.CLEARED)
 
 
 def _acked(alarm: Alarm, actor: str, now_ms: int, nxt: AlarmState) -> Alarm:
     first = alarm.acked_at_ms is None
-    return replace(
+    return evolve(
         alarm,
         state=nxt,
         acked_at_ms=now_ms if first else alarm.acked_at_ms,
@@ -578,7 +628,7 @@ def _on_close(alarm: Alarm, inp: Close, now_ms: int, policy: Policy, nxt: AlarmS
         # closing answers the alarm: acknowledge it on the way (see module doc)
         cur = _acked(alarm, inp.actor, now_ms, CA)
         events.append(AlarmEvent(alarm.alarm_id, now_ms, EventKind.ACKED, inp.actor, "acknowledged by close"))
-    new = replace(
+    new = evolve(
         cur,
         state=nxt,
         closed_at_ms=now_ms,
@@ -611,7 +661,7 @@ def _on_shelve(alarm: Alarm, inp: Shelve, now_ms: int, policy: Policy, nxt: Alar
             f"a shelve may last at most {policy.max_shelve_ms // 60_000} min (alarms.max_shelve); "
             f"asked {(inp.until_ms - now_ms) // 60_000} min",
         )
-    new = replace(alarm, shelved_until_ms=inp.until_ms, shelved_by=inp.actor, shelve_reason=reason)
+    new = evolve(alarm, shelved_until_ms=inp.until_ms, shelved_by=inp.actor, shelve_reason=reason)
     ev = AlarmEvent(alarm.alarm_id, now_ms, EventKind.SHELVED, inp.actor, f"until {fmt_ms(inp.until_ms)}: {reason}")
     return Outcome(new, (ev,), Reason.SHELVED)
 
@@ -620,7 +670,7 @@ def _unmuted(alarm: Alarm, now_ms: int, **changes: object) -> Alarm:
     """The alarm after a shelve or suppression ends: unacknowledged ones start a new ack period now."""
     if not alarm.state.is_acked:
         changes.update(unacked_since_ms=now_ms, ack_escalations=0, last_reminded_ms=None)
-    return replace(alarm, **changes)  # type: ignore[arg-type]
+    return evolve(alarm, **changes)  # type: ignore[arg-type]
 
 
 def _unshelved(alarm: Alarm, now_ms: int, actor: str, detail: str, reason: Reason) -> Outcome:
@@ -645,7 +695,7 @@ def _on_shelve_expired(alarm: Alarm, inp: ShelveExpired, now_ms: int, policy: Po
 def _on_suppress(alarm: Alarm, inp: Suppress, now_ms: int, policy: Policy, nxt: AlarmState) -> Outcome:
     if alarm.suppressed:
         return _same(alarm, Reason.ALREADY_SUPPRESSED)
-    new = replace(alarm, suppressed=True)
+    new = evolve(alarm, suppressed=True)
     return Outcome(new, (AlarmEvent(alarm.alarm_id, now_ms, EventKind.SUPPRESSED, ENGINE, inp.reason),), Reason.SUPPRESSED)
 
 
@@ -673,7 +723,7 @@ def _on_escalate(alarm: Alarm, inp: Escalate, now_ms: int, policy: Policy, nxt: 
     if alarm.escalation_tier >= Tier.CITY:
         return _same(alarm, Reason.AT_TOP_TIER)
     tier = Tier(alarm.escalation_tier + 1)
-    new = replace(alarm, escalation_tier=tier, last_reminded_ms=now_ms, **counted)  # type: ignore[arg-type]
+    new = evolve(alarm, escalation_tier=tier, last_reminded_ms=now_ms, **counted)  # type: ignore[arg-type]
     due = f" (due {fmt_ms(inp.due_ms)})" if inp.due_ms else ""
     detail = f"{inp.cause.value} deadline missed{due}: {alarm.escalation_tier.label} -> {tier.label}"
     return Outcome(new, (AlarmEvent(alarm.alarm_id, now_ms, EventKind.ESCALATED, ENGINE, detail),), Reason.ESCALATED)
@@ -683,7 +733,7 @@ def _on_remind(alarm: Alarm, inp: Remind, now_ms: int, policy: Policy, nxt: Alar
     # acked states are NOT_DUE in the TABLE already
     if is_muted(alarm):
         return _same(alarm, Reason.MUTED)
-    new = replace(alarm, last_reminded_ms=now_ms)
+    new = evolve(alarm, last_reminded_ms=now_ms)
     detail = f"unacknowledged since {fmt_ms(unacked_since(alarm))}; tier {alarm.escalation_tier.label}"
     return Outcome(new, (AlarmEvent(alarm.alarm_id, now_ms, EventKind.REMINDED, ENGINE, detail),), Reason.REMINDED)
 
@@ -702,6 +752,8 @@ _HANDLERS = {
     InputKind.REMIND: _on_remind,
     InputKind.SHELVE_EXPIRED: _on_shelve_expired,
 }
+_HANDLERS_BY_VALUE = {k.value: h for k, h in _HANDLERS.items()}
+_TABLE_BY_VALUE = {(s.value, k.value): m for (s, k), m in TABLE.items()}
 
 # ---------------------------------------------------------------------------------------------
 # Timers
@@ -737,12 +789,38 @@ def _timer_candidates(alarm: Alarm, policy: Policy) -> list[tuple[int, int, Inpu
 def next_due_ms(alarm: Alarm, policy: Policy) -> int | None:
     """When the next engine input of this alarm falls due (None: nothing scheduled).
 
+    The same answer as the earliest of `_timer_candidates`, computed without building inputs: the
+    manager calls it after every change of every alarm.
+
     >>> a = Alarm("A1", "s", "hazchem", "d", "t", "r", Severity.RED, AU, raised_at_ms=0)
-    >>> next_due_ms(a, Policy())  # red: ack deadline 5 min
+    >>> next_due_ms(a, Policy())  # red: ack deadline 5 min (the first reminder is due then too)
     300000
     """
-    cands = _timer_candidates(alarm, policy)
-    return min(c[0] for c in cands) if cands else None
+    state = alarm.state
+    if state is CL:
+        return None
+    if alarm.shelved_until_ms is not None:
+        return alarm.shelved_until_ms  # muted: only the shelve expiry is left
+    if alarm.suppressed:
+        return None
+    dl = policy.deadline(alarm.severity)
+    below_top = alarm.escalation_tier < Tier.CITY
+    best: int | None = None
+    if state is AU or state is CU:
+        since = alarm.unacked_since_ms if alarm.unacked_since_ms is not None else alarm.raised_at_ms
+        if dl.ack_ms > 0 and below_top:
+            best = since + (alarm.ack_escalations + 1) * dl.ack_ms
+        interval = policy.reminder_interval_ms
+        if interval > 0:
+            last = alarm.last_reminded_ms
+            due = (last if last is not None and last > since else since) + interval
+            if best is None or due < best:
+                best = due
+    if dl.close_ms > 0 and below_top and not alarm.close_escalated:
+        due = alarm.raised_at_ms + dl.close_ms
+        if best is None or due < best:
+            best = due
+    return best
 
 
 def first_due_input(alarm: Alarm, now_ms: int, policy: Policy) -> Input | None:

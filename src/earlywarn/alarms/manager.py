@@ -38,6 +38,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from earlywarn.alarms.lifecycle import (
+    NO_OP_VALUES,
     Ack,
     Clear,
     Close,
@@ -51,7 +52,6 @@ from earlywarn.alarms.lifecycle import (
     Shelve,
     Unshelve,
     Unsuppress,
-    is_muted,
     next_due_ms,
     open_alarm,
     run_timers,
@@ -69,6 +69,11 @@ Key = tuple[str, str, str]
 NOTICE_KINDS: frozenset[EventKind] = frozenset(
     {EventKind.RAISED, EventKind.REACTIVATED, EventKind.ESCALATED, EventKind.REMINDED}
 )
+
+_NOTICE_VALUES = frozenset(k.value for k in NOTICE_KINDS)  # plain strings: Enum.__hash__ is slow
+_RAISE = SignalKind.RAISE
+_CLOSED = AlarmState.CLOSED
+_AU, _AA = AlarmState.ACTIVE_UNACK, AlarmState.ACTIVE_ACK
 
 
 def alarm_id_for(site: str, rule_id: str, tag: str, raised_at_ms: int) -> str:
@@ -141,9 +146,9 @@ class _Acc:
     def add(self, alarm: Alarm, events: Sequence[AlarmEvent]) -> None:
         self.alarms[alarm.alarm_id] = alarm
         self.events.extend(events)
-        if not is_muted(alarm):
+        if alarm.shelved_until_ms is None and not alarm.suppressed:
             for ev in events:
-                if ev.kind in NOTICE_KINDS:
+                if ev.kind._value_ in _NOTICE_VALUES:
                     self.notices.append((alarm, ev))
 
     def build(self) -> Changes:
@@ -240,31 +245,34 @@ class AlarmManager:
         stats["signals"] = stats.get("signals", 0) + len(signals)
         alarms = self._alarms
         by_key = self._by_key
+        policy = self.policy
         for s in signals:
             key = (s.site, s.rule_id, s.tag)
             aid = by_key.get(key)
-            if s.kind is SignalKind.RAISE:
+            if s.kind is _RAISE:
                 if aid is None:
                     self._raise_new(key, s, acc)
                     continue
                 alarm = alarms[aid]
-                if alarm.state.is_active:  # fast path of the common case: still active, nothing to do
+                state = alarm.state
+                if state is _AU or state is _AA:  # fast path of the common case: still active, nothing to do
                     stats["already_active"] = stats.get("already_active", 0) + 1
                     continue
                 chattering = self._would_chatter(key, s.ts_ms)
                 window = self._window_reason(s.site, s.tag, s.ts_ms)
                 inp: Input = Raise(s.ts_ms, s.value, s.message, s.detail, window, chattering)
-                out = step(alarm, inp, now_ms, self.policy)
+                out = step(alarm, inp, now_ms, policy)
                 if out.reason is Reason.REACTIVATED:
                     self._note_activation(key, s.ts_ms)
                     if chattering and not alarm.chattering:
                         self._count("chattering")
-                self._commit(out, acc)
+                self._commit(out, acc, alarm)
             else:
                 if aid is None:
                     self._count("clear_without_alarm")
                     continue
-                self._commit(step(alarms[aid], Clear(s.ts_ms, s.value, s.detail), now_ms, self.policy), acc)
+                alarm = alarms[aid]
+                self._commit(step(alarm, Clear(s.ts_ms, s.value, s.detail), now_ms, policy), acc, alarm)
         return acc.build()
 
     def _raise_new(self, key: Key, s: Signal, acc: _Acc) -> None:
@@ -320,7 +328,8 @@ class AlarmManager:
 
     def _act(self, alarm_id: str, inp: Input, now_ms: int) -> Changes:
         acc = _Acc()
-        self._commit(step(self.get(alarm_id), inp, now_ms, self.policy), acc)
+        alarm = self.get(alarm_id)
+        self._commit(step(alarm, inp, now_ms, self.policy), acc, alarm)
         return acc.build()
 
     # -- maintenance windows -----------------------------------------------------------------------
@@ -412,13 +421,19 @@ class AlarmManager:
     def _count(self, what: str) -> None:
         self.stats[what] = self.stats.get(what, 0) + 1
 
-    def _commit(self, out: Outcome, acc: _Acc) -> None:
-        self._count(out.reason.value)
-        if not out.changed:
+    def _commit(self, out: Outcome, acc: _Acc, prev: Alarm | None = None) -> None:
+        """Keep the outcome of one step. `prev`: the alarm it started from, when it was already open."""
+        stats = self.stats
+        what = out.reason._value_
+        stats[what] = stats.get(what, 0) + 1
+        if what in NO_OP_VALUES:
             return
         alarm = out.alarm
-        if alarm.state is AlarmState.CLOSED:
+        if alarm.state is _CLOSED:
             self._drop(alarm)
+        elif prev is not None and prev.suppressed == alarm.suppressed:
+            self._alarms[alarm.alarm_id] = alarm  # same key, same index entries: only the timer may move
+            self._schedule(alarm)
         else:
             self._put(alarm)
         acc.add(alarm, out.events)
