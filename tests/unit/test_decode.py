@@ -518,3 +518,25 @@ def test_set_known_sites_forgets_cached_topics(decoder: Decoder) -> None:
     assert reasons(decoder.decode([msg], NOW_MS)) == ["unknown_site"]
     decoder.set_known_sites(None)
     assert len(decoder.decode([msg], NOW_MS).batch) == 1
+
+
+def test_clean_input_never_takes_the_slow_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A guard for the benchmark's premise: well-formed messages are decoded on the typed fast path."""
+
+    def no_slow(*args: Any) -> None:
+        msg = "slow path taken"
+        raise AssertionError(msg)
+
+    monkeypatch.setattr(Decoder, "_slow", no_slow)
+    d = Decoder(known_sites={"s1"})
+    clean = [
+        {"tag": "t", "ts": T0, "value": 0.25},
+        {"tag": "t", "ts": "2026-11-28T07:59:00.000+08:00", "value": None, "q": "uncertain"},
+        {"ts": T0,
+         "readings": [{"tag": "a", "value": 1}, {"tag": "b", "ts": T0 - 1, "value": True, "q": "bad"}]},
+        {"ts": "2026-11-27T23:59:00Z", "readings": [{"tag": "a", "value": 1.5, "unit": "MPa"}]},
+        {"ts": T0, "readings": []},
+    ]
+    result = d.decode([RawMessage(TOPIC, _payload(p)) for p in clean], NOW_MS)
+    assert result.rejects == []
+    assert len(result.batch) == 5
