@@ -386,3 +386,44 @@ def test_changes_list_each_alarm_once_with_its_final_state() -> None:
     assert ch.notices[0][0].state is AlarmState.ACTIVE_UNACK  # the alarm as it was at the event
     assert m.apply_signals([c], T0 + 2 * SEC).events == []  # clear on a cleared alarm: ignored
     assert m.stats["already_cleared"] == 1
+
+
+def test_restart_unsuppresses_when_the_window_ended_during_downtime() -> None:
+    tl = Timeline()
+    tl.m.add_window("hz1", None, T0, T0 + 10 * MIN, "calibration", "op")
+    a = only(tl.at(1).raise_().alarms)
+    assert a.suppressed
+    # down from minute 2 to 15; the window ended meanwhile and is not stored any more
+    m2 = AlarmManager(SITES, AlarmsConfig(), open_alarms=tl.m.open_alarms(), windows=())
+    ch = m2.tick(T0 + 15 * MIN)
+    assert [e.kind.value for e in ch.events] == ["reminded"] and len(ch.notices) == 1
+    assert not m2.get(a.alarm_id).suppressed
+
+
+def test_restart_keeps_suppression_while_the_stored_window_lasts() -> None:
+    tl = Timeline()
+    w = tl.m.add_window("hz1", None, T0, T0 + 10 * MIN, "calibration", "op")
+    a = only(tl.at(1).raise_().alarms)
+    m2 = AlarmManager(SITES, AlarmsConfig(), open_alarms=tl.m.open_alarms(), windows=[w])
+    assert m2.tick(T0 + 5 * MIN).events == []
+    assert m2.get(a.alarm_id).suppressed
+    assert [e.kind.value for e in m2.tick(T0 + 10 * MIN).events] == ["reminded"]
+
+
+def test_many_reschedules_keep_the_timer_heap_small_and_right() -> None:
+    tl = Timeline(AlarmsConfig(reminder_interval_ms=0))
+    a = only(tl.at(0).raise_(severity=Severity.BLUE, rule="flatline").alarms)
+    # acknowledge / reactivate 5 000 times within the first minute: the ack period restarts each time
+    for i in range(5_000):
+        t = T0 + 1 + i * 10
+        tl.clock.set(t)
+        tl.m.ack(a.alarm_id, "op", "", t)
+        tl.clear(rule="flatline", severity=Severity.BLUE)
+        tl.clock.set(t + 5)
+        tl.raise_(rule="flatline", severity=Severity.BLUE)
+    assert len(tl.m._heap) <= 2 * len(tl.m._due) + 1024
+    last = tl.m.get(a.alarm_id)
+    assert last.occurrences == 5_001 and last.unacked_since_ms == T0 + 1 + 4_999 * 10 + 5
+    # blue: 60 min to acknowledge from the last reactivation
+    assert tl.m.tick(last.unacked_since_ms + 60 * MIN - 1).events == []
+    assert [e.kind.value for e in tl.m.tick(last.unacked_since_ms + 60 * MIN).events] == ["escalated"]

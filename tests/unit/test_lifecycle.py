@@ -467,3 +467,16 @@ def test_orange_reminder_then_escalation() -> None:
         (30, "escalated"),
     ]
     assert a.escalation_tier is Tier.CITY
+
+
+def test_evolve_is_dataclasses_replace() -> None:
+    import dataclasses
+
+    a = alarm_in(CA, shelved_until_ms=5, note="n")
+    changes = {"state": AU, "cleared_at_ms": None, "occurrences": 7, "escalation_tier": Tier.CITY, "suppressed": True}
+    b = lc.evolve(a, **changes)
+    assert b == dataclasses.replace(a, **changes)  # type: ignore[arg-type]
+    assert hash(b) == hash(dataclasses.replace(a, **changes))  # type: ignore[arg-type]
+    assert lc.evolve(a) == a and lc.evolve(a) is not a
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        b.state = CL  # type: ignore[misc]

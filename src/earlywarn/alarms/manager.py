@@ -52,6 +52,7 @@ from earlywarn.alarms.lifecycle import (
     Shelve,
     Unshelve,
     Unsuppress,
+    fmt_ms,
     next_due_ms,
     open_alarm,
     run_timers,
@@ -196,17 +197,20 @@ class AlarmManager:
         self._flood: dict[str, deque[int]] = {}  # last flood_count raise times per site
         for w in windows:
             self._put_window(w)
-        past = sorted(history or (), key=lambda a: a.raised_at_ms)
+        restored = sorted((a for a in open_alarms if a.is_open), key=lambda a: a.raised_at_ms)
+        restored_ids = {a.alarm_id for a in restored}
+        past = sorted((a for a in history or () if a.alarm_id not in restored_ids), key=lambda a: a.raised_at_ms)
         for a in past:
             if a.state is AlarmState.CLOSED:
                 self._remember_closed(a)
-        restored = sorted(open_alarms, key=lambda a: a.raised_at_ms)
-        for a in past + [a for a in restored if a.is_open]:
+        for a in sorted(past + restored, key=lambda a: a.raised_at_ms):
             self._note_activation((a.site, a.rule_id, a.tag), a.last_activation_ms or a.raised_at_ms)
             self._note_raise(a.site, a.raised_at_ms)
         for a in restored:
-            if a.is_open:
-                self._put(a)
+            self._put(a)
+            if a.suppressed:
+                # its window may have ended (or been deleted) while the engine was down: look at the first tick
+                self._recheck_sites.add(a.site)
 
     # -- queries -----------------------------------------------------------------------------------
 
@@ -374,7 +378,7 @@ class AlarmManager:
             return None
         for w in ws.values():
             if w.covers(site, tag, ts_ms):
-                return f"maintenance window {w.window_id} until {w.ends_ms}: {w.reason}"
+                return f"maintenance window {w.window_id} until {fmt_ms(w.ends_ms)}: {w.reason}"
         return None
 
     # -- timers ------------------------------------------------------------------------------------
@@ -399,9 +403,8 @@ class AlarmManager:
                     alarm = self._alarms[aid]
                     if alarm.state.is_active and self._window_reason(site, alarm.tag, now_ms) is None:
                         self._commit(step(alarm, Unsuppress(), now_ms, self.policy), acc)
-        heap = self._heap
-        while heap and heap[0][0] <= now_ms:
-            due_ms, aid = heapq.heappop(heap)
+        while self._heap and self._heap[0][0] <= now_ms:  # not a local: _schedule may rebuild the heap
+            due_ms, aid = heapq.heappop(self._heap)
             if self._due.get(aid) != due_ms:
                 continue  # superseded by a later reschedule, or the alarm is gone
             del self._due[aid]
@@ -460,7 +463,13 @@ class AlarmManager:
             self._due.pop(aid, None)
         elif self._due.get(aid) != due:
             self._due[aid] = due
-            heapq.heappush(self._heap, (due, aid))
+            heap = self._heap
+            heapq.heappush(heap, (due, aid))
+            if len(heap) > 2 * len(self._due) + 1024:
+                # superseded entries wait in the heap until their time comes; with far deadlines (blue: a
+                # day) they could pile up, so rebuild from the live ones now and then (amortised O(1))
+                self._heap = [(d, i) for i, d in self._due.items()]
+                heapq.heapify(self._heap)
 
     def _drop(self, alarm: Alarm) -> None:
         aid = alarm.alarm_id
