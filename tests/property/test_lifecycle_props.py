@@ -89,6 +89,7 @@ class World:
         for a, e in ch.notices:
             assert e.kind in (EventKind.RAISED, EventKind.REACTIVATED, EventKind.ESCALATED, EventKind.REMINDED)
             assert a.shelved_until_ms is None and not a.suppressed, "notice for a muted alarm"
+        assert all(e.actor and e.detail for e in ch.events), "every event carries actor and detail"
         ids = {e.alarm_id for e in ch.events}
         assert ids == {a.alarm_id for a in ch.alarms}
 

@@ -456,7 +456,8 @@ def is_muted(alarm: Alarm) -> bool:
 
 
 def _value_detail(value: float, extra: str) -> str:
-    parts = [] if math.isnan(value) else [f"value {value:g}"]
+    """Event detail of a signal: its value and the rule's detail ("no value" for e.g. a stale rule)."""
+    parts = ["no value"] if value != value else [f"value {value:g}"]  # value != value: NaN, without a call
     if extra:
         parts.append(extra)
     return "; ".join(parts)
@@ -610,7 +611,8 @@ def _acked(alarm: Alarm, actor: str, now_ms: int, nxt: AlarmState) -> Alarm:
 
 def _on_ack(alarm: Alarm, inp: Ack, now_ms: int, policy: Policy, nxt: AlarmState) -> Outcome:
     new = _acked(alarm, inp.actor, now_ms, nxt)
-    return Outcome(new, (AlarmEvent(alarm.alarm_id, now_ms, EventKind.ACKED, inp.actor, inp.note),), Reason.ACKED)
+    detail = inp.note.strip() or f"acknowledged ({'active' if alarm.state.is_active else 'cleared'})"
+    return Outcome(new, (AlarmEvent(alarm.alarm_id, now_ms, EventKind.ACKED, inp.actor, detail),), Reason.ACKED)
 
 
 def _on_close(alarm: Alarm, inp: Close, now_ms: int, policy: Policy, nxt: AlarmState) -> Outcome:
@@ -681,7 +683,7 @@ def _unshelved(alarm: Alarm, now_ms: int, actor: str, detail: str, reason: Reaso
 def _on_unshelve(alarm: Alarm, inp: Unshelve, now_ms: int, policy: Policy, nxt: AlarmState) -> Outcome:
     if alarm.shelved_until_ms is None:
         return _same(alarm, Reason.NOT_SHELVED)
-    return _unshelved(alarm, now_ms, inp.actor, inp.note, Reason.UNSHELVED)
+    return _unshelved(alarm, now_ms, inp.actor, inp.note.strip() or "unshelved early", Reason.UNSHELVED)
 
 
 def _on_shelve_expired(alarm: Alarm, inp: ShelveExpired, now_ms: int, policy: Policy, nxt: AlarmState) -> Outcome:
