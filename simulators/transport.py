@@ -128,22 +128,24 @@ def apply(messages: list[Message], faults: TransportFaults, *, site: str, seed: 
             log.malformed.append((p, kind))
     keyed += extra
     keyed.sort(key=lambda x: (x[0], x[1]))
-    # 4. gateway outages: hold everything published inside a window, flush at its end in original order
-    out: list[Message] = []
+    # 4. gateway outages: hold everything due inside a window; on reconnect the backlog goes out first,
+    #    a few ms apart, with its original payloads (original timestamps), and live data queues behind it.
     if faults.outages_ms:
         windows = sorted(faults.outages_ms)
+        gate = -(2**62)  # the gateway's queue is busy flushing until this instant
         flushed: list[tuple[int, int, Message]] = []
-        held_by_window: dict[int, int] = {}
         for p, i, m in keyed:
-            w = next((k for k, (a, b) in enumerate(windows) if a <= p < b), None)
-            if w is None:
-                flushed.append((p, i, m))
-            else:
-                c = held_by_window.get(w, 0)
-                held_by_window[w] = c + 1
-                flushed.append((windows[w][1] + c * faults.flush_spacing_ms, i, m))
+            w = next(((wa, wb) for wa, wb in windows if wa <= p < wb), None)
+            if w is not None:
+                p_new = max(w[1], gate)
+                gate = p_new + faults.flush_spacing_ms
                 log.held_in_outage += 1
-        flushed.sort(key=lambda x: (x[0], x[1]))
+            elif p < gate:
+                p_new = gate
+                gate = p_new + faults.flush_spacing_ms
+            else:
+                p_new = p
+            flushed.append((p_new, i, m))
         keyed = flushed
     out = [Message(p, m.topic, m.payload) for p, _, m in keyed]
     log.sent = len(out)
