@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     w = Workload()
     with tempfile.TemporaryDirectory(prefix="bench_store_") as d:
         tmp = Path(d)
-        fresh = bench_fresh(tmp, w, n_batches=10 if quick else 40, naive_rows=5_000 if quick else 50_000)
+        fresh = bench_fresh(tmp, w, n_batches=10 if quick else 40, naive_rows=5_000 if quick else 10_000)
         dup = bench_maybe_dup(tmp, w, history=1_000_000 if quick else 10_000_000, reps=3 if quick else 7)
         small = bench_small(tmp, n=500, reps=5)
 

@@ -2,16 +2,24 @@
 
 One writer process owns the database file (DuckDB allows a single writing process). The engine calls
 `Store.commit` once per micro-batch and acknowledges the batch's MQTT messages only after it returns:
-everything of the batch (readings, rejects, signals, alarms, alarm events, notices, engine state) is in
-one transaction, so after a crash (kill -9 included) a batch is either wholly stored or wholly absent
-and the broker redelivers what was not acknowledged. DuckDB replays its write-ahead log on open.
+everything of the batch (readings, rejects, signals, alarms, alarm events, notices, maintenance windows,
+engine state, and a row in the `store_commits` log) is in one transaction, so after a crash (kill -9
+included) a batch is either wholly stored or wholly absent, and the broker redelivers what was not
+acknowledged. DuckDB fsyncs its write-ahead log at COMMIT and replays it on open.
+
+On failure `commit` rolls back and raises StoreError: nothing of the batch is stored and the caller
+retries the same batch. A dead connection (closed, or invalidated by DuckDB after a fatal I/O error) is
+reopened before the error is raised; a COMMIT that raises is checked against `store_commits`, so a
+batch that did become durable is reported as committed and never written twice.
 
 Readings are appended columnar from the batch's polars frame (Arrow, zero copy), never row by row.
-Redelivered readings (QoS 1) are dropped by an anti-join restricted to the candidates' sensors and time
-range, so a reading is stored once however often it arrives (product.md §3 "Duplicates").
+Redelivered readings (QoS 1) are dropped by an anti-join against the stored readings of the candidates'
+time ranges (pruned by zone maps) on (site, tag, ts), so a reading is stored once however often it
+arrives (product.md §3 "Duplicates"); the new ones among them are stored with `late = true`.
 
 Readers: analysts open a *copy* (`snapshot_to`) or a stopped engine's file (`open_readonly`); a live
-engine's file is locked by its writer, so live queries go through the engine (HTTP API).
+engine's file is locked by its writer process, so live queries go through the engine (HTTP API, which
+uses `read_cursor`).
 
 Example:
     >>> store = Store.open(path)                                       # doctest: +SKIP
@@ -69,6 +77,15 @@ __all__ = [
 ]
 
 _TS_MS = pa.timestamp("ms", tz="UTC")  # Arrow type DuckDB reads as TIMESTAMPTZ
+_CATALOG = "ew"  # the writer's name for its attached database file
+
+#: Rows per row group of the writer's database. DuckDB writes full row groups of a large append straight
+#: to the database file, compressed, before COMMIT ("optimistic writes"), and logs only the rest in the
+#: WAL. With DuckDB's default (122 880) a 50 000-reading batch never fills one, so every reading went
+#: through the WAL and was compressed again by the next checkpoint; at 16 384 most of a batch skips both,
+#: which halves the CPU per reading (benchmarks/bench_store.py) and removes the checkpoint stalls. It
+#: also makes zone maps finer (ts and batch_seq pruning). Files stay ordinary DuckDB files.
+ROW_GROUP_SIZE = 16_384
 
 # Quality code -> stored label, as a DuckDB list literal indexed by code + 1 (lists are 1-based).
 # An unknown code gives NULL, which the NOT NULL constraint on readings.quality turns into an error.
@@ -303,6 +320,8 @@ class Store:
         self._checkpoint_interval_ms = checkpoint_interval_ms
         self._lock = threading.RLock()
         self._views: set[str] = set()  # registered Arrow views (see _view)
+        self._threads: int | None = None
+        self._row_group_size = ROW_GROUP_SIZE
         self._closed = False
         self._batch_seq = self._load_batch_seq()
         self._last_checkpoint_ms = clock.now_ms()
@@ -318,6 +337,7 @@ class Store:
         deadlines: Mapping[Severity, Deadline] | None = None,
         checkpoint_interval_ms: int = 10_000,
         threads: int | None = None,
+        row_group_size: int = ROW_GROUP_SIZE,
     ) -> Store:
         """Open (creating if needed) the database at `path` for writing and apply the schema.
 
@@ -325,15 +345,35 @@ class Store:
         no uncommitted one is. `deadlines` (per severity) fill `alarms.ack_due_at` / `close_due_at`.
         `checkpoint_interval_ms` bounds the WAL (and so the replay time at the next open): after a
         commit, the store checkpoints if that long has passed since the last checkpoint (0 = only
-        DuckDB's own size-based checkpoints).
+        DuckDB's own size-based checkpoints). `row_group_size`: see ROW_GROUP_SIZE.
         """
         p = Path(path)
+        store = cls(
+            cls._connect_writer(p, threads, row_group_size),
+            p,
+            read_only=False,
+            clock=clock if clock is not None else SystemClock(),
+            deadlines=deadlines if deadlines is not None else DEFAULT_DEADLINES,
+            checkpoint_interval_ms=checkpoint_interval_ms,
+        )
+        store._threads = threads
+        store._row_group_size = row_group_size
+        return store
+
+    @staticmethod
+    def _connect_writer(p: Path, threads: int | None, row_group_size: int) -> duckdb.DuckDBPyConnection:
+        # The file is ATTACHed to an in-memory host rather than opened directly: only ATTACH takes the
+        # ROW_GROUP_SIZE option (see ROW_GROUP_SIZE). USE makes it the default catalog, so every query
+        # (and every cursor, see read_cursor) names tables unqualified, as analysts do.
+        con = duckdb.connect()
         try:
-            con = duckdb.connect(str(p))
+            con.execute(f"ATTACH ? AS {_CATALOG} (ROW_GROUP_SIZE {int(row_group_size)})", [str(p)])
         except duckdb.Error as e:
+            con.close()
             msg = f"cannot open {p} for writing (is another engine running on it?): {e}"
             raise StoreError(msg) from e
         try:
+            con.execute(f"USE {_CATALOG}")
             # GLOBAL so that the reader cursors get it too: TIMESTAMP -> TIMESTAMPTZ casts and what an
             # analyst sees are UTC whatever the host's zone is.
             con.execute("SET GLOBAL TimeZone = 'UTC'")
@@ -344,14 +384,30 @@ class Store:
             con.close()
             msg = f"cannot prepare {p}: {e}"
             raise StoreError(msg) from e
-        return cls(
-            con,
-            p,
-            read_only=False,
-            clock=clock if clock is not None else SystemClock(),
-            deadlines=deadlines if deadlines is not None else DEFAULT_DEADLINES,
-            checkpoint_interval_ms=checkpoint_interval_ms,
-        )
+        return con
+
+    def _heal(self) -> None:
+        """After a failed commit: if the writer connection is dead (closed, or the database invalidated
+        by DuckDB after a fatal I/O error such as a full disk), open a new one, which replays the WAL.
+        Without this, every retry of the caller would fail the same way until a restart.
+        """
+        try:
+            self._con.execute("SELECT 1").fetchone()
+            return
+        except Exception:  # noqa: BLE001, S110 - dead: reconnect below
+            pass
+        try:
+            self._con.close()
+        except Exception:  # noqa: BLE001, S110
+            pass
+        try:
+            self._con = self._connect_writer(self.path, self._threads, self._row_group_size)
+        except StoreError as e:
+            log.error("store connection lost and cannot be reopened (will try again): %s", e)
+            return
+        self._views.clear()
+        self._batch_seq = self._load_batch_seq()
+        log.warning("store connection reopened at batch %d", self._batch_seq)
 
     @classmethod
     def open_readonly(cls, path: str | os.PathLike[str], *, clock: Clock | None = None) -> Store:
@@ -412,13 +468,6 @@ class Store:
         row = self._con.execute("SELECT coalesce(max(batch_seq), 0) FROM store_commits").fetchone()
         return int(row[0]) if row else 0
 
-    def _reader(self) -> duckdb.DuckDBPyConnection:
-        """A cursor of its own for one read: sees committed data only, never blocks the writer."""
-        if self._closed:
-            msg = f"store {self.path} is closed"
-            raise StoreError(msg)
-        return self._con.cursor()
-
     def _require_writer(self) -> None:
         if self.read_only:
             msg = f"store {self.path} is open read-only"
@@ -461,6 +510,7 @@ class Store:
                 )
             except Exception as e:  # noqa: BLE001 - any failure means: roll back, the caller keeps the batch
                 self._rollback_quietly()
+                self._heal()
                 msg = f"batch {seq} not committed: {type(e).__name__}: {e}"
                 raise StoreError(msg) from e
             try:
@@ -503,10 +553,10 @@ class Store:
     def _committed_despite(self, seq: int, error: BaseException) -> bool:
         """After a failed COMMIT: is batch `seq` durable? Rolls back our side if it is not."""
         self._rollback_quietly()
+        self._heal()
         try:
-            row = self._con.cursor().execute(
-                "SELECT count(*) FROM store_commits WHERE batch_seq = ?", [seq]
-            ).fetchone()
+            with self._reader() as cur:
+                row = cur.execute("SELECT count(*) FROM store_commits WHERE batch_seq = ?", [seq]).fetchone()
         except Exception as e:  # noqa: BLE001
             log.error("batch %d: COMMIT failed (%s) and the store cannot tell whether it is in: %s",
                       seq, error, e)
@@ -746,7 +796,10 @@ class Store:
         if self._closed:
             msg = f"store {self.path} is closed"
             raise StoreError(msg)
-        return self._con.cursor()
+        cur = self._con.cursor()
+        if not self.read_only:
+            cur.execute(f"USE {_CATALOG}")  # a cursor starts in the in-memory host catalog
+        return cur
 
     _reader = read_cursor
 

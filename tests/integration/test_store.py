@@ -184,15 +184,56 @@ def test_unknown_quality_code_is_refused(store: Store) -> None:
     _nothing_of_batch_two(store)
 
 
-def test_closed_connection_raises_store_error(tmp_path: Path) -> None:
+def test_dead_connection_raises_store_error_then_heals(tmp_path: Path) -> None:
     s = Store.open(tmp_path / "ew.duckdb")
     s.commit(full_batch())
     s._con.close()  # the connection dies under the store  # noqa: SLF001
-    with pytest.raises(StoreError):
+    with pytest.raises(StoreError, match="batch 2 not committed"):
         s.commit(full_batch(1000))
     assert s.batch_seq == 1
+    # the caller retries the same batch: the store has reopened its connection meanwhile
+    assert s.commit(full_batch(1000)).batch_seq == 2
+    s.close()
     with Store.open(tmp_path / "ew.duckdb") as s2:
-        assert s2.batch_seq == 1 and s2.count("readings") == 2
+        assert s2.batch_seq == 2 and s2.count("readings") == 4
+
+
+class _CommitRaises:
+    """The writer connection, except that the next COMMIT raises, after (durable) or instead of committing."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, *, durable: bool) -> None:
+        self._con, self._durable, self._armed = con, durable, True
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._con, name)
+
+    def commit(self) -> object:
+        if self._armed:
+            self._armed = False
+            if self._durable:
+                self._con.commit()
+            else:
+                self._con.rollback()
+            raise duckdb.IOException("injected: COMMIT failed")
+        return self._con.commit()
+
+
+def test_commit_that_raises_but_is_durable_counts_as_committed(store: Store) -> None:
+    store.commit(full_batch())
+    store._con = _CommitRaises(store._con, durable=True)  # type: ignore[assignment]  # noqa: SLF001
+    r = store.commit(full_batch(1000))  # no StoreError: store_commits shows the batch is in
+    assert r.batch_seq == 2 and r.inserted == 2
+    assert store.batch_seq == 2 and store.count("readings") == 4
+    assert store.commit(full_batch(2000)).batch_seq == 3
+
+
+def test_commit_that_raises_and_is_not_durable_raises(store: Store) -> None:
+    store.commit(full_batch())
+    store._con = _CommitRaises(store._con, durable=False)  # type: ignore[assignment]  # noqa: SLF001
+    with pytest.raises(StoreError, match="batch 2 not committed.*injected"):
+        store.commit(full_batch(1000))
+    _nothing_of_batch_two(store)
+    assert store.commit(full_batch(1000)).batch_seq == 2  # the retry
 
 
 def test_read_only_store_refuses_commits(tmp_path: Path) -> None:
@@ -490,7 +531,7 @@ WRITER = textwrap.dedent(
     import sys
     from earlywarn.model import *
     from earlywarn.store import *
-    N = 2000
+    N = int(sys.argv[3])
     T0 = 1_764_316_800_000
     store = Store.open(sys.argv[1], checkpoint_interval_ms=int(sys.argv[2]))
     while True:
@@ -515,15 +556,15 @@ WRITER = textwrap.dedent(
 )
 
 
-def _check_consistent(path: Path, at_least: int) -> int:
+def _check_consistent(path: Path, at_least: int, n: int) -> int:
     with Store.open(path) as s:
         m = s.batch_seq
         assert m >= at_least, "a batch reported committed is missing"
         assert s.sql("SELECT count(*), min(batch_seq), max(batch_seq) FROM store_commits") == [(m, 1, m)]
         per_batch = dict(s.sql("SELECT batch_seq, count(*) FROM readings GROUP BY ALL"))
         assert set(per_batch) == set(range(1, m + 1)), "readings of an uncommitted batch, or a batch without"
-        assert all(n == 2000 for n in per_batch.values()), "a partial batch"
-        assert s.sql("SELECT count(*) FROM (SELECT DISTINCT site, tag, ts FROM readings)") == [(2000 * m,)]
+        assert all(k == n for k in per_batch.values()), "a partial batch"
+        assert s.sql("SELECT count(*) FROM (SELECT DISTINCT site, tag, ts FROM readings)") == [(n * m,)]
         assert s.count("alarm_events") == m and s.count("signals") == m
         assert s.load_state("engine") == (str(m).encode(), m)
         for k in range(5):
@@ -536,12 +577,16 @@ def _check_consistent(path: Path, at_least: int) -> int:
         return m
 
 
-@pytest.mark.parametrize("checkpoint_interval_ms", [0, 30])
-def test_kill_9_mid_stream_loses_and_duplicates_nothing(tmp_path: Path, checkpoint_interval_ms: int) -> None:
+@pytest.mark.parametrize(
+    ("checkpoint_interval_ms", "n"),
+    [(0, 2000), (30, 2000), (0, 40_000)],  # 40 000 > ROW_GROUP_SIZE: row groups written before COMMIT
+    ids=["wal", "checkpoints", "optimistic-writes"],
+)
+def test_kill_9_mid_stream_loses_and_duplicates_nothing(tmp_path: Path, checkpoint_interval_ms: int, n: int) -> None:
     path = tmp_path / "ew.duckdb"
     committed = 0
     for round_ in range(4):
-        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path), str(checkpoint_interval_ms)],
+        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path), str(checkpoint_interval_ms), str(n)],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert proc.stdout is not None
         reported = committed
@@ -555,7 +600,7 @@ def test_kill_9_mid_stream_loses_and_duplicates_nothing(tmp_path: Path, checkpoi
         time.sleep(0.003 * round_)  # land the kill at different points of a commit
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
-        committed = _check_consistent(path, reported)
+        committed = _check_consistent(path, reported, n)
     assert committed >= 8 + 11 + 14 + 17
 
 
@@ -643,3 +688,39 @@ def test_read_cursor_sees_committed_data_only(store: Store) -> None:
         store._con.rollback()  # noqa: SLF001
     finally:
         cur.close()
+
+
+@st.composite
+def delivery_streams(draw: st.DrawFn) -> list[list[tuple[str, int, float]]]:
+    """Batches of (sensor, ts, value) deliveries with redeliveries and out-of-order readings."""
+    sensors = st.sampled_from(["a", "b", "c"])
+    ts = st.integers(0, 40).map(lambda k: T0_MS + k * 250)
+    return draw(st.lists(st.lists(st.tuples(sensors, ts, st.floats(-1e6, 1e6)), max_size=25), min_size=1, max_size=8))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(stream=delivery_streams())
+def test_property_each_reading_stored_once_first_value_wins(tmp_path_factory: pytest.TempPathFactory,
+                                                            stream: list[list[tuple[str, int, float]]]) -> None:
+    """Split like the batcher does (fresh: newer than the sensor's last stored ts), commit, compare with a model."""
+    path = tmp_path_factory.mktemp("prop") / "ew.duckdb"
+    model: dict[tuple[str, int], float] = {}
+    with Store.open(path) as s:
+        last = s.last_ts_by_sensor()
+        for deliveries in stream:
+            seen: dict[tuple[str, int], float] = {}
+            for sensor, ts, v in deliveries:  # in-batch duplicates: the batcher keeps the first
+                seen.setdefault((sensor, ts), v)
+            fresh = [("S", k[0], k[1], v, 0) for k, v in seen.items() if k[1] > last.get(("S", k[0]), -1)]
+            maybe = [("S", k[0], k[1], v, 0) for k, v in seen.items() if k[1] <= last.get(("S", k[0]), -1)]
+            r = s.commit(CommitBatch(fresh=readings(fresh), maybe_dup=readings(maybe)))
+            new_late = sum(1 for _, t, ts, _, _ in maybe if (t, ts) not in model)
+            assert (r.inserted, r.late, r.duplicates) == (len(fresh) + new_late, new_late, len(maybe) - new_late)
+            for _, t, ts, v, _ in fresh + maybe:
+                model.setdefault((t, ts), v)
+            for _, t, ts, _, _ in fresh:
+                last[("S", t)] = max(last.get(("S", t), -1), ts)
+            assert s.last_ts_by_sensor() == {k: v for k, v in last.items()}
+        stored = {(t, ts): v for _, t, ts, v, _ in s.readings_since(0).frame.rows()}
+        assert stored == model
+        assert s.count("readings") == len(model)
