@@ -54,8 +54,16 @@ def open_signals(n_alarms: int, n_sites: int, t0_ms: int) -> list[Signal]:
     """One raise per key: n_alarms keys spread over the sites, OPEN_SPACING_MS apart."""
     per_site = n_alarms // n_sites
     return [
-        Signal(f"S{i % n_sites:04d}", f"T{i // n_sites:04d}", f"R{i % 7}", SEVERITIES[i % 4], SignalKind.RAISE,
-               t0_ms + i * OPEN_SPACING_MS, 1.0 + (i % per_site) * 0.001, "high")
+        Signal(
+            f"S{i % n_sites:04d}",
+            f"T{i // n_sites:04d}",
+            f"R{i % 7}",
+            SEVERITIES[i % 4],
+            SignalKind.RAISE,
+            t0_ms + i * OPEN_SPACING_MS,
+            1.0 + (i % per_site) * 0.001,
+            "high",
+        )
         for i in range(n_alarms)
     ]
 
@@ -72,7 +80,17 @@ def stream(keys: Sequence[Signal], n: int, seed: int, t0_ms: int, n_sites: int) 
         r = rng.random()
         if r < 0.05:
             fresh += 1
-            out.append(Signal(f"S{fresh % n_sites:04d}", f"N{fresh:06d}", "R9", Severity.YELLOW, SignalKind.RAISE, ts, 2.0))
+            out.append(
+                Signal(
+                    f"S{fresh % n_sites:04d}",
+                    f"N{fresh:06d}",
+                    "R9",
+                    Severity.YELLOW,
+                    SignalKind.RAISE,
+                    ts,
+                    2.0,
+                )
+            )
             continue
         i = rng.randrange(len(keys))
         k = keys[i]
@@ -101,16 +119,26 @@ class NaiveManager:
         n_events = 0
         for s in signals:
             idx = next(
-                (j for j, a in enumerate(self.alarms) if (a.site, a.rule_id, a.tag) == (s.site, s.rule_id, s.tag)),
+                (
+                    j
+                    for j, a in enumerate(self.alarms)
+                    if (a.site, a.rule_id, a.tag) == (s.site, s.rule_id, s.tag)
+                ),
                 None,
             )
             if idx is None:
                 if s.kind is SignalKind.RAISE:
                     site = self.sites.get(s.site)
                     out = open_alarm(
-                        alarm_id_for(s.site, s.rule_id, s.tag, s.ts_ms), site=s.site,
-                        plant=site.plant if site else "", district=site.district if site else "", tag=s.tag,
-                        rule_id=s.rule_id, severity=s.severity, raise_=Raise(s.ts_ms, s.value), policy=self.policy,
+                        alarm_id_for(s.site, s.rule_id, s.tag, s.ts_ms),
+                        site=s.site,
+                        plant=site.plant if site else "",
+                        district=site.district if site else "",
+                        tag=s.tag,
+                        rule_id=s.rule_id,
+                        severity=s.severity,
+                        raise_=Raise(s.ts_ms, s.value),
+                        policy=self.policy,
                     )
                     self.alarms.append(out.alarm)
                     n_events += len(out.events)
@@ -171,12 +199,19 @@ def run(quick: bool, call: int, seed: int) -> dict[str, Any]:
 
     # open 100 000 alarms
     m = AlarmManager(sites, config)
+
     def open_all() -> None:
         for i in range(0, len(opens), call):
             m.apply_signals(opens[i : i + call], opens[min(i + call, len(opens)) - 1].ts_ms)
+
     dt, _ = timed(open_all)
     assert len(m) == n_alarms
-    results["open"] = {"signals": n_alarms, "seconds": dt, "per_s": n_alarms / dt, "cpu_per_s": n_alarms / CPU_S[-1]}
+    results["open"] = {
+        "signals": n_alarms,
+        "seconds": dt,
+        "per_s": n_alarms / dt,
+        "cpu_per_s": n_alarms / CPU_S[-1],
+    }
     snapshot = m.open_alarms()
 
     # signals over 100 000 open alarms
@@ -186,21 +221,31 @@ def run(quick: bool, call: int, seed: int) -> dict[str, Any]:
             chunk = sigs[i : i + call]
             n += len(m.apply_signals(chunk, chunk[-1].ts_ms).events)
         return n
+
     dt, n_events = timed(apply_all)
     results["signals"] = {
-        "signals": len(sigs), "events": n_events, "seconds": dt, "per_s": len(sigs) / dt,
-        "cpu_per_s": len(sigs) / CPU_S[-1], "open_after": len(m),
+        "signals": len(sigs),
+        "events": n_events,
+        "seconds": dt,
+        "per_s": len(sigs) / dt,
+        "cpu_per_s": len(sigs) / CPU_S[-1],
+        "open_after": len(m),
         "stats": dict(sorted(m.stats.items())),
     }
 
     # naive baseline on a prefix, from the same 100 000 open alarms
     naive = NaiveManager(sites, config, snapshot)
     prefix = sigs[:n_baseline]
+
     def naive_all() -> int:
         return naive.apply_signals(prefix, prefix[-1].ts_ms)
+
     dt_naive, _ = timed(naive_all)
     results["baseline_list_scan"] = {
-        "signals": len(prefix), "seconds": dt_naive, "per_s": len(prefix) / dt_naive, "cpu_per_s": len(prefix) / CPU_S[-1],
+        "signals": len(prefix),
+        "seconds": dt_naive,
+        "per_s": len(prefix) / dt_naive,
+        "cpu_per_s": len(prefix) / CPU_S[-1],
     }
 
     # tick: ~1 % of the alarms due per tick. Alarms were raised OPEN_SPACING_MS apart from T0 and every
@@ -210,15 +255,21 @@ def run(quick: bool, call: int, seed: int) -> dict[str, Any]:
     n_ticks = 5 if quick else 20
     start = T0_MS + 5 * 60_000
     steps = [start + k * 50_000 for k in range(1, n_ticks + 1)]
+
     def ticks(mgr: Any) -> int:
         return sum(len(r.events) if hasattr(r, "events") else r for r in (mgr.tick(t) for t in steps))
+
     dt_tick, ev_tick = timed(ticks, m2)
     dt_tick_naive, ev_tick_naive = timed(ticks, naive2)
     assert ev_tick == ev_tick_naive, (ev_tick, ev_tick_naive)
     dt_idle, _ = timed(lambda: [m2.tick(steps[-1]) for _ in range(100)])
     results["tick"] = {
-        "open_alarms": n_alarms, "ticks": n_ticks, "events": ev_tick, "step_ms": 50_000,
-        "ms_per_tick": dt_tick / n_ticks * 1e3, "baseline_ms_per_tick": dt_tick_naive / n_ticks * 1e3,
+        "open_alarms": n_alarms,
+        "ticks": n_ticks,
+        "events": ev_tick,
+        "step_ms": 50_000,
+        "ms_per_tick": dt_tick / n_ticks * 1e3,
+        "baseline_ms_per_tick": dt_tick_naive / n_ticks * 1e3,
         "idle_ms_per_tick": dt_idle / 100 * 1e3,
     }
     return results
@@ -234,12 +285,26 @@ def main(argv: list[str] | None = None) -> int:
     res = run(args.quick, args.call, args.seed)
     s, b, o, t = res["signals"], res["baseline_list_scan"], res["open"], res["tick"]
     rows = [
-        ("open 100k alarms (new-alarm raises)", f"{o['per_s']:,.0f} signals/s", f"cpu-time rate {o['cpu_per_s']:,.0f}/s"),
-        ("signals over 100k open alarms", f"{s['per_s']:,.0f} signals/s",
-         f"x{s['per_s'] / b['per_s']:,.0f} vs baseline; cpu-time rate {s['cpu_per_s']:,.0f}/s"),
-        ("baseline: list scan per signal", f"{b['per_s']:,.0f} signals/s",
-         f"({b['signals']} signals; cpu-time rate {b['cpu_per_s']:,.0f}/s)"),
-        ("tick, ~1k due of 100k", f"{t['ms_per_tick']:.2f} ms", f"x{t['baseline_ms_per_tick'] / t['ms_per_tick']:,.0f} vs baseline"),
+        (
+            "open 100k alarms (new-alarm raises)",
+            f"{o['per_s']:,.0f} signals/s",
+            f"cpu-time rate {o['cpu_per_s']:,.0f}/s",
+        ),
+        (
+            "signals over 100k open alarms",
+            f"{s['per_s']:,.0f} signals/s",
+            f"x{s['per_s'] / b['per_s']:,.0f} vs baseline; cpu-time rate {s['cpu_per_s']:,.0f}/s",
+        ),
+        (
+            "baseline: list scan per signal",
+            f"{b['per_s']:,.0f} signals/s",
+            f"({b['signals']} signals; cpu-time rate {b['cpu_per_s']:,.0f}/s)",
+        ),
+        (
+            "tick, ~1k due of 100k",
+            f"{t['ms_per_tick']:.2f} ms",
+            f"x{t['baseline_ms_per_tick'] / t['ms_per_tick']:,.0f} vs baseline",
+        ),
         ("baseline tick: scan all", f"{t['baseline_ms_per_tick']:.2f} ms", ""),
         ("tick, nothing due", f"{t['idle_ms_per_tick'] * 1e3:.1f} us", ""),
     ]
@@ -254,9 +319,15 @@ def main(argv: list[str] | None = None) -> int:
         f"cpu-time {'met' if s['cpu_per_s'] >= target else 'NOT met'} (load average {load:.1f}, {os.cpu_count()} cpus)"
     )
     res["meta"] = {
-        "load_average_1m": load, "cpus": os.cpu_count(),
-        "quick": args.quick, "call": args.call, "seed": args.seed, "python": sys.version.split()[0],
-        "platform": platform.platform(), "target_signals_per_s": target, "target_met_wall": s["per_s"] >= target,
+        "load_average_1m": load,
+        "cpus": os.cpu_count(),
+        "quick": args.quick,
+        "call": args.call,
+        "seed": args.seed,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "target_signals_per_s": target,
+        "target_met_wall": s["per_s"] >= target,
         "target_met_cpu": s["cpu_per_s"] >= target,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -27,8 +27,20 @@ SEVERITY = {"r1": Severity.RED, "r2": Severity.YELLOW}
 SIGNAL_KINDS = {EventKind.RAISED, EventKind.REACTIVATED, EventKind.CLEARED}
 CONFIG = AlarmsConfig(chatter_count=3, chatter_window_ms=MIN, flood_count=2, flood_window_ms=10 * MIN)
 
-def _op(choice: int, key: tuple[str, str, str], up: bool, dt_ms: int, late: bool, value: float, i: int,
-        shelve_ms: int, text: str, disposition: str, window: tuple[str, str | None, int, int]) -> tuple:
+
+def _op(
+    choice: int,
+    key: tuple[str, str, str],
+    up: bool,
+    dt_ms: int,
+    late: bool,
+    value: float,
+    i: int,
+    shelve_ms: int,
+    text: str,
+    disposition: str,
+    window: tuple[str, str | None, int, int],
+) -> tuple:
     """One operation; `choice` (0..99) weighs them: signals 45 %, ticks 15 %, actions 33 %, the rest 7 %."""
     if choice < 45:
         return ("signal", key, up, -dt_ms // 3 if late else dt_ms, value)
@@ -61,8 +73,12 @@ op = st.builds(
     shelve_ms=st.integers(-MIN, 10 * 3_600_000),
     text=st.sampled_from(["", "note"]),
     disposition=st.sampled_from(["real_handled", "other", "false_alarm", "process_normal"]),
-    window=st.tuples(st.sampled_from(["s1", "s2"]), st.sampled_from([None, "t1"]), st.integers(-5 * MIN, 5 * MIN),
-                     st.integers(1, 30 * MIN)),
+    window=st.tuples(
+        st.sampled_from(["s1", "s2"]),
+        st.sampled_from([None, "t1"]),
+        st.integers(-5 * MIN, 5 * MIN),
+        st.integers(1, 30 * MIN),
+    ),
 )
 
 
@@ -87,7 +103,12 @@ class World:
             if a.state is AlarmState.CLOSED:
                 self.closed.append(a)
         for a, e in ch.notices:
-            assert e.kind in (EventKind.RAISED, EventKind.REACTIVATED, EventKind.ESCALATED, EventKind.REMINDED)
+            assert e.kind in (
+                EventKind.RAISED,
+                EventKind.REACTIVATED,
+                EventKind.ESCALATED,
+                EventKind.REMINDED,
+            )
             assert a.shelved_until_ms is None and not a.suppressed, "notice for a muted alarm"
         assert all(e.actor and e.detail for e in ch.events), "every event carries actor and detail"
         ids = {e.alarm_id for e in ch.events}
@@ -117,7 +138,9 @@ def apply(w: World, o: tuple) -> None:
         _, site, tag, start, length = o
         w.m.add_window(site, tag, w.now_ms + start, w.now_ms + start + length, "maintenance", "op")
     elif kind == "restart":
-        m2 = AlarmManager(SITES, CONFIG, open_alarms=w.m.open_alarms(), windows=w.m.windows(), history=w.closed)
+        m2 = AlarmManager(
+            SITES, CONFIG, open_alarms=w.m.open_alarms(), windows=w.m.windows(), history=w.closed
+        )
         w.m = m2
     else:
         aid = pick(w, o[1])
@@ -181,14 +204,18 @@ def test_random_sequences_keep_the_invariants(ops: list[tuple]) -> None:
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(op.filter(lambda o: o[0] != "restart"), min_size=1, max_size=40),
-       st.lists(st.integers(0, 20 * MIN), min_size=1, max_size=12))
+@given(
+    st.lists(op.filter(lambda o: o[0] != "restart"), min_size=1, max_size=40),
+    st.lists(st.integers(0, 20 * MIN), min_size=1, max_size=12),
+)
 def test_restart_fires_exactly_what_the_running_manager_would(ops: list[tuple], ticks: list[int]) -> None:
     w = World(AlarmManager(SITES, CONFIG))
     for o in ops:
         apply(w, o)
     w.take(w.m.tick(w.now_ms))
-    restarted = AlarmManager(SITES, CONFIG, open_alarms=w.m.open_alarms(), windows=w.m.windows(), history=w.closed)
+    restarted = AlarmManager(
+        SITES, CONFIG, open_alarms=w.m.open_alarms(), windows=w.m.windows(), history=w.closed
+    )
     assert restarted.tick(w.now_ms).events == [], "a restart re-fired something already done"
     now = w.now_ms
     for dt in ticks:

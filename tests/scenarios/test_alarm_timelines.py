@@ -14,7 +14,17 @@ from earlywarn.alarms.manager import AlarmClosed, AlarmManager, Changes, alarm_i
 from earlywarn.clock import ManualClock
 from earlywarn.config import AlarmsConfig
 from earlywarn.errors import ActionError, NotFound
-from earlywarn.model import Alarm, AlarmEvent, AlarmState, Disposition, Severity, Signal, SignalKind, Site, Tier
+from earlywarn.model import (
+    Alarm,
+    AlarmEvent,
+    AlarmState,
+    Disposition,
+    Severity,
+    Signal,
+    SignalKind,
+    Site,
+    Tier,
+)
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 MIN = 60_000
@@ -28,7 +38,9 @@ SITES = {
 class Timeline:
     """A manager, a manual clock and everything it produced, with helpers to drive and query it."""
 
-    def __init__(self, config: AlarmsConfig | None = None, manager: AlarmManager | None = None, start_ms: int = T0):
+    def __init__(
+        self, config: AlarmsConfig | None = None, manager: AlarmManager | None = None, start_ms: int = T0
+    ):
         self.clock = ManualClock(start_ms)
         self.m = manager or AlarmManager(SITES, config or AlarmsConfig())
         self.events: list[AlarmEvent] = []
@@ -47,8 +59,16 @@ class Timeline:
         self.notices += ch.notices
         return ch
 
-    def signal(self, kind: SignalKind, tag: str = "lt101", value: float = 9.5, *, site: str = "hz1",
-               rule: str = "level_hh", severity: Severity = Severity.RED) -> Changes:
+    def signal(
+        self,
+        kind: SignalKind,
+        tag: str = "lt101",
+        value: float = 9.5,
+        *,
+        site: str = "hz1",
+        rule: str = "level_hh",
+        severity: Severity = Severity.RED,
+    ) -> Changes:
         sig = Signal(site, tag, rule, severity, kind, self.now, value, "level high-high")
         return self._take(self.m.apply_signals([sig], self.now))
 
@@ -94,7 +114,12 @@ def test_raise_ack_clear_close_records_times_and_events() -> None:
     ch = tl.at(0).raise_(value=9.5)
     a = only(ch.alarms)
     assert a.alarm_id == alarm_id_for("hz1", "level_hh", "lt101", T0)
-    assert (a.plant, a.district, a.state, a.raised_at_ms) == ("hazchem", "district-east", AlarmState.ACTIVE_UNACK, T0)
+    assert (a.plant, a.district, a.state, a.raised_at_ms) == (
+        "hazchem",
+        "district-east",
+        AlarmState.ACTIVE_UNACK,
+        T0,
+    )
     assert [e.kind.value for _, e in ch.notices] == ["raised"]
     tl.at(2).act("ack", a.alarm_id, "zhang.wei", "on my way")
     tl.at(3).clear(value=6.0)
@@ -103,9 +128,16 @@ def test_raise_ack_clear_close_records_times_and_events() -> None:
     closed = only(ch.alarms)
     assert closed.state is AlarmState.CLOSED
     assert (closed.acked_at_ms, closed.acked_by) == (T0 + 2 * MIN, "zhang.wei")
-    assert (closed.cleared_at_ms, closed.closed_at_ms, closed.closed_by) == (T0 + 3 * MIN, T0 + 9 * MIN, "zhang.wei")
+    assert (closed.cleared_at_ms, closed.closed_at_ms, closed.closed_by) == (
+        T0 + 3 * MIN,
+        T0 + 9 * MIN,
+        "zhang.wei",
+    )
     assert (closed.disposition, closed.note, closed.occurrences, closed.peak_value) == (
-        Disposition.REAL_HANDLED, "valve replaced", 1, 9.5,
+        Disposition.REAL_HANDLED,
+        "valve replaced",
+        1,
+        9.5,
     )
     assert tl.kinds() == [(0, "raised"), (2, "acked"), (3, "cleared"), (4, "commented"), (9, "closed")]
     assert [e.actor for e in tl.events] == ["engine", "zhang.wei", "engine", "zhang.wei", "zhang.wei"]
@@ -132,7 +164,12 @@ def test_reactivation_before_close_reopens_the_same_alarm() -> None:
     ch = tl.at(5).raise_(value=9.8)
     b = only(ch.alarms)
     assert b.alarm_id == a.alarm_id
-    assert (b.state, b.occurrences, b.peak_value, b.last_activation_ms) == (AlarmState.ACTIVE_UNACK, 2, 9.8, T0 + 5 * MIN)
+    assert (b.state, b.occurrences, b.peak_value, b.last_activation_ms) == (
+        AlarmState.ACTIVE_UNACK,
+        2,
+        9.8,
+        T0 + 5 * MIN,
+    )
     assert [e.kind.value for _, e in ch.notices] == ["reactivated"]
     assert len(tl.m.open_alarms()) == 1
 
@@ -154,11 +191,18 @@ def test_unacknowledged_red_escalates_every_ack_deadline_and_reminds() -> None:
     a = only(tl.at(0).raise_().alarms)
     tl.run_until(27)
     assert tl.kinds(a.alarm_id) == [
-        (0, "raised"), (5, "escalated"), (10, "escalated"), (15, "escalated"), (20, "reminded"), (25, "reminded"),
+        (0, "raised"),
+        (5, "escalated"),
+        (10, "escalated"),
+        (15, "escalated"),
+        (20, "reminded"),
+        (25, "reminded"),
     ]
     assert tl.m.get(a.alarm_id).escalation_tier is Tier.CITY
     assert [e.detail.split(": ")[-1] for e in tl.events if e.kind.value == "escalated"] == [
-        "plant -> township", "township -> county", "county -> city",
+        "plant -> township",
+        "township -> county",
+        "county -> city",
     ]
     # every one of them deserves a notice
     assert tl.notice_kinds() == [(k, v) for k, v in tl.kinds()]
@@ -258,7 +302,9 @@ def test_flood_is_flagged() -> None:
     tl = Timeline()
     flags = []
     for i in range(13):
-        flags.append(only(tl.at(i * 0.5).raise_(tag=f"gt{i:03d}", rule="gas_h", severity=Severity.ORANGE).alarms).flood)
+        flags.append(
+            only(tl.at(i * 0.5).raise_(tag=f"gt{i:03d}", rule="gas_h", severity=Severity.ORANGE).alarms).flood
+        )
     assert flags == [False] * 10 + [True] * 3  # more than 10 alarms within 10 minutes
     assert tl.m.stats["flood"] == 3
     # another site is not flooded
@@ -356,8 +402,15 @@ def test_restart_after_close_ignores_a_redelivered_raise() -> None:
 
 def test_replay_and_live_give_the_same_ids() -> None:
     sigs = [
-        Signal("hz1", f"t{i % 7}", "r", Severity.YELLOW, SignalKind.RAISE if i % 2 == 0 else SignalKind.CLEAR,
-               T0 + i * SEC, float(i))
+        Signal(
+            "hz1",
+            f"t{i % 7}",
+            "r",
+            Severity.YELLOW,
+            SignalKind.RAISE if i % 2 == 0 else SignalKind.CLEAR,
+            T0 + i * SEC,
+            float(i),
+        )
         for i in range(40)
     ]
     live = AlarmManager(SITES, AlarmsConfig())

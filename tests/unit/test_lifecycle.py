@@ -282,12 +282,26 @@ def test_chattering_flag_stays_on_the_episode() -> None:
 
 def test_open_alarm() -> None:
     out = open_alarm(
-        "A9", site="s1", plant="dust", district="d", tag="t", rule_id="r", severity=Severity.ORANGE,
-        raise_=Raise(7_000, 2.5, "high", "detail", suppress_reason="window"), policy=POLICY, flood=True,
+        "A9",
+        site="s1",
+        plant="dust",
+        district="d",
+        tag="t",
+        rule_id="r",
+        severity=Severity.ORANGE,
+        raise_=Raise(7_000, 2.5, "high", "detail", suppress_reason="window"),
+        policy=POLICY,
+        flood=True,
     )
     a = out.alarm
     assert out.reason is Reason.RAISED
-    assert (a.state, a.raised_at_ms, a.last_activation_ms, a.unacked_since_ms, a.occurrences) == (AU, 7_000, 7_000, 7_000, 1)
+    assert (a.state, a.raised_at_ms, a.last_activation_ms, a.unacked_since_ms, a.occurrences) == (
+        AU,
+        7_000,
+        7_000,
+        7_000,
+        1,
+    )
     assert a.suppressed and a.flood and a.peak_value == 2.5 and a.message == "high"
     assert [(e.kind, e.ts_ms) for e in out.events] == [(E.RAISED, 7_000), (E.SUPPRESSED, 7_000)]
     assert "flood" in out.events[0].detail and "value 2.5" in out.events[0].detail
@@ -314,7 +328,11 @@ def test_close_records_disposition() -> None:
     out = step(alarm_in(CA), Close("op2", "false_alarm", " wrong span "), NOW_MS, POLICY)
     a = out.alarm
     assert (a.state, a.closed_at_ms, a.closed_by, a.disposition, a.note) == (
-        CL, NOW_MS, "op2", Disposition.FALSE_ALARM, "wrong span",
+        CL,
+        NOW_MS,
+        "op2",
+        Disposition.FALSE_ALARM,
+        "wrong span",
     )
     assert out.events[-1].detail == "false_alarm: wrong span"
 
@@ -349,7 +367,9 @@ def test_other_with_a_note_closes() -> None:
 
 def test_shelve_limit_is_from_policy() -> None:
     policy = Policy(max_shelve_ms=10 * MIN_MS)
-    assert step(alarm_in(AU), Shelve("op", NOW_MS + 10 * MIN_MS, "x"), NOW_MS, policy).reason is Reason.SHELVED
+    assert (
+        step(alarm_in(AU), Shelve("op", NOW_MS + 10 * MIN_MS, "x"), NOW_MS, policy).reason is Reason.SHELVED
+    )
     with pytest.raises(ActionError):
         step(alarm_in(AU), Shelve("op", NOW_MS + 10 * MIN_MS + 1, "x"), NOW_MS, policy)
 
@@ -463,7 +483,11 @@ def test_orange_reminder_then_escalation() -> None:
         kinds += [(t // MIN_MS, e.kind.value) for e in events]
     # 5: reminder, 10: ack deadline escalates (no second notice), 15: reminder, 20: escalates, ...
     assert kinds == [
-        (5, "reminded"), (10, "escalated"), (15, "reminded"), (20, "escalated"), (25, "reminded"),
+        (5, "reminded"),
+        (10, "escalated"),
+        (15, "reminded"),
+        (20, "escalated"),
+        (25, "reminded"),
         (30, "escalated"),
     ]
     assert a.escalation_tier is Tier.CITY
@@ -473,7 +497,13 @@ def test_evolve_is_dataclasses_replace() -> None:
     import dataclasses
 
     a = alarm_in(CA, shelved_until_ms=5, note="n")
-    changes = {"state": AU, "cleared_at_ms": None, "occurrences": 7, "escalation_tier": Tier.CITY, "suppressed": True}
+    changes = {
+        "state": AU,
+        "cleared_at_ms": None,
+        "occurrences": 7,
+        "escalation_tier": Tier.CITY,
+        "suppressed": True,
+    }
     b = lc.evolve(a, **changes)
     assert b == dataclasses.replace(a, **changes)  # type: ignore[arg-type]
     assert hash(b) == hash(dataclasses.replace(a, **changes))  # type: ignore[arg-type]

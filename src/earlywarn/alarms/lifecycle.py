@@ -46,11 +46,11 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Callable, Mapping
 import operator
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
-from typing import ClassVar, NamedTuple, Union
+from typing import Any, ClassVar, NamedTuple
 
 from earlywarn.config import DEFAULT_DEADLINES, AlarmsConfig, Deadline
 from earlywarn.errors import ActionError
@@ -211,7 +211,20 @@ class ShelveExpired:
     kind: ClassVar[InputKind] = InputKind.SHELVE_EXPIRED
 
 
-Input = Union[Raise, Clear, Ack, Close, Comment, Shelve, Unshelve, Suppress, Unsuppress, Escalate, Remind, ShelveExpired]
+Input = (
+    Raise
+    | Clear
+    | Ack
+    | Close
+    | Comment
+    | Shelve
+    | Unshelve
+    | Suppress
+    | Unsuppress
+    | Escalate
+    | Remind
+    | ShelveExpired
+)
 
 # ---------------------------------------------------------------------------------------------
 # Outcomes
@@ -294,7 +307,7 @@ class Refused:
 #: What a (state, input) pair does when the input itself is valid and the alarm is neither shelved nor
 #: suppressed: the next state, a no-op `Reason`, or a refusal. Conditional outcomes (stale signal,
 #: missing note, shelve too long, muted timers, escalation at the top tier) come on top; see `step`.
-Move = Union[AlarmState, Reason, Refused]
+Move = AlarmState | Reason | Refused
 
 _CLOSED_REFUSAL = Refused("the alarm is closed; a new activation opens a new alarm")
 TABLE: dict[tuple[AlarmState, InputKind], Move] = {}
@@ -356,7 +369,9 @@ class Policy:
     _by_value: dict[str, Deadline] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @classmethod
-    def from_config(cls, cfg: AlarmsConfig, directions: Mapping[str, Direction | str] | None = None) -> Policy:
+    def from_config(
+        cls, cfg: AlarmsConfig, directions: Mapping[str, Direction | str] | None = None
+    ) -> Policy:
         """The policy of an `[alarms]` config section, plus the rules' directions when known."""
         return cls(
             deadlines=dict(cfg.deadlines),
@@ -371,7 +386,7 @@ class Policy:
 
     def deadline(self, severity: Severity) -> Deadline:
         """The ack / close deadline of a severity (the built-in default when the config has none)."""
-        return self._by_value[severity._value_]  # type: ignore[attr-defined]
+        return self._by_value[severity._value_]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -414,7 +429,9 @@ def _make_builder() -> Callable[[list[object]], Alarm]:
     `dataclasses.replace`). Generated like dataclasses generates `__init__`.
     """
     slots = getattr(Alarm, "__slots__", ())
-    if set(slots) != set(_ALARM_FIELDS) or hasattr(Alarm, "__post_init__"):  # pragma: no cover - model changed
+    if set(slots) != set(_ALARM_FIELDS) or hasattr(
+        Alarm, "__post_init__"
+    ):  # pragma: no cover - model changed
         return lambda values: Alarm(*values)  # type: ignore[arg-type]
     env: dict[str, object] = {"_new": object.__new__, "_Alarm": Alarm}
     lines = ["def build(v):", "    o = _new(_Alarm)"]
@@ -457,7 +474,7 @@ def is_muted(alarm: Alarm) -> bool:
 
 def _value_detail(value: float, extra: str) -> str:
     """Event detail of a signal: its value and the rule's detail ("no value" for e.g. a stale rule)."""
-    parts = ["no value"] if value != value else [f"value {value:g}"]  # value != value: NaN, without a call
+    parts = ["no value"] if math.isnan(value) else [f"value {value:g}"]
     if extra:
         parts.append(extra)
     return "; ".join(parts)
@@ -546,9 +563,7 @@ def step(alarm: Alarm, inp: Input, now_ms: int, policy: Policy) -> Outcome:
     if isinstance(move, Reason):
         return Outcome(alarm, (), move)
     if kind != "raise" and kind != "clear":  # signals carry their own time
-        floor = signal_floor_ms(alarm)
-        if now_ms < floor:
-            now_ms = floor
+        now_ms = max(now_ms, signal_floor_ms(alarm))
     return _HANDLERS_BY_VALUE[kind](alarm, inp, now_ms, policy, move)
 
 
@@ -579,8 +594,10 @@ def _on_raise(alarm: Alarm, inp: Raise, now_ms: int, policy: Policy, nxt: AlarmS
     if was_acked:
         # a new unacknowledged period; the running one (cleared_unack) keeps its clock
         changes.update(unacked_since_ms=ts, ack_escalations=0, last_reminded_ms=None)
-    new = evolve(alarm, **changes)  # type: ignore[arg-type]
-    extra = "; ".join(x for x in (inp.detail, f"occurrence {new.occurrences}", "chattering" * newly_chattering) if x)
+    new = evolve(alarm, **changes)
+    extra = "; ".join(
+        x for x in (inp.detail, f"occurrence {new.occurrences}", "chattering" * newly_chattering) if x
+    )
     events = [AlarmEvent(alarm.alarm_id, ts, EventKind.REACTIVATED, ENGINE, _value_detail(inp.value, extra))]
     if suppressed and not alarm.suppressed:
         events.append(AlarmEvent(alarm.alarm_id, ts, EventKind.SUPPRESSED, ENGINE, inp.suppress_reason or ""))
@@ -612,7 +629,9 @@ def _acked(alarm: Alarm, actor: str, now_ms: int, nxt: AlarmState) -> Alarm:
 def _on_ack(alarm: Alarm, inp: Ack, now_ms: int, policy: Policy, nxt: AlarmState) -> Outcome:
     new = _acked(alarm, inp.actor, now_ms, nxt)
     detail = inp.note.strip() or f"acknowledged ({'active' if alarm.state.is_active else 'cleared'})"
-    return Outcome(new, (AlarmEvent(alarm.alarm_id, now_ms, EventKind.ACKED, inp.actor, detail),), Reason.ACKED)
+    return Outcome(
+        new, (AlarmEvent(alarm.alarm_id, now_ms, EventKind.ACKED, inp.actor, detail),), Reason.ACKED
+    )
 
 
 def _on_close(alarm: Alarm, inp: Close, now_ms: int, policy: Policy, nxt: AlarmState) -> Outcome:
@@ -648,7 +667,9 @@ def _on_comment(alarm: Alarm, inp: Comment, now_ms: int, policy: Policy, nxt: Al
     note = inp.note.strip()
     if not note:
         raise _refuse(alarm, "a comment needs a note")
-    return Outcome(alarm, (AlarmEvent(alarm.alarm_id, now_ms, EventKind.COMMENTED, inp.actor, note),), Reason.COMMENTED)
+    return Outcome(
+        alarm, (AlarmEvent(alarm.alarm_id, now_ms, EventKind.COMMENTED, inp.actor, note),), Reason.COMMENTED
+    )
 
 
 def _on_shelve(alarm: Alarm, inp: Shelve, now_ms: int, policy: Policy, nxt: AlarmState) -> Outcome:
@@ -664,7 +685,9 @@ def _on_shelve(alarm: Alarm, inp: Shelve, now_ms: int, policy: Policy, nxt: Alar
             f"asked {(inp.until_ms - now_ms) // 60_000} min",
         )
     new = evolve(alarm, shelved_until_ms=inp.until_ms, shelved_by=inp.actor, shelve_reason=reason)
-    ev = AlarmEvent(alarm.alarm_id, now_ms, EventKind.SHELVED, inp.actor, f"until {fmt_ms(inp.until_ms)}: {reason}")
+    ev = AlarmEvent(
+        alarm.alarm_id, now_ms, EventKind.SHELVED, inp.actor, f"until {fmt_ms(inp.until_ms)}: {reason}"
+    )
     return Outcome(new, (ev,), Reason.SHELVED)
 
 
@@ -672,7 +695,7 @@ def _unmuted(alarm: Alarm, now_ms: int, **changes: object) -> Alarm:
     """The alarm after a shelve or suppression ends: unacknowledged ones start a new ack period now."""
     if not alarm.state.is_acked:
         changes.update(unacked_since_ms=now_ms, ack_escalations=0, last_reminded_ms=None)
-    return evolve(alarm, **changes)  # type: ignore[arg-type]
+    return evolve(alarm, **changes)
 
 
 def _unshelved(alarm: Alarm, now_ms: int, actor: str, detail: str, reason: Reason) -> Outcome:
@@ -686,19 +709,27 @@ def _on_unshelve(alarm: Alarm, inp: Unshelve, now_ms: int, policy: Policy, nxt: 
     return _unshelved(alarm, now_ms, inp.actor, inp.note.strip() or "unshelved early", Reason.UNSHELVED)
 
 
-def _on_shelve_expired(alarm: Alarm, inp: ShelveExpired, now_ms: int, policy: Policy, nxt: AlarmState) -> Outcome:
+def _on_shelve_expired(
+    alarm: Alarm, inp: ShelveExpired, now_ms: int, policy: Policy, nxt: AlarmState
+) -> Outcome:
     if alarm.shelved_until_ms is None:
         return _same(alarm, Reason.NOT_SHELVED)
     if alarm.shelved_until_ms > now_ms:
         return _same(alarm, Reason.NOT_DUE)
-    return _unshelved(alarm, now_ms, ENGINE, f"shelve expired at {fmt_ms(alarm.shelved_until_ms)}", Reason.SHELVE_EXPIRED)
+    return _unshelved(
+        alarm, now_ms, ENGINE, f"shelve expired at {fmt_ms(alarm.shelved_until_ms)}", Reason.SHELVE_EXPIRED
+    )
 
 
 def _on_suppress(alarm: Alarm, inp: Suppress, now_ms: int, policy: Policy, nxt: AlarmState) -> Outcome:
     if alarm.suppressed:
         return _same(alarm, Reason.ALREADY_SUPPRESSED)
     new = evolve(alarm, suppressed=True)
-    return Outcome(new, (AlarmEvent(alarm.alarm_id, now_ms, EventKind.SUPPRESSED, ENGINE, inp.reason),), Reason.SUPPRESSED)
+    return Outcome(
+        new,
+        (AlarmEvent(alarm.alarm_id, now_ms, EventKind.SUPPRESSED, ENGINE, inp.reason),),
+        Reason.SUPPRESSED,
+    )
 
 
 def _on_unsuppress(alarm: Alarm, inp: Unsuppress, now_ms: int, policy: Policy, nxt: AlarmState) -> Outcome:
@@ -708,7 +739,9 @@ def _on_unsuppress(alarm: Alarm, inp: Unsuppress, now_ms: int, policy: Policy, n
     # suppression is recorded as a reminder: "still here, now it counts" (and it is notice-worthy).
     new = _unmuted(alarm, now_ms, suppressed=False)
     detail = f"{inp.reason}; alarm still {alarm.state.value}"
-    return Outcome(new, (AlarmEvent(alarm.alarm_id, now_ms, EventKind.REMINDED, ENGINE, detail),), Reason.UNSUPPRESSED)
+    return Outcome(
+        new, (AlarmEvent(alarm.alarm_id, now_ms, EventKind.REMINDED, ENGINE, detail),), Reason.UNSUPPRESSED
+    )
 
 
 def _on_escalate(alarm: Alarm, inp: Escalate, now_ms: int, policy: Policy, nxt: AlarmState) -> Outcome:
@@ -725,10 +758,12 @@ def _on_escalate(alarm: Alarm, inp: Escalate, now_ms: int, policy: Policy, nxt: 
     if alarm.escalation_tier >= Tier.CITY:
         return _same(alarm, Reason.AT_TOP_TIER)
     tier = Tier(alarm.escalation_tier + 1)
-    new = evolve(alarm, escalation_tier=tier, last_reminded_ms=now_ms, **counted)  # type: ignore[arg-type]
+    new = evolve(alarm, escalation_tier=tier, last_reminded_ms=now_ms, **counted)
     due = f" (due {fmt_ms(inp.due_ms)})" if inp.due_ms else ""
     detail = f"{inp.cause.value} deadline missed{due}: {alarm.escalation_tier.label} -> {tier.label}"
-    return Outcome(new, (AlarmEvent(alarm.alarm_id, now_ms, EventKind.ESCALATED, ENGINE, detail),), Reason.ESCALATED)
+    return Outcome(
+        new, (AlarmEvent(alarm.alarm_id, now_ms, EventKind.ESCALATED, ENGINE, detail),), Reason.ESCALATED
+    )
 
 
 def _on_remind(alarm: Alarm, inp: Remind, now_ms: int, policy: Policy, nxt: AlarmState) -> Outcome:
@@ -737,10 +772,14 @@ def _on_remind(alarm: Alarm, inp: Remind, now_ms: int, policy: Policy, nxt: Alar
         return _same(alarm, Reason.MUTED)
     new = evolve(alarm, last_reminded_ms=now_ms)
     detail = f"unacknowledged since {fmt_ms(unacked_since(alarm))}; tier {alarm.escalation_tier.label}"
-    return Outcome(new, (AlarmEvent(alarm.alarm_id, now_ms, EventKind.REMINDED, ENGINE, detail),), Reason.REMINDED)
+    return Outcome(
+        new, (AlarmEvent(alarm.alarm_id, now_ms, EventKind.REMINDED, ENGINE, detail),), Reason.REMINDED
+    )
 
 
-_HANDLERS = {
+#: (alarm, input, now_ms, policy, next state from TABLE) -> Outcome
+Handler = Callable[[Alarm, Any, int, Policy, AlarmState], Outcome]
+_HANDLERS: dict[InputKind, Handler] = {
     InputKind.RAISE: _on_raise,
     InputKind.CLEAR: _on_clear,
     InputKind.ACK: _on_ack,
@@ -754,7 +793,7 @@ _HANDLERS = {
     InputKind.REMIND: _on_remind,
     InputKind.SHELVE_EXPIRED: _on_shelve_expired,
 }
-_HANDLERS_BY_VALUE = {k.value: h for k, h in _HANDLERS.items()}
+_HANDLERS_BY_VALUE: dict[str, Handler] = {k.value: h for k, h in _HANDLERS.items()}
 _TABLE_BY_VALUE = {(s.value, k.value): m for (s, k), m in TABLE.items()}
 
 # ---------------------------------------------------------------------------------------------

@@ -115,7 +115,9 @@ class Window:
     def covers(self, site: str, tag: str, ts_ms: int) -> bool:
         """Whether a reading of (site, tag) at `ts_ms` falls inside this window."""
         return (
-            self.site == site and (self.tag is None or self.tag == tag) and self.starts_ms <= ts_ms < self.ends_ms
+            self.site == site
+            and (self.tag is None or self.tag == tag)
+            and self.starts_ms <= ts_ms < self.ends_ms
         )
 
 
@@ -199,7 +201,9 @@ class AlarmManager:
             self._put_window(w)
         restored = sorted((a for a in open_alarms if a.is_open), key=lambda a: a.raised_at_ms)
         restored_ids = {a.alarm_id for a in restored}
-        past = sorted((a for a in history or () if a.alarm_id not in restored_ids), key=lambda a: a.raised_at_ms)
+        past = sorted(
+            (a for a in history or () if a.alarm_id not in restored_ids), key=lambda a: a.raised_at_ms
+        )
         for a in past:
             if a.state is AlarmState.CLOSED:
                 self._remember_closed(a)
@@ -314,7 +318,9 @@ class AlarmManager:
         """Acknowledge; twice is harmless (nothing recorded the second time)."""
         return self._act(alarm_id, Ack(actor, note), now_ms)
 
-    def close(self, alarm_id: str, actor: str, disposition: Disposition | str, note: str, now_ms: int) -> Changes:
+    def close(
+        self, alarm_id: str, actor: str, disposition: Disposition | str, note: str, now_ms: int
+    ) -> Changes:
         """Close out a cleared alarm with a disposition (`other` needs a note). The alarm leaves memory."""
         return self._act(alarm_id, Close(actor, disposition, note), now_ms)
 
@@ -349,7 +355,9 @@ class AlarmManager:
         created_at_ms: int = 0,
     ) -> Window:
         """Register a maintenance window; alarms raised inside it are suppressed. Returns it (to store)."""
-        h = hashlib.sha256(f"{site}\x1f{tag or ''}\x1f{starts_ms}\x1f{ends_ms}\x1f{reason}".encode()).hexdigest()
+        h = hashlib.sha256(
+            f"{site}\x1f{tag or ''}\x1f{starts_ms}\x1f{ends_ms}\x1f{reason}".encode()
+        ).hexdigest()
         wid = "W" + h[:20]
         if ends_ms <= starts_ms:
             raise ActionError(wid, "new", "a maintenance window must end after it starts")
@@ -499,7 +507,11 @@ class AlarmManager:
         if n <= 1:
             return True
         prev = self._chatter.get(key)
-        return prev is not None and len(prev) >= n - 1 and ts_ms - prev[-(n - 1)] <= self.config.chatter_window_ms
+        return (
+            prev is not None
+            and len(prev) >= n - 1
+            and ts_ms - prev[-(n - 1)] <= self.config.chatter_window_ms
+        )
 
     def _note_activation(self, key: Key, ts_ms: int) -> None:
         keep = self.config.chatter_count - 1
