@@ -49,6 +49,10 @@ class Mosquitto:
         # persistence: QoS 1 messages queued for a persistent session survive a broker restart
         self.conf.write_text(
             f"listener {self.port} 127.0.0.1\n"
+            # as root mosquitto drops to user `mosquitto`, which could not write the persistence file in
+            # the test's folder: the session (and its unacknowledged messages) would not survive a restart
+            + ("user root\n" if os.geteuid() == 0 else "")
+            + 
             "allow_anonymous true\n"
             f"max_inflight_messages {max_inflight}\n"
             "max_queued_messages 0\n"

@@ -1,0 +1,484 @@
+"""Wiring: builds the stages from config and runs them.
+
+    ingest (paho thread) -> queue -> [engine thread] collect -> decode -> sequence -> rules -> alarms
+        -> store (one transaction) -> ack to the broker -> notify
+
+The engine thread is the only writer: user actions from the HTTP API are queued to it and answered once
+committed, so the alarm manager and the DuckDB connection never need locks. Acknowledgements to the broker
+go out only after the commit that contains the message's readings (and every signal, alarm change and
+reject derived from them): a crash at any moment loses nothing the broker considers delivered.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+import dataclasses
+
+from earlywarn.alarms.manager import AlarmManager, Window
+from earlywarn.batch import Sequencer, Split, collect
+from earlywarn.clock import Clock, SystemClock
+from earlywarn.config import Config, load_sites
+from earlywarn.decode import Decoder
+from earlywarn.errors import StoreError
+from earlywarn.metrics import Metrics
+from earlywarn.model import (
+    Alarm,
+    AlarmEvent,
+    NoticeRecord,
+    RawMessage,
+    ReadingBatch,
+    Reject,
+    Signal,
+    Site,
+)
+from earlywarn.rules.engine import RuleEngine
+from earlywarn.rules.spec import load_packs, rules_for_sites
+from earlywarn.rules.types import RuleSpec
+from earlywarn.store import CommitBatch, MaintenanceWindow, Store
+
+log = logging.getLogger("earlywarn.pipeline")
+
+RULES_STATE_KEY = "rules"
+
+
+@dataclass
+class Action:
+    """A user action queued for the engine thread; `done` resolves after the commit."""
+
+    apply: Callable[[AlarmManager, int], Any]  # (manager, now_ms) -> Changes
+    done: Future[Any] = field(default_factory=Future)
+
+
+@dataclass
+class StepResult:
+    messages: int = 0
+    readings: int = 0
+    stored: int = 0
+    rejects: int = 0
+    signals: int = 0
+    late: int = 0
+    duplicates: int = 0
+    batch_seq: int = 0
+
+
+class Engine:
+    """Everything after ingest, run by one thread: decode -> sequence -> rules -> alarms -> store."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        *,
+        sites: Mapping[str, Site],
+        site_rules: Mapping[str, Sequence[RuleSpec]],
+        store: Store,
+        clock: Clock | None = None,
+        metrics: Metrics | None = None,
+        replay: bool = False,
+        dispatcher: Any = None,
+    ) -> None:
+        self.cfg = cfg
+        self.sites = dict(sites)
+        self.site_rules = dict(site_rules)
+        self.store = store
+        self.clock = clock or SystemClock()
+        self.metrics = metrics or Metrics()
+        self.replay = replay
+        self.dispatcher = dispatcher
+        ic = cfg.ingest
+        self.decoder = Decoder(
+            known_sites=None if ic.accept_unknown_sites else frozenset(self.sites),
+            accept_unknown_sites=ic.accept_unknown_sites,
+            max_future_ms=ic.max_future_ms,
+            max_payload_bytes=ic.max_payload_bytes,
+        )
+        self.sequencer = Sequencer(store.last_ts_by_sensor())
+        self.rules = self._restore_rules()
+        self.alarms = AlarmManager(
+            self.sites,
+            cfg.alarms,
+            open_alarms=store.open_alarms(),
+            windows=[Window(*dataclasses.astuple(w)) for w in store.maintenance_windows()],
+        )
+        self.metrics.open_alarms.set(len(self.alarms.open_alarms()))
+        self._event_clock_ms = 0  # newest event time seen (the engine clock of a replay)
+        self._last_checkpoint_mono = time.monotonic()
+        self._pending_notices: list[NoticeRecord] = []
+
+    # -- restart -------------------------------------------------------------------------------------
+
+    def _restore_rules(self) -> RuleEngine:
+        saved = self.store.load_state(RULES_STATE_KEY)
+        if saved is None:
+            engine = RuleEngine(self.site_rules)
+            since = 0
+        else:
+            blob, since = saved
+            try:
+                engine = RuleEngine.restore(self.site_rules, blob)
+            except Exception:  # rules changed incompatibly since the snapshot: start fresh, say so
+                log.warning("rule-state snapshot does not fit the current rules; starting with fresh rule state")
+                return RuleEngine(self.site_rules)
+        # Re-evaluate what was committed after the snapshot at the engine clock of its commit: this
+        # reproduces the rule state exactly. Its signals were committed with those batches already.
+        n = 0
+        for now_ms, batch in self.store.batches_since(since):
+            engine.evaluate(batch, now_ms)
+            n += len(batch)
+        if n:
+            log.info("rule state caught up over %d readings committed after the last snapshot", n)
+        return engine
+
+    # -- one step --------------------------------------------------------------------------------------
+
+    def now_ms(self) -> int:
+        if self.replay:
+            return self._event_clock_ms
+        return self.clock.now_ms()
+
+    def process_messages(self, messages: Sequence[RawMessage], actions: Sequence[Action] = ()) -> StepResult:
+        """Decode and process a list of MQTT messages; returns after the commit."""
+        now_ms = self.clock.now_ms()
+        decoded = self.decoder.decode(messages, now_ms)
+        res = self.process_batch(decoded.batch, decoded.rejects, actions=actions)
+        res.messages = len(messages)
+        return res
+
+    def process_batch(
+        self,
+        batch: ReadingBatch,
+        rejects: Sequence[Reject] = (),
+        *,
+        actions: Sequence[Action] = (),
+        store_readings: bool = True,
+    ) -> StepResult:
+        """Sequence, evaluate, apply to alarms and commit one batch of decoded readings."""
+        t0 = time.perf_counter()
+        m = self.metrics
+        for r in rejects:
+            m.rejected.labels(r.reason).inc()
+        m.readings.inc(len(batch))
+        split = self.sequencer.split(batch)
+        if self.replay and len(split.fresh):
+            self._event_clock_ms = max(self._event_clock_ms, int(split.fresh.frame.get_column("ts_ms").max()))
+        now_ms = self.now_ms()
+
+        t_rules = time.perf_counter()
+        result = self.rules.evaluate(split.fresh, now_ms)
+        signals = list(result.signals)
+        signals.extend(self.rules.tick(now_ms))
+        m.rules_seconds.observe(time.perf_counter() - t_rules)
+
+        changes = [self.alarms.apply_signals(signals, now_ms)]
+        action_results: list[tuple[Action, Any]] = []
+        for a in actions:
+            try:
+                action_results.append((a, a.apply(self.alarms, now_ms)))
+            except Exception as e:  # refused action: answer the caller, change nothing
+                a.done.set_exception(e)
+        windows = [MaintenanceWindow(*dataclasses.astuple(r)) for _, r in action_results if isinstance(r, Window)]
+        changes.extend(ch for _, ch in action_results if ch is not None and not isinstance(ch, Window))
+        changes.append(self.alarms.tick(now_ms))
+
+        alarms, events, notices = _merge_changes(changes)
+        state: dict[str, bytes] = {}
+        if time.monotonic() - self._last_checkpoint_mono >= self.cfg.store.checkpoint_interval_ms / 1000:
+            state[RULES_STATE_KEY] = self.rules.snapshot()
+        notice_rows, self._pending_notices = self._pending_notices, []
+        if not (len(batch) or rejects or signals or alarms or events or notice_rows or state or actions or windows):
+            # nothing happened: no empty transaction, no batch number spent
+            return StepResult()
+        cb = CommitBatch(
+            fresh=split.fresh if store_readings else ReadingBatch.empty(),
+            maybe_dup=split.maybe_dup if store_readings else ReadingBatch.empty(),
+            rejects=tuple(rejects),
+            signals=tuple(signals),
+            alarms=tuple(alarms),
+            events=tuple(events),
+            notices=tuple(notice_rows),
+            state=state,
+            windows=tuple(windows),
+            now_ms=now_ms,
+        )
+        committed = self._commit(cb)
+        if state:
+            self._last_checkpoint_mono = time.monotonic()
+        self.sequencer.advance(split)
+
+        for a, ch in action_results:
+            a.done.set_result(ch)
+        if self.dispatcher is not None and notices:
+            self.dispatcher.submit(notices)
+
+        m.late.inc(committed.late)
+        m.duplicates.inc(committed.duplicates + split.in_batch_dups)
+        m.stored.inc(committed.inserted)
+        for s in signals:
+            m.signals.labels(s.kind.value).inc()
+        for e in events:
+            m.alarm_events.labels(e.kind.value).inc()
+        m.open_alarms.set(len(self.alarms.open_alarms()))
+        m.batch_readings.observe(len(batch))
+        m.batch_seconds.observe(time.perf_counter() - t0)
+        return StepResult(
+            readings=len(batch),
+            stored=committed.inserted,
+            rejects=len(rejects),
+            signals=len(signals),
+            late=committed.late,
+            duplicates=committed.duplicates + split.in_batch_dups,
+            batch_seq=committed.batch_seq,
+        )
+
+    def _commit(self, cb: CommitBatch) -> Any:
+        """Commit, retrying with backoff until the store takes it.
+
+        While the store fails (disk full, locked file) nothing is acknowledged and nothing new is consumed:
+        the broker holds the rest, which is the back-pressure we want. The batch is kept in memory.
+        """
+        delay_s = 0.05
+        while True:
+            t0 = time.perf_counter()
+            try:
+                res = self.store.commit(cb)
+            except StoreError as e:
+                self.metrics.store_errors.inc()
+                log.error("commit failed, retrying in %.2f s (nothing acknowledged): %s", delay_s, e)
+                time.sleep(delay_s)
+                delay_s = min(delay_s * 2, 5.0)
+                continue
+            self.metrics.write_seconds.observe(time.perf_counter() - t0)
+            return res
+
+    def idle(self) -> StepResult | None:
+        """Called when no message came: engine-clock rules, deadlines and notices still move."""
+        return self.process_batch(ReadingBatch.empty())
+
+    def add_notice_records(self, rows: Iterable[NoticeRecord]) -> None:
+        self._pending_notices.extend(rows)
+
+    def checkpoint(self) -> None:
+        """Write a rule-state snapshot now (clean shutdown)."""
+        cb = CommitBatch(
+            fresh=ReadingBatch.empty(), maybe_dup=ReadingBatch.empty(),
+            notices=tuple(self._pending_notices), state={RULES_STATE_KEY: self.rules.snapshot()},
+            now_ms=self.now_ms(),
+        )
+        self._pending_notices = []
+        self._commit(cb)
+
+
+def _merge_changes(changes: Iterable[Any]) -> tuple[list[Alarm], list[AlarmEvent], list[tuple[Alarm, AlarmEvent]]]:
+    """Flatten alarm-manager Changes; an alarm changed twice keeps its final state."""
+    final: dict[str, Alarm] = {}
+    events: list[AlarmEvent] = []
+    notices: list[tuple[Alarm, AlarmEvent]] = []
+    for ch in changes:
+        if ch is None:
+            continue
+        for a in ch.alarms:
+            final[a.alarm_id] = a
+        events.extend(ch.events)
+        notices.extend(getattr(ch, "notices", ()))
+    return list(final.values()), events, notices
+
+
+def load_site_rules(cfg: Config) -> tuple[dict[str, Site], dict[str, tuple[RuleSpec, ...]]]:
+    """Sites and each site's rules, from the files the config names (fails at start on any problem)."""
+    sites = load_sites(cfg.rules.sites) if cfg.rules.sites else {}
+    packs = load_packs(cfg.rules.dir) if cfg.rules.dir else {}
+    return sites, rules_for_sites(packs, sites, cfg.rules.sites)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Live run
+
+
+class Runner:
+    """`earlywarn run`: ingest thread + engine thread until stop()."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        *,
+        engine: Engine,
+        metrics: Metrics,
+        ingest: Any,
+        inbox: queue.SimpleQueue[RawMessage],
+    ) -> None:
+        self.cfg = cfg
+        self.engine = engine
+        self.metrics = metrics
+        self.ingest = ingest
+        self.inbox = inbox
+        self.actions: queue.SimpleQueue[Action] = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="earlywarn-engine", daemon=True)
+        self.error: BaseException | None = None
+
+    def start(self) -> None:
+        self.ingest.start()
+        self._thread.start()
+
+    def submit(self, apply: Callable[[AlarmManager, int], Any]) -> Future[Any]:
+        """Queue a user action for the engine thread; the future resolves after the commit."""
+        a = Action(apply)
+        self.actions.put(a)
+        return a.done
+
+    def _drain_actions(self) -> list[Action]:
+        out = []
+        while True:
+            try:
+                out.append(self.actions.get_nowait())
+            except queue.Empty:
+                return out
+
+    def _loop(self) -> None:
+        ic = self.cfg.ingest
+        try:
+            while True:
+                stopping = self._stop.is_set()
+                msgs = collect(
+                    self.inbox, max_messages=ic.batch_max_readings, max_age_ms=ic.batch_max_age_ms,
+                    idle_ms=ic.idle_flush_ms, first_wait_ms=10 if stopping else 100,
+                )
+                actions = self._drain_actions()
+                self.metrics.queue_depth.set(self.inbox.qsize())
+                if stopping and not msgs and not actions:
+                    break
+                if msgs:
+                    self.engine.process_messages(msgs, actions)
+                    self.ingest.ack(msgs)
+                else:
+                    self.engine.process_batch(ReadingBatch.empty(), actions=actions)
+                if self.engine.dispatcher is not None:
+                    self.engine.add_notice_records(self.engine.dispatcher.drain_records())
+            self.engine.checkpoint()
+        except BaseException as e:  # the engine must not die silently: record and surface it
+            log.exception("engine thread failed")
+            self.error = e
+            self._stop.set()
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Drain what was received, commit, acknowledge, then disconnect."""
+        self._stop.set()
+        self._thread.join(timeout_s)
+        self.ingest.stop()
+
+    def wait(self, timeout_s: float | None = None) -> bool:
+        self._thread.join(timeout_s)
+        return not self._thread.is_alive()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Replay (back-testing): recorded readings through exactly the same engine, in event time, no broker.
+
+REPLAY_COLUMNS = ("site", "tag", "ts", "value")
+
+
+def read_replay_files(paths: Sequence[str]) -> tuple[ReadingBatch, list[Reject]]:
+    """Read CSV / Parquet / NDJSON files with `site, tag, ts, value[, quality]` into one batch.
+
+    `ts` is epoch milliseconds or an RFC 3339 string with an offset. Rows that do not parse are returned
+    as rejects (reason and an excerpt), never silently dropped. Sorted by ts (stable) so that file order
+    does not matter.
+    """
+    import polars as pl
+
+    from earlywarn.model import QUALITY_LABELS, READING_SCHEMA
+
+    frames = []
+    rejects: list[Reject] = []
+    for path in paths:
+        lower = path.lower()
+        if lower.endswith(".parquet"):
+            df = pl.read_parquet(path)
+        elif lower.endswith((".ndjson", ".jsonl", ".json")):
+            df = pl.read_ndjson(path, infer_schema_length=None)
+        elif lower.endswith(".csv"):
+            df = pl.read_csv(path, infer_schema_length=10_000)
+        else:
+            msg = f"{path}: unknown input format (expected .csv, .parquet, .ndjson or .jsonl)"
+            raise ValueError(msg)
+        missing = [c for c in REPLAY_COLUMNS if c not in df.columns]
+        if missing:
+            msg = f"{path}: missing column(s) {', '.join(missing)} (need site, tag, ts, value[, quality])"
+            raise ValueError(msg)
+        ts = df.get_column("ts")
+        if ts.dtype.is_integer():
+            ts_ms = ts.cast(pl.Int64)
+        elif ts.dtype == pl.String:
+            as_int = ts.str.to_integer(strict=False)
+            parsed = ts.str.to_datetime(time_zone="UTC", strict=False, time_unit="ms").dt.epoch("ms")
+            ts_ms = as_int.fill_null(parsed)
+        elif isinstance(ts.dtype, pl.Datetime):
+            ts_ms = ts.dt.epoch("ms")
+        else:
+            ts_ms = ts.cast(pl.Int64, strict=False)
+        if "quality" in df.columns:
+            q = df.get_column("quality")
+            if q.dtype == pl.String:
+                quality = q.str.to_lowercase().replace_strict(
+                    {lab: i for i, lab in enumerate(QUALITY_LABELS)}, default=None, return_dtype=pl.Int8
+                )
+            else:
+                quality = q.cast(pl.Int8, strict=False)
+        else:
+            quality = pl.Series("quality", [0] * df.height, dtype=pl.Int8)
+        value = df.get_column("value").cast(pl.Float64, strict=False)
+        out = pl.DataFrame(
+            {
+                "site": df.get_column("site").cast(pl.String),
+                "tag": df.get_column("tag").cast(pl.String),
+                "ts_ms": ts_ms,
+                "value": value,
+                "quality": quality,
+            }
+        )
+        bad = out.get_column("ts_ms").is_null() | out.get_column("site").is_null() | out.get_column("tag").is_null()
+        bad = bad | out.get_column("quality").is_null()
+        bad = bad | (out.get_column("value").is_nan().fill_null(False)) | out.get_column("value").is_infinite().fill_null(False)
+        if bad.any():
+            for row in df.filter(bad).head(100_000).iter_rows(named=True):
+                rejects.append(Reject(0, path, "bad_replay_row", str(row)[:200]))
+        out = out.filter(~bad)
+        # a null value is stored with quality bad (product.md §3)
+        out = out.with_columns(
+            pl.when(pl.col("value").is_null()).then(pl.lit(2, dtype=pl.Int8)).otherwise(pl.col("quality")).alias("quality")
+        )
+        frames.append(out.cast(READING_SCHEMA))  # type: ignore[arg-type]
+    if not frames:
+        return ReadingBatch.empty(), rejects
+    full = pl.concat(frames).sort("ts_ms", maintain_order=True)
+    return ReadingBatch(full), rejects
+
+
+def run_replay(
+    engine: Engine, batch: ReadingBatch, rejects: Sequence[Reject] = (), *, chunk: int = 500_000,
+    store_readings: bool = True,
+) -> StepResult:
+    """Feed a ts-sorted batch through the engine in chunks; the engine clock follows event time."""
+    total = StepResult()
+    frame = batch.frame
+    first = True
+    for off in range(0, max(frame.height, 1), chunk):
+        part = ReadingBatch(frame.slice(off, chunk))
+        r = engine.process_batch(part, rejects if first else (), store_readings=store_readings)
+        first = False
+        total.readings += r.readings
+        total.stored += r.stored
+        total.rejects += r.rejects
+        total.signals += r.signals
+        total.late += r.late
+        total.duplicates += r.duplicates
+        total.batch_seq = r.batch_seq or total.batch_seq
+    engine.checkpoint()
+    return total
