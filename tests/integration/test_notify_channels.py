@@ -201,6 +201,44 @@ def test_email_with_wrong_credentials_fails_without_retry(
         d.close()
 
 
+def test_email_connection_is_kept_and_replaced_when_the_server_went_away() -> None:
+    """One worker sends a notice's e-mails over one connection; after the server restarts, the dead kept
+    connection is replaced within the same attempt; after idle_ms unused it is not reused."""
+    port = free_port()
+    inbox = _Inbox()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    clock = ManualClock(T0_MS)
+    channel = EmailChannel(SmtpConfig(host="127.0.0.1", port=port, username_env="", password_env=""),
+                           clock=clock, idle_ms=60_000)
+    d = Dispatcher({SITE.id: SITE}, NotifyConfig(group_wait_ms=GROUP_WAIT_MS), AlarmsConfig(),
+                   channels={"email": channel}, log=InMemoryNotificationLog(), clock=clock,
+                   executor=ThreadedExecutor(workers={"email": 1}))
+
+    def notify(n: int) -> None:
+        d.submit([_raised(_alarm(n))])
+        d.flush(clock.advance(GROUP_WAIT_MS))
+        assert d.wait_idle(WAIT_S)
+
+    try:
+        notify(1)  # two plant contacts: two e-mails, one connection
+        assert channel.connections == 1
+        controller.stop()
+        controller = Controller(inbox, hostname="127.0.0.1", port=port)
+        controller.start()
+        notify(2)  # the kept connection died with the old server
+        assert channel.connections == 2
+        clock.advance(60_001)
+        notify(3)  # idle too long: a fresh connection
+        assert channel.connections == 3
+        records = d.drain_records()
+        assert {(r.outcome, r.attempt) for r in records} == {("delivered", 1)} and len(records) == 6
+        assert inbox.envelopes.qsize() == 6
+    finally:
+        d.close()
+        controller.stop()
+
+
 # ------------------------------------------------------------------------------------------------ webhooks
 
 

@@ -104,7 +104,13 @@ class WebhookChannel:
 
 
 class EmailChannel:
-    """Plain-text e-mail over SMTP; STARTTLS and AUTH when configured, credentials read from env at send time."""
+    """Plain-text e-mail over SMTP; STARTTLS and AUTH when configured, credentials read from env at connect.
+
+    Each worker thread keeps its SMTP connection open between e-mails (a flood sends thousands; a TLS
+    handshake and AUTH per e-mail would cap a worker at a few per second) and drops it after `idle_ms`
+    without use. A kept connection the server has closed meanwhile is replaced at once, within the same
+    attempt.
+    """
 
     name = "email"
 
@@ -115,11 +121,16 @@ class EmailChannel:
         clock: Clock,
         env: Mapping[str, str] | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        idle_ms: int = 30_000,
     ) -> None:
         self.config = config
         self._clock = clock
         self._env = env if env is not None else os.environ
         self._ssl_context = ssl_context
+        self.idle_ms = idle_ms
+        self._local = threading.local()  # per worker: (smtplib.SMTP, last used ms)
+        #: connections opened so far (for tests and diagnostics)
+        self.connections = 0
 
     def message(self, notice: Notice, recipient: Recipient) -> EmailMessage:
         """The e-mail for one recipient (exposed so tests can look at it without a server)."""
@@ -132,29 +143,80 @@ class EmailChannel:
         msg.set_content(email_body(notice, recipient, self._clock.now_ms()), charset="utf-8")
         return msg
 
+    def _connect(self) -> smtplib.SMTP:
+        cfg = self.config
+        user = self._env.get(cfg.username_env, "") if cfg.username_env else ""
+        password = self._env.get(cfg.password_env, "") if cfg.password_env else ""
+        smtp = smtplib.SMTP(cfg.host, cfg.port, timeout=cfg.timeout_ms / 1000)
+        try:
+            if cfg.starttls:
+                smtp.starttls(context=self._ssl_context or ssl.create_default_context())
+            if user:
+                smtp.login(user, password)
+        except BaseException:
+            _quietly_close(smtp)
+            raise
+        self.connections += 1
+        return smtp
+
+    def _kept(self) -> smtplib.SMTP | None:
+        kept = getattr(self._local, "smtp", None)
+        if kept is None:
+            return None
+        smtp, last_ms = kept
+        if self._clock.now_ms() - last_ms > self.idle_ms:
+            self._drop()
+            return None
+        return smtp  # type: ignore[no-any-return]
+
+    def _drop(self) -> None:
+        kept = getattr(self._local, "smtp", None)
+        self._local.smtp = None
+        if kept is not None:
+            _quietly_close(kept[0])
+
     def send(self, notice: Notice, recipient: Recipient) -> None:
         cfg = self.config
         if not cfg.host:
             raise DeliveryError("smtp host not configured", recoverable=False)
         msg = self.message(notice, recipient)
-        user = self._env.get(cfg.username_env, "") if cfg.username_env else ""
-        password = self._env.get(cfg.password_env, "") if cfg.password_env else ""
         try:
-            with smtplib.SMTP(cfg.host, cfg.port, timeout=cfg.timeout_ms / 1000) as smtp:
-                if cfg.starttls:
-                    smtp.starttls(context=self._ssl_context or ssl.create_default_context())
-                if user:
-                    smtp.login(user, password)
+            smtp = self._kept()
+            sent = False
+            if smtp is not None:
+                try:
+                    smtp.send_message(msg, from_addr=cfg.sender, to_addrs=[recipient.address])
+                    sent = True
+                except (smtplib.SMTPServerDisconnected, ConnectionError, ssl.SSLError):
+                    self._drop()  # the server closed the kept connection meanwhile: one fresh connection
+            if not sent:
+                smtp = self._connect()
+                self._local.smtp = (smtp, self._clock.now_ms())
                 smtp.send_message(msg, from_addr=cfg.sender, to_addrs=[recipient.address])
+            self._local.smtp = (smtp, self._clock.now_ms())
         except smtplib.SMTPRecipientsRefused as e:
             raise DeliveryError(f"smtp refused recipient: {e.recipients}", recoverable=False) from None
         except smtplib.SMTPAuthenticationError as e:
+            self._drop()
             raise DeliveryError(f"smtp auth failed: {e.smtp_code}", recoverable=False) from None
         except smtplib.SMTPResponseException as e:
+            self._drop()
             # 4xx is the server saying "try later"; 5xx is permanent.
             raise DeliveryError(f"smtp {e.smtp_code} {e.smtp_error!r}", recoverable=e.smtp_code < 500) from None
-        except (TimeoutError, smtplib.SMTPException, OSError) as e:
+        except (smtplib.SMTPException, OSError) as e:  # OSError covers timeouts and refusals
+            self._drop()
             raise DeliveryError(f"smtp unavailable: {e}", recoverable=True) from None
+
+    def close(self) -> None:
+        """Close this thread's kept connection (workers' connections close with their threads)."""
+        self._drop()
+
+
+def _quietly_close(smtp: smtplib.SMTP) -> None:
+    try:
+        smtp.quit()
+    except (smtplib.SMTPException, OSError):
+        smtp.close()
 
 
 class LogChannel:

@@ -18,7 +18,6 @@ import heapq
 import itertools
 import logging
 import threading
-import time
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -373,8 +372,9 @@ class Dispatcher:
         """
         if send_open_groups and self._groups:
             self.flush(self._clock.now_ms(), all_groups=True)
-            deadline_s = time.monotonic() + timeout_s
-            while self._backlog and time.monotonic() < deadline_s:
-                self._executor.wait_idle(max(0.0, deadline_s - time.monotonic()))
+            while self._backlog and self._executor.wait_idle(timeout_s):
+                before = len(self._backlog)
                 self.flush(self._clock.now_ms())
+                if len(self._backlog) >= before:
+                    break  # the executor takes nothing more (closed): give up rather than spin
         self._executor.close(timeout_s)
