@@ -323,6 +323,7 @@ class Store:
         self._threads: int | None = None
         self._row_group_size = ROW_GROUP_SIZE
         self._closed = False
+        self._in_doubt: tuple[int, CommitBatch] | None = None  # (seq, batch) whose COMMIT failed unreadably
         self._batch_seq = self._load_batch_seq()
         self._last_checkpoint_ms = clock.now_ms()
 
@@ -486,6 +487,10 @@ class Store:
         """
         with self._lock:
             self._require_writer()
+            if self._in_doubt is not None:
+                done = self._resolve_doubt(cb)
+                if done is not None:
+                    return done
             seq = self._batch_seq + 1
             wall_ms = self._clock.now_ms()
             now_ms = cb.now_ms if cb.now_ms is not None else wall_ms
@@ -518,7 +523,10 @@ class Store:
             except Exception as e:  # noqa: BLE001
                 # COMMIT itself failed: the batch may or may not be durable (e.g. the WAL was written
                 # and an automatic checkpoint then failed). store_commits is the witness.
-                if not self._committed_despite(seq, e):
+                committed = self._committed_despite(seq, e)
+                if committed is None:  # cannot tell: remember, so a retry of this batch cannot double it
+                    self._in_doubt = (seq, cb)
+                if not committed:
                     msg = f"batch {seq} not committed: {type(e).__name__}: {e}"
                     raise StoreError(msg) from e
             self._batch_seq = seq
@@ -550,8 +558,8 @@ class Store:
         self._con.unregister(name)
         self._views.discard(name)
 
-    def _committed_despite(self, seq: int, error: BaseException) -> bool:
-        """After a failed COMMIT: is batch `seq` durable? Rolls back our side if it is not."""
+    def _committed_despite(self, seq: int, error: BaseException) -> bool | None:
+        """After a failed COMMIT: is batch `seq` durable? None if the store cannot even read."""
         self._rollback_quietly()
         self._heal()
         try:
@@ -560,14 +568,36 @@ class Store:
         except Exception as e:  # noqa: BLE001
             log.error("batch %d: COMMIT failed (%s) and the store cannot tell whether it is in: %s",
                       seq, error, e)
-            # Unknown: treat as not committed. A retry of its fresh readings could then store them
-            # twice, so the engine must reopen the store (its last_ts_by_sensor then routes them to
-            # maybe_dup); the database is unusable anyway when even a read fails.
-            return False
+            return None
         committed = bool(row and row[0])
         log.warning("batch %d: COMMIT raised %s; batch %s", seq, error,
                     "is committed" if committed else "is not committed")
         return committed
+
+    def _resolve_doubt(self, cb: CommitBatch) -> CommitResult | None:
+        """A commit after one whose COMMIT failed in doubt: if that batch turns out to be in and this is
+        its retry (the same object), report it committed instead of writing its fresh readings twice.
+        Raises StoreError while the store still cannot tell.
+        """
+        assert self._in_doubt is not None
+        seq, doubtful = self._in_doubt
+        self._heal()
+        try:
+            with self._reader() as cur:
+                row = cur.execute(
+                    "SELECT fresh, late, duplicates FROM store_commits WHERE batch_seq = ?", [seq]
+                ).fetchone()
+        except Exception as e:  # noqa: BLE001
+            msg = f"batch {seq} in doubt (its COMMIT failed) and the store still cannot read: {e}"
+            raise StoreError(msg) from e
+        self._in_doubt = None
+        if row is None:  # it did not make it: write this batch normally
+            return None
+        self._batch_seq = max(self._batch_seq, seq)
+        if cb is doubtful:
+            log.warning("batch %d was committed after all; its retry is not written again", seq)
+            return CommitResult(batch_seq=seq, inserted=row[0] + row[1], late=row[1], duplicates=row[2])
+        return None  # another batch: the in-doubt one is in, this one goes after it
 
     def _maybe_checkpoint(self, now_ms: int) -> None:
         """Checkpoint on the interval; after the commit, so a failure here never fails a batch."""

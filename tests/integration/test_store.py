@@ -236,6 +236,41 @@ def test_commit_that_raises_and_is_not_durable_raises(store: Store) -> None:
     assert store.commit(full_batch(1000)).batch_seq == 2  # the retry
 
 
+def test_a_live_engine_file_cannot_be_opened_by_another_process(store: Store) -> None:
+    """DuckDB: one writing process and then no other; analysts use a snapshot or the engine's API."""
+    store.commit(full_batch())
+    code = ("import sys\nfrom earlywarn.store import Store\nfrom earlywarn.errors import StoreError\n"
+            "try:\n    Store.open_readonly(sys.argv[1])\nexcept StoreError as e:\n    print(e)\n")
+    out = subprocess.run([sys.executable, "-c", code, str(store.path)], capture_output=True, text=True, timeout=60)
+    assert "snapshot" in out.stdout, out
+
+
+class _CommitRaisesBlind(_CommitRaises):
+    """COMMIT succeeds and raises, and then the next read fails too: the store cannot tell."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        super().__init__(con, durable=True)
+        self._blind = True
+
+    def cursor(self) -> object:
+        if self._blind:
+            self._blind = False
+            raise duckdb.IOException("injected: cannot read")
+        return self._con.cursor()
+
+
+def test_commit_in_doubt_is_not_doubled_by_its_retry(store: Store) -> None:
+    store.commit(full_batch())
+    store._con = _CommitRaisesBlind(store._con)  # type: ignore[assignment]  # noqa: SLF001
+    cb = full_batch(1000)
+    with pytest.raises(StoreError, match="batch 2 not committed"):
+        store.commit(cb)
+    r = store.commit(cb)  # the caller's retry of the same batch: it is in already
+    assert (r.batch_seq, r.inserted) == (2, 2)
+    assert store.count("readings") == 4 and store.count("store_commits") == 2
+    assert store.commit(full_batch(2000)).batch_seq == 3
+
+
 def test_read_only_store_refuses_commits(tmp_path: Path) -> None:
     path = tmp_path / "ew.duckdb"
     with Store.open(path) as s:
