@@ -19,10 +19,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import multiprocessing as mp
+import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
@@ -102,7 +106,8 @@ class LoadPlan:
     """Pre-built templates and the message order of a load run (no I/O)."""
 
     def __init__(self, *, sites: int, tags_per_site: int, rate_readings_s: float, duration_s: float,
-                 readings_per_message: int, seed: int = 0, site_prefix: str = "LOAD", start_ms: int | None = None) -> None:
+                 readings_per_message: int, seed: int = 0, site_prefix: str = "LOAD", start_ms: int | None = None,
+                 site_offset: int = 0) -> None:
         if sites < 1 or tags_per_site < 1 or readings_per_message < 1:
             msg = "sites, tags_per_site and readings_per_message must be >= 1"
             raise ValueError(msg)
@@ -121,8 +126,8 @@ class LoadPlan:
         self.total_readings = int(round(rate_readings_s * duration_s))
         self.start_ms = int(time.time() * 1000) if start_ms is None else int(start_ms)
         k = readings_per_message
-        self.site_ids = [f"{site_prefix}-{s:04d}" for s in range(sites)]
-        rng = rng_for(seed, "load")
+        self.site_ids = [f"{site_prefix}-{s:04d}" for s in range(site_offset, site_offset + sites)]
+        rng = rng_for(seed, "load", str(site_offset))
         tag_names = [f"t{t:05d}" for t in range(tags_per_site)]
         # A message is `rounds_per_msg` whole rounds of a site, or a slice of `k` tags of one round.
         if tags_per_site <= k:
@@ -170,28 +175,20 @@ class LoadPlan:
             group += 1
 
 
-def run_load(host: str, port: int, *, sites: int, tags_per_site: int, rate_readings_s: float, duration_s: float,
-             readings_per_message: int, qos: int = 1, seed: int = 0, connections: int | None = None,
-             site_prefix: str = "LOAD", drain_timeout_s: float = 60.0) -> LoadReport:
-    """Publish `rate_readings_s * duration_s` readings at a steady `rate_readings_s`; measure what was achieved."""
-    plan = LoadPlan(sites=sites, tags_per_site=tags_per_site, rate_readings_s=rate_readings_s, duration_s=duration_s,
-                    readings_per_message=readings_per_message, seed=seed, site_prefix=site_prefix)
-    msg_rate = rate_readings_s / plan.readings_per_message
-    # One paho client in one Python process tops out near 10 000 publishes/s (measured: 9 700/s at 1 reading
-    # per message on 2 cores); extra clients in the same process only add GIL contention, so the default is
-    # one connection and high reading rates come from bigger batches.
-    n_conn = connections or 1
-    if msg_rate > 8000:
-        print(f"simulate: {msg_rate:,.0f} messages/s is beyond what one paho client sustains (~10 000/s); "
-              "use a larger --batch", file=sys.stderr)
+def _paced_publish(plan: LoadPlan, host: str, port: int, *, qos: int, connections: int, seed: int,
+                   drain_timeout_s: float, barrier: Any = None) -> dict[str, Any]:
+    """Connect, (wait at `barrier`), publish `plan` paced by a token bucket, await the PUBACKs."""
     # Materialise the whole run's payloads before the clock starts when it is small enough (short benchmark
     # runs); otherwise fill templates in the loop, which costs a few microseconds per message.
     items = list(plan.messages()) if plan.total_readings / plan.readings_per_message <= 200_000 else plan.messages()
-    pub = MqttPublisher(host, port, qos=qos, connections=n_conn, client_id_prefix=f"ew-load-{seed}")
+    pub = MqttPublisher(host, port, qos=qos, connections=connections,
+                        client_id_prefix=f"ew-load-{seed}-{plan.site_ids[0]}")
     pub.connect()
     try:
+        if barrier is not None:
+            barrier.wait()
         # burst: 20 ms of traffic absorbs sleep overshoot without a visible catch-up spike
-        bucket = TokenBucket(rate_readings_s, max(plan.readings_per_message, rate_readings_s * 0.02))
+        bucket = TokenBucket(plan.rate, max(plan.readings_per_message, plan.rate * 0.02))
         readings = messages = 0
         start = time.monotonic()
         bucket.t = start
@@ -201,18 +198,81 @@ def run_load(host: str, port: int, *, sites: int, tags_per_site: int, rate_readi
             readings += n
             messages += 1
         # The run lasts until the end of the last message's slot, not until its first byte went out.
-        end_of_schedule = start + readings / rate_readings_s
+        end_of_schedule = start + readings / plan.rate
         now = time.monotonic()
         if now < end_of_schedule:
             time.sleep(end_of_schedule - now)
-        seconds = time.monotonic() - start
-        t_sent = time.monotonic()
+        end = time.monotonic()
         all_acked = pub.flush(drain_timeout_s)
-        drain_s = time.monotonic() - t_sent
+        drain_s = time.monotonic() - end
     finally:
         pub.close()
+    return {"readings": readings, "messages": messages, "start": start, "end": end, "all_acked": all_acked,
+            "drain_s": drain_s}
+
+
+def _worker(kw: dict[str, Any], barrier: Any, results: Any) -> None:
+    """One publisher process (multiprocessing target)."""
+    try:
+        plan = LoadPlan(**kw["plan"])
+        results.put(_paced_publish(plan, kw["host"], kw["port"], qos=kw["qos"], connections=kw["connections"],
+                                   seed=kw["seed"], drain_timeout_s=kw["drain_timeout_s"], barrier=barrier))
+    except BaseException as e:  # report, never hang the parent on the barrier or the queue
+        barrier.abort()
+        results.put({"error": f"{type(e).__name__}: {e}"})
+
+
+def run_load(host: str, port: int, *, sites: int, tags_per_site: int, rate_readings_s: float, duration_s: float,
+             readings_per_message: int, qos: int = 1, seed: int = 0, connections: int | None = None,
+             processes: int | None = None, site_prefix: str = "LOAD", drain_timeout_s: float = 60.0) -> LoadReport:
+    """Publish `rate_readings_s * duration_s` readings at a steady `rate_readings_s`; measure what was achieved.
+
+    One paho client in one Python process tops out near 10 000 publishes/s (measured 9 700/s at one reading
+    per message on 2 cores), and more clients in the same process only add GIL contention. So high reading
+    rates come from batches (`readings_per_message`), and high *message* rates from `processes` publisher
+    processes (default: one per 6 000 messages/s, at most the CPU count), each with its own connection(s)
+    and its share of the sites, started together at a barrier.
+    """
+    start_ms = int(time.time() * 1000)
+    common = {"tags_per_site": tags_per_site, "duration_s": duration_s, "readings_per_message": readings_per_message,
+              "seed": seed, "site_prefix": site_prefix, "start_ms": start_ms}
+    probe = LoadPlan(sites=sites, rate_readings_s=rate_readings_s, **common)
+    msg_rate = rate_readings_s / probe.readings_per_message
+    n_proc = processes or max(1, min(os.cpu_count() or 1, math.ceil(msg_rate / 6000)))
+    n_proc = max(1, min(n_proc, sites))
+    n_conn = connections or 1
+    if n_proc == 1:
+        res = _paced_publish(probe, host, port, qos=qos, connections=n_conn, seed=seed, drain_timeout_s=drain_timeout_s)
+        parts = [res]
+    else:
+        ctx = mp.get_context("spawn")  # no paho threads or sockets inherited through fork
+        barrier = ctx.Barrier(n_proc)
+        results = ctx.Queue()
+        procs = []
+        bounds = np.linspace(0, sites, n_proc + 1).round().astype(int)
+        for w in range(n_proc):
+            lo, hi = int(bounds[w]), int(bounds[w + 1])
+            plan_kw = {**common, "sites": hi - lo, "site_offset": lo,
+                       "rate_readings_s": rate_readings_s * (hi - lo) / sites, "seed": seed}
+            kw = {"plan": plan_kw, "host": host, "port": port, "qos": qos, "connections": n_conn, "seed": seed,
+                  "drain_timeout_s": drain_timeout_s}
+            p = ctx.Process(target=_worker, args=(kw, barrier, results), daemon=True)
+            p.start()
+            procs.append(p)
+        parts = [results.get(timeout=duration_s + drain_timeout_s + 120) for _ in procs]
+        for p in procs:
+            p.join(timeout=10)
+        errors = [r["error"] for r in parts if "error" in r]
+        if errors:
+            msg = f"load worker failed: {errors[0]}"
+            raise ConnectionError(msg)
+    readings = sum(r["readings"] for r in parts)
+    messages = sum(r["messages"] for r in parts)
+    # time.monotonic is CLOCK_MONOTONIC, shared by the processes of one machine
+    seconds = max(r["end"] for r in parts) - min(r["start"] for r in parts)
     return LoadReport(float(rate_readings_s), readings / seconds if seconds > 0 else 0.0, messages, readings, seconds,
-                      drain_s, all_acked, n_conn, plan.readings_per_message, sites, tags_per_site)
+                      max(r["drain_s"] for r in parts), all(r["all_acked"] for r in parts), n_conn * n_proc,
+                      probe.readings_per_message, sites, tags_per_site)
 
 
 def build_parser(prog: str = "earlywarn simulate") -> argparse.ArgumentParser:
@@ -226,7 +286,9 @@ def build_parser(prog: str = "earlywarn simulate") -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=100, help="readings per message")
     p.add_argument("--qos", type=int, choices=(0, 1, 2), default=1)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--connections", type=int, default=None, help="publisher connections (default: by rate)")
+    p.add_argument("--connections", type=int, default=None, help="paho connections per publisher process (default 1)")
+    p.add_argument("--processes", type=int, default=None,
+                   help="publisher processes (default: one per 6000 messages/s, at most the CPU count)")
     p.add_argument("--site-prefix", default="LOAD")
     p.add_argument("--json", action="store_true", help="print the report as one JSON line")
     return p
@@ -238,8 +300,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         rep = run_load(args.host, args.port, sites=args.sites, tags_per_site=args.tags_per_site,
                        rate_readings_s=args.rate, duration_s=args.duration, readings_per_message=args.batch,
-                       qos=args.qos, seed=args.seed, connections=args.connections, site_prefix=args.site_prefix)
-    except (ValueError, ConnectionError, OSError) as e:
+                       qos=args.qos, seed=args.seed, connections=args.connections, processes=args.processes,
+                       site_prefix=args.site_prefix)
+    except (ValueError, ConnectionError, OSError, mp.TimeoutError) as e:
         print(f"simulate: {e}", file=sys.stderr)
         return 2
     if args.json:
