@@ -546,3 +546,19 @@ def test_raise_is_keyed_at_the_plant_whatever_the_current_tier() -> None:
     rig.tick(GROUP_WAIT_MS)
     rig.d.submit([(dataclasses.replace(a, escalation_tier=Tier.COUNTY), ev(a))])
     assert rig.tick(GROUP_WAIT_MS) == []
+
+
+def test_a_shorter_window_per_severity_pulls_the_group_forward() -> None:
+    clock = ManualClock(T0_MS)
+    mqtt = MemoryChannel("mqtt")
+    d = Dispatcher(SITES, NotifyConfig(group_wait_ms=GROUP_WAIT_MS), AlarmsConfig(), channels={"mqtt": mqtt},
+                   log=InMemoryNotificationLog(), clock=clock, group_wait_ms_by_severity={Severity.RED: 1_000})
+    yellow, red = alarm(1, severity=Severity.YELLOW), alarm(2)
+    d.submit([(yellow, ev(yellow))])
+    assert d.next_due_ms() == T0_MS + GROUP_WAIT_MS
+    clock.advance(500)
+    d.submit([(red, ev(red))])  # same site, same audience (red_immediate is plant only): same group
+    assert d.next_due_ms() == T0_MS + 1_500
+    assert d.flush(T0_MS + 1_499) == []
+    (n,) = d.flush(T0_MS + 1_500)
+    assert [na.alarm.severity for na in n.alarms] == [Severity.RED, Severity.YELLOW]

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from earlywarn.clock import Clock
 from earlywarn.config import AlarmsConfig, NotifyConfig
 from earlywarn.metrics import Metrics
-from earlywarn.model import Alarm, AlarmEvent, EventKind, NoticeRecord, Site, Tier
+from earlywarn.model import Alarm, AlarmEvent, EventKind, NoticeRecord, Severity, Site, Tier
 
 from .channels import Channel, DeliveryError
 from .delivery import Delivery, Executor, InlineExecutor, RetryPolicy
@@ -96,6 +96,8 @@ class Dispatcher:
         executor: where deliveries run. Default InlineExecutor (deterministic, for tests and replays);
             the live pipeline passes a ThreadedExecutor so delivery never blocks ingest.
         retry: the retry policy for every channel; default from [notify.webhook].
+        group_wait_ms_by_severity: a shorter (or longer) grouping window per severity, e.g. {RED: 1000}:
+            a group closes at the earliest window of its members. Default: `config.group_wait_ms` for all.
     """
 
     def __init__(
@@ -112,6 +114,7 @@ class Dispatcher:
         metrics: Metrics | None = None,
         executor: Executor | None = None,
         retry: RetryPolicy | None = None,
+        group_wait_ms_by_severity: Mapping[Severity, int] | None = None,
     ) -> None:
         self._sites = sites
         self.config = config
@@ -124,6 +127,8 @@ class Dispatcher:
         self._public_url = public_url
         self._metrics = metrics
         self._retry = retry or RetryPolicy.from_config(config.webhook)
+        self._wait_ms = {sev: config.group_wait_ms for sev in Severity}
+        self._wait_ms.update(group_wait_ms_by_severity or {})
         self._executor: Executor = executor or InlineExecutor()
         self._executor.start(self._attempt)
         # pipeline-thread state
@@ -165,9 +170,12 @@ class Dispatcher:
             tiers = audience(alarm, reason, self._red_immediate)
             gkey: GroupKey = (alarm.site, reason, tier, tiers)
             group = self._groups.get(gkey)
+            due_ms = now_ms + self._wait_ms[alarm.severity]
             if group is None:
-                group = _Group(alarm.site, reason, tier, tiers, now_ms, now_ms + self.config.group_wait_ms)
+                group = _Group(alarm.site, reason, tier, tiers, now_ms, due_ms)
                 self._groups[gkey] = group
+            elif due_ms < group.due_ms:  # a member with a shorter window (red) pulls the group forward
+                group.due_ms = due_ms
             item = group.items.get(alarm.alarm_id)
             if item is None:
                 group.items[alarm.alarm_id] = _Item(alarm, event.ts_ms, [key])
