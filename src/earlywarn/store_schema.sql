@@ -155,13 +155,3 @@ CREATE TABLE IF NOT EXISTS store_meta (
 -- deliberately has no index (an ART index would cost insert throughput and memory on the hot path).
 CREATE INDEX IF NOT EXISTS alarm_events_alarm_id ON alarm_events (alarm_id);
 CREATE INDEX IF NOT EXISTS notices_alarm_id ON notices (alarm_id);
-
--- One row per committed micro-batch: the engine clock it was evaluated at. After a restart the rule
--- state is rebuilt from the last snapshot by re-evaluating the readings of later batches at the same
--- engine clock, which reproduces the state exactly (the engine is deterministic in its inputs).
-CREATE TABLE IF NOT EXISTS batches (
-    batch_seq     BIGINT PRIMARY KEY,
-    now_ms        BIGINT      NOT NULL,
-    committed_at  TIMESTAMPTZ NOT NULL,
-    readings      INTEGER     NOT NULL
-);
