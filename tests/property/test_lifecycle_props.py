@@ -162,6 +162,7 @@ def apply(w: World, o: tuple) -> None:
 
 
 def check_invariants(w: World) -> None:
+    assert "timer_stuck" not in w.m.stats
     open_alarms = w.m.open_alarms()
     keys = [(a.site, a.rule_id, a.tag) for a in open_alarms]
     assert len(keys) == len(set(keys)), "two open alarms for one key"

@@ -169,6 +169,10 @@ class AlarmManager:
         history: recently closed alarms (e.g. the last day): they keep a re-delivered raise from
             reopening a closed alarm, and seed the chattering and flood counters.
         directions: rule_id -> "high" / "low" for `peak_value` (unknown: high).
+
+    `stats` counts, since this manager started: `signals`; every `lifecycle.Reason` that came out of a
+    step (`raised`, `cleared`, `already_active`, `stale_signal`, `escalated`, ...); `chattering` (episodes
+    flagged), `flood` (alarms flagged), `clear_without_alarm`, and `timer_stuck` (should stay absent).
     """
 
     def __init__(
@@ -421,10 +425,16 @@ class AlarmManager:
             for r in reasons:
                 self._count(r.value)
             if alarm is not before:
-                self._put(alarm)
+                self._alarms[aid] = alarm
                 acc.add(alarm, events)
-            else:
-                self._schedule(alarm)
+            due = next_due_ms(alarm, self.policy)
+            if due is not None and due <= now_ms:  # pragma: no cover - a timer that did not move (a bug)
+                # count it and look again next millisecond rather than spin in this loop
+                self._count("timer_stuck")
+                due = now_ms + 1
+            if due is not None:
+                self._due[aid] = due
+                heapq.heappush(self._heap, (due, aid))
         return acc.build()
 
     # -- bookkeeping -------------------------------------------------------------------------------
