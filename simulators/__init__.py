@@ -14,7 +14,14 @@ from collections.abc import Sequence
 
 from simulators.load import LoadReport, run_load
 from simulators.payload import Message, Readings, encode, render
-from simulators.publish import MqttPublisher, readings_frame, write_csv, write_ndjson, write_parquet, write_replay
+from simulators.publish import (
+    MqttPublisher,
+    readings_frame,
+    write_csv,
+    write_ndjson,
+    write_parquet,
+    write_replay,
+)
 from simulators.run import (
     DEFAULT_START_MS,
     SiteRun,

@@ -123,7 +123,7 @@ class LoadPlan:
             raise ValueError(msg)
         self.sites, self.tags = sites, tags_per_site
         self.rate = float(rate_readings_s)
-        self.total_readings = int(round(rate_readings_s * duration_s))
+        self.total_readings = round(rate_readings_s * duration_s)
         self.start_ms = int(time.time() * 1000) if start_ms is None else int(start_ms)
         k = readings_per_message
         self.site_ids = [f"{site_prefix}-{s:04d}" for s in range(site_offset, site_offset + sites)]
@@ -217,7 +217,7 @@ def _worker(kw: dict[str, Any], barrier: Any, results: Any) -> None:
         plan = LoadPlan(**kw["plan"])
         results.put(_paced_publish(plan, kw["host"], kw["port"], qos=kw["qos"], connections=kw["connections"],
                                    seed=kw["seed"], drain_timeout_s=kw["drain_timeout_s"], barrier=barrier))
-    except BaseException as e:  # report, never hang the parent on the barrier or the queue
+    except Exception as e:  # noqa: BLE001 - reported to the parent, which must never hang on the barrier
         barrier.abort()
         results.put({"error": f"{type(e).__name__}: {e}"})
 

@@ -120,7 +120,6 @@ def render(trace: Trace, seed: int) -> Readings:
     """Sample, add noise, quantise: the readings a gateway would upload for this trace."""
     tags = list(trace.specs)
     idx_parts, ts_parts, val_parts, q_parts = [], [], [], []
-    end_ms = trace.n * 1000
     for k, name in enumerate(tags):
         spec = trace.specs[name]
         if spec.kind == "analog":

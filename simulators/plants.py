@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 
@@ -65,7 +66,7 @@ def _in_intervals(n: int, intervals: list[tuple[float, float]]) -> np.ndarray:
     """A 0/1 grid array, 1 inside any `[start_s, end_s)`."""
     out = np.zeros(n, dtype=np.float64)
     for a, b in intervals:
-        i0, i1 = max(int(math.ceil(a)), 0), min(int(math.ceil(b)), n)
+        i0, i1 = max(math.ceil(a), 0), min(math.ceil(b), n)
         if i1 > i0:
             out[i0:i1] = 1.0
     return out
@@ -86,7 +87,7 @@ class PlantModel:
     """Common interface. Subclasses define `plant`, `TAGS`, `plan` and `synthesize`."""
 
     plant: str = ""
-    TAGS: dict[str, TagSpec] = {}
+    TAGS: ClassVar[dict[str, TagSpec]] = {}
 
     def plan(self, start_ms: int, n: int, rng: np.random.Generator) -> object:  # pragma: no cover
         raise NotImplementedError
@@ -133,7 +134,7 @@ class HazchemPlant(PlantModel):
     """Tank farm (an LPG sphere), one batch reactor, three LEL detectors, NH3 and O2, ESD valve, SIS bypass."""
 
     plant = "hazchem"
-    TAGS = {t.name: t for t in [
+    TAGS: ClassVar[dict[str, TagSpec]] = {t.name: t for t in [
         _a("tank_level_pct", "%", 5, 0.3, 1, 0, 100, "LPG sphere level, % span"),
         _a("tank_temp_c", "degC", 10, 0.1, 1, -20, 80, "LPG sphere temperature"),
         _a("tank_pressure_mpa", "MPa", 5, 0.005, 3, 0, 2.5, "LPG sphere pressure (gauge), follows temperature"),
@@ -272,7 +273,7 @@ class DustPlant(PlantModel):
     """A dry bag filter (fan, dP, hopper) and an Al/Mg wet collector, production on two shifts."""
 
     plant = "dust"
-    TAGS = {t.name: t for t in [
+    TAGS: ClassVar[dict[str, TagSpec]] = {t.name: t for t in [
         _b("fan_running"),
         _b("production_running", "dust-producing machines running"),
         _a("collector_dp_pa", "Pa", 2, 10.0, 0, 0, 6000, "bag filter differential pressure"),
@@ -389,7 +390,7 @@ class AluminumCastingPlant(PlantModel):
     """A deep-well DC casting table: 6–12 drops per day of 45–120 min, with phases, cooling water and launder."""
 
     plant = "aluminum"
-    TAGS = {t.name: t for t in [
+    TAGS: ClassVar[dict[str, TagSpec]] = {t.name: t for t in [
         _b("casting_active"),
         _e("casting_phase", 0, 4, "0 idle, 1 prepare, 2 start, 3 steady, 4 end"),
         _e("casting_mode", 0, 2, "0 auto, 1 manual_maint, 2 simulation"),
@@ -509,7 +510,7 @@ class SteelCOPlant(PlantModel):
     """A blast-furnace-gas area: three CO detectors, gas main pressure, gas holder, O2 in gas."""
 
     plant = "steel"
-    TAGS = {t.name: t for t in [
+    TAGS: ClassVar[dict[str, TagSpec]] = {t.name: t for t in [
         _a("co_ppm_a", "ppm", 2, 0.5, 1, -10, 1000),
         _a("co_ppm_b", "ppm", 2, 0.5, 1, -10, 1000),
         _a("co_ppm_c", "ppm", 2, 0.5, 1, -10, 1000),

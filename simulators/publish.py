@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 import polars as pl
@@ -166,7 +166,7 @@ class MqttPublisher:
         with self._lock:
             self.acked += 1
 
-    def connect(self, timeout_s: float = 10.0) -> MqttPublisher:
+    def connect(self, timeout_s: float = 10.0) -> Self:
         for c in self._clients:
             c.connect(self.host, self.port, keepalive=self._keepalive)
             c.loop_start()
@@ -207,7 +207,7 @@ class MqttPublisher:
             finally:
                 c.loop_stop()
 
-    def __enter__(self) -> MqttPublisher:
+    def __enter__(self) -> Self:
         return self.connect()
 
     def __exit__(self, *exc: object) -> None:

@@ -22,7 +22,7 @@ from simulators.scenarios import SCENARIOS, GroundTruth, InjectContext, finalize
 from simulators.signals import Trace, rng_for
 from simulators.transport import TransportFaults, TransportLog, apply
 
-#: 2026-11-28 08:00 local (UTC+8), a Saturday morning shift: a convenient default start.
+#: 2025-11-28 08:00 local (UTC+8, 00:00 UTC), the start of a morning shift: a convenient default start.
 DEFAULT_START_MS = 1_764_288_000_000
 
 
@@ -90,13 +90,13 @@ def simulate_site(site: str, plant: str, *, start_ms: int = DEFAULT_START_MS, du
         sc.inject(ctx)
         truths.append(GroundTruth(
             scenario=sc.name, plant=plant, site=site,
-            injected_at_ms=start_ms + int(round(at_s * 1000)),
+            injected_at_ms=start_ms + round(at_s * 1000),
             injected=ctx.description or sc.title,
             expected=finalize_order(ctx.expected),
             forbidden=sorted(set(ctx.forbidden)),
             feedback=sc.feedback,
-            window_start_ms=start_ms + int(round(max(at_s - sc.pre_s, 0) * 1000)),
-            window_end_ms=start_ms + int(round(min(at_s + sc.post_s, duration_s) * 1000)),
+            window_start_ms=start_ms + round(max(at_s - sc.pre_s, 0) * 1000),
+            window_end_ms=start_ms + round(min(at_s + sc.post_s, duration_s) * 1000),
             details=ctx.details, max_raises=dict(ctx.max_raises), mode=ctx.mode,
         ))
         outages += [(start_ms + int(a * 1000), start_ms + int(b * 1000), flush) for a, b, flush in ctx.outages]

@@ -205,7 +205,7 @@ def first_order(target: np.ndarray, tau_s: float, initial: float | None = None) 
 
 def dead_time(x: np.ndarray, delay_s: float) -> np.ndarray:
     """`x` delayed by `delay_s` (the start is padded with the first value)."""
-    k = int(round(delay_s / GRID_S))
+    k = round(delay_s / GRID_S)
     if k <= 0:
         return x.copy()
     return np.concatenate([np.full(min(k, len(x)), x[0]), x[: max(len(x) - k, 0)]])

@@ -83,3 +83,16 @@ def test_plant_messages_arrive_byte_for_byte(mosquitto: Any) -> None:
         sub.close()
     assert stats.acked == stats.messages == len(msgs)
     assert sub.payloads == Counter(m.payload for m in msgs)
+
+
+def test_load_generator_with_two_publisher_processes(mosquitto: Any) -> None:
+    sub = Counting(mosquitto.host, mosquitto.port)
+    try:
+        rep = run_load(mosquitto.host, mosquitto.port, sites=4, tags_per_site=25, rate_readings_s=5_000,
+                       duration_s=2.0, readings_per_message=10, qos=1, seed=2, processes=2)
+        got = sub.wait_for(rep.readings)
+    finally:
+        sub.close()
+    assert rep.connections == 2 and rep.readings == 10_000
+    assert abs(rep.achieved_rate - 5_000) / 5_000 <= 0.05, rep
+    assert got == rep.readings

@@ -4,6 +4,7 @@ faults, replay files, the load plan and its pacing. No broker and no wall-clock 
 from __future__ import annotations
 
 import ast
+import itertools
 import json
 import math
 import re
@@ -134,7 +135,7 @@ def test_booleans_are_json_booleans_and_enums_integers() -> None:
 def test_state_tags_change_immediately_and_repeat_every_10s() -> None:
     trace, _ = build_trace("dust", "DU", DEFAULT_START_MS, 3 * 86400 // 8, seed=3)
     r = render(trace, 3)
-    ts, v = r.of("fan_running")
+    ts, _ = r.of("fan_running")
     assert np.all(np.diff(ts) <= 10_000)
     edges = trace.states["fan_running"].edges(trace.n * 1000)
     for t_ms, val in edges[1:]:
@@ -153,7 +154,7 @@ def test_hazchem_dynamics() -> None:
 
 
 def test_dust_fan_starts_first_and_stops_last() -> None:
-    trace, plan = build_trace("dust", "DU", DEFAULT_START_MS, 2 * 86400, seed=5)
+    trace, _ = build_trace("dust", "DU", DEFAULT_START_MS, 2 * 86400, seed=5)
     fan = trace.states["fan_running"].on_grid(trace.n)
     prod = trace.states["production_running"].on_grid(trace.n)
     assert not np.any((prod == 1) & (fan == 0))
@@ -242,7 +243,7 @@ def test_overfill_signature() -> None:
     t90 = _first(ts, (ts >= t0) & (level > 90))
     assert t90 is not None and 35 * 60_000 <= t90 - t0 <= 41 * 60_000
     assert level.max() >= 94
-    ets, esd = run.readings().of("esd_valve_closed")
+    _, esd = run.readings().of("esd_valve_closed")
     assert not esd.any()
 
 
@@ -336,7 +337,7 @@ def test_out_of_order_is_switchable() -> None:
 
     def inversions(ms):
         ts = [_public_readings(m.payload)[0]["ts"] for m in ms]
-        return sum(1 for a, b in zip(ts, ts[1:], strict=False) if b < a)
+        return sum(1 for a, b in itertools.pairwise(ts) if b < a)
 
     base, _ = apply(msgs, TransportFaults.none(), site="S", seed=1)
     assert inversions(base) == 0
@@ -450,7 +451,7 @@ def test_load_plan_payloads(tags: int, k: int) -> None:
     assert total >= plan.total_readings
     assert len(seen) == 4 * tags
     for ts in seen.values():
-        assert all(b > a for a, b in zip(ts, ts[1:], strict=False))  # unique, increasing per sensor
+        assert all(b > a for a, b in itertools.pairwise(ts))  # unique, increasing per sensor
 
 
 def test_load_plan_rejects_sub_millisecond_rounds() -> None:
