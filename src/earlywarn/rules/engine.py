@@ -245,19 +245,65 @@ class RuleEngine:
     def _refresh(self) -> None:
         if not self._dirty:
             return
-        self._pair_arr = {
-            k: (np.asarray(s, _I64), np.asarray(i, _I64)) for k, (s, i) in self._pairs.items()
-        }
+        self._pair_arr = {}
+        for k, (sids, insts) in self._pairs.items():
+            ps, pi = np.asarray(sids, _I64), np.asarray(insts, _I64)
+            o = np.argsort(ps, kind="stable")  # by sensor: expansions come out in sensor order
+            self._pair_arr[k] = (ps[o], pi[o])
         self._stale_arr = {k: np.asarray(v, _I64) for k, v in self._stale_cols.items()}
         keys = self._st.sensor_keys
         self._sensor_df = pl.DataFrame(
             {"site": [k[0] for k in keys], "tag": [k[1] for k in keys], "sid": np.arange(len(keys))},
             schema={"site": pl.String, "tag": pl.String, "sid": pl.Int64},
         )
+        self._build_hash_table()
         self._dirty = False
+
+    def _build_hash_table(self) -> None:
+        """Two-choice table from the 64-bit hash of (site, tag) to the sensor id.
+
+        Hashing two string columns in polars and two gathers cost a fraction of a string join; a lookup
+        matches on the full 64-bit hash, and if two known sensors ever shared one, the engine would fall
+        back to the exact join for good. Keys that find no slot (both taken) go the exact way too.
+        """
+        n = self._sensor_df.height
+        size = 1 << max(16, int(np.ceil(np.log2(max(16 * n, 1)))))
+        bits = int(np.log2(size))
+        h = _pair_hash(self._sensor_df)
+        self._hash_exact_only = len(np.unique(h)) != n
+        self._h_shift = np.uint64(64 - bits)
+        self._h_mask = np.uint64(size - 1)
+        hk = [np.zeros(size, np.uint64), np.zeros(size, np.uint64)]
+        hv = [np.full(size, -1, _I64), np.full(size, -1, _I64)]
+        todo = np.arange(n)
+        for t, slot in enumerate(((h >> self._h_shift).astype(_I64), (h & self._h_mask).astype(_I64))):
+            if not len(todo):
+                break
+            u, i = np.unique(slot[todo], return_index=True)
+            hk[t][u] = h[todo[i]]
+            hv[t][u] = todo[i]
+            placed = np.zeros(n, bool)
+            placed[todo[i]] = True
+            todo = todo[~placed[todo]]
+        self._hk, self._hv = hk, hv
 
     def _map_sids(self, frame: pl.DataFrame) -> np.ndarray:
         self._refresh()
+        if self._hash_exact_only:
+            return self._map_sids_exact(frame)
+        h = _pair_hash(frame)
+        s1 = (h >> self._h_shift).astype(_I64)
+        sid = np.where(self._hk[0][s1] == h, self._hv[0][s1], -1)
+        miss = np.flatnonzero(sid < 0)
+        if len(miss):
+            s2 = (h[miss] & self._h_mask).astype(_I64)
+            sid[miss] = np.where(self._hk[1][s2] == h[miss], self._hv[1][s2], -1)
+            miss = miss[sid[miss] < 0]
+        if len(miss):  # new sensors, or keys without a slot: the exact way, for those rows only
+            sid[miss] = self._map_sids_exact(frame[miss])
+        return sid
+
+    def _map_sids_exact(self, frame: pl.DataFrame) -> np.ndarray:
         keys = frame.select("site", "tag")
         joined = keys.join(self._sensor_df, on=["site", "tag"], how="left", maintain_order="left")
         if joined["sid"].null_count():
@@ -688,9 +734,17 @@ class RuleEngine:
                 k = int(np.searchsorted(cand, q))
                 return k < len(cand) and cand[k] < bounds[i][1] and int(clk[cand[k]]) <= deadline
 
-            # arms: (inst, t0, deadline); carried ones first (older), then this batch's edges
-            failed: dict[int, list[int]] = {}
+            # Each arm is (deadline, first point after it was armed). A failed arm is detected at the
+            # first site reading after arming whose clock exceeds the deadline; in points, `start` =
+            # max(arming point + 1, first point with clock > deadline). Clears are looked for from there.
+            failed: dict[int, list[tuple[int, int]]] = {}  # inst -> [(start, deadline)]
             insts_here = set(bounds)
+
+            def detect(i: int, after: int, dl: int) -> None:
+                lo, hi = bounds.get(i, (0, 0))
+                start = max(after, lo + int(np.searchsorted(clk[lo:hi], dl, "right"))) if hi > lo else 0
+                failed.setdefault(i, []).append((start, dl))
+
             for i in list(st.il_pending):
                 if int(il_by_site[self._il_site[i]]) != i:
                     continue
@@ -700,7 +754,7 @@ class RuleEngine:
                     if i in insts_here and satisfied(i, bounds[i][0], dl):
                         continue
                     if site_clock[self._il_site[i]] > dl:
-                        failed.setdefault(i, []).append(dl)
+                        detect(i, bounds.get(i, (0, 0))[0], dl)
                     else:
                         keep.append((t0, dl))
                 if keep:
@@ -712,35 +766,33 @@ class RuleEngine:
                 if expect[e] or satisfied(i, e + 1, dl):
                     continue
                 if site_clock[self._il_site[i]] > dl:
-                    failed.setdefault(i, []).append(dl)
+                    detect(i, e + 1, dl)
                 else:
                     st.il_pending.setdefault(i, []).append((t0, dl))
-            # carried active alarms clear at their first clear point; failures raise and look for clears
+            # carried active alarms clear at their first clear point; failures raise (unless the alarm is
+            # still active when they are detected) and then clear at the first clear point after that
             todo = set(failed) | {i for i in insts_here if st.il_active[i]}
             for i in sorted(todo):
                 mt = self._il_meta[i]
                 lo, hi = bounds.get(i, (0, 0))
+
+                def next_clear(start: int, hi: int = hi) -> int | None:
+                    k = int(np.searchsorted(clear_cand, start))
+                    return int(clear_cand[k]) if k < len(clear_cand) and clear_cand[k] < hi else None
+
                 active = bool(st.il_active[i])
-                clear_ts: int | None = None  # ts of the clear of the current episode, None = none yet
-                if active and lo < hi:
-                    k = int(np.searchsorted(clear_cand, lo))
-                    if k < len(clear_cand) and clear_cand[k] < hi:
-                        pos = int(clear_cand[k])
-                        out.append(self._sig(mt, int(ts[pos]), float(vals[pos]), False))
-                        clear_ts = int(clk[pos])
-                for dl in sorted(failed.get(i, [])):
-                    if active and (clear_ts is None or clear_ts > dl):
-                        continue  # still active at this deadline: same episode
+                clear_pos = next_clear(lo) if active and lo < hi else None
+                if clear_pos is not None:
+                    out.append(self._sig(mt, int(ts[clear_pos]), float(vals[clear_pos]), False))
+                for start, dl in sorted(failed.get(i, [])):
+                    if active and (clear_pos is None or clear_pos >= start):
+                        continue  # still active when this failure is detected: same episode
                     out.append(self._sig(mt, dl, float("nan"), True, "interlock_failed"))
-                    active, clear_ts = True, None
-                    if lo < hi:
-                        start = lo + int(np.searchsorted(clk[lo:hi], dl, "right"))
-                        k = int(np.searchsorted(clear_cand, start))
-                        if k < len(clear_cand) and clear_cand[k] < hi:
-                            pos = int(clear_cand[k])
-                            out.append(self._sig(mt, int(ts[pos]), float(vals[pos]), False))
-                            clear_ts = int(clk[pos])
-                st.il_active[i] = active and clear_ts is None
+                    active = True
+                    clear_pos = next_clear(start) if lo < hi else None
+                    if clear_pos is not None:
+                        out.append(self._sig(mt, int(ts[clear_pos]), float(vals[clear_pos]), False))
+                st.il_active[i] = active and clear_pos is None
 
     # --- signals --------------------------------------------------------------------------------
 
@@ -757,6 +809,11 @@ class RuleEngine:
     def _sorted(out: list[tuple[Any, ...]]) -> list[Signal]:
         out.sort(key=lambda x: x[:5])
         return [x[5] for x in out]
+
+
+def _pair_hash(frame: pl.DataFrame) -> np.ndarray:
+    """64-bit hash of (site, tag) per row (polars' fixed-seed hash: stable within a process)."""
+    return frame.select(pl.struct("site", "tag").hash(seed=0)).to_series().to_numpy()
 
 
 def _trend_prefix(e_sid: np.ndarray, e_ts: np.ndarray, e_val: np.ndarray) -> dict[str, np.ndarray]:
