@@ -96,7 +96,12 @@ class Sequencer:
         if n == 0:
             empty = ReadingBatch.empty()
             return Split(empty, empty, 0, pl.DataFrame(schema={"site": pl.String, "tag": pl.String, "max_ts": pl.Int64}))
-        deduped = frame.unique(subset=_KEY, keep="first", maintain_order=True)
+        # Equal keys have equal hashes, so "every hash distinct" proves "no copies" cheaply; only when some
+        # hash repeats do we pay for the exact (string) comparison.
+        if frame.select(_KEY).hash_rows().is_first_distinct().all():
+            deduped = frame
+        else:
+            deduped = frame.unique(subset=_KEY, keep="first", maintain_order=True)
         dups = n - deduped.height
         sensors = deduped.group_by(["site", "tag"]).agg(pl.col("ts_ms").min().alias("min_ts"))
         last = self._last

@@ -52,14 +52,15 @@ def start_runner(cfg: Any, *, clock: Any = None) -> Any:
     """Build and start everything `earlywarn run` runs; returns the Runner (and its API server, if on)."""
     import queue
 
-    from earlywarn.ingest import MqttIngest
+    from earlywarn.ingest import MqttIngest, ProcessIngest
     from earlywarn.metrics import Metrics
     from earlywarn.pipeline import Runner
 
     metrics = Metrics()
     engine = build_engine(cfg, clock=clock, metrics=metrics)
     inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
-    ingest = MqttIngest(cfg.broker, inbox, metrics=metrics, clock=engine.clock)
+    ingest_cls = ProcessIngest if cfg.ingest.mode == "process" else MqttIngest
+    ingest = ingest_cls(cfg.broker, inbox, metrics=metrics, clock=engine.clock)
     engine.dispatcher = _build_dispatcher(cfg, engine, ingest, metrics)
     runner = Runner(cfg, engine=engine, metrics=metrics, ingest=ingest, inbox=inbox)
     if cfg.metrics.listen:

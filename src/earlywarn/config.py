@@ -267,6 +267,9 @@ class IngestConfig:
     batch_max_age_ms: int = _opt("batch_max_age", _duration, 200)
     idle_flush_ms: int = _opt("idle_flush", _duration, 5)
     queue_max_messages: int = _opt("queue_max_messages", _pos_int, 200_000)
+    #: "process": the MQTT client runs in its own process (paho's per-message cost and the engine then
+    #: do not share one GIL); "thread": both in one process (simpler to debug, slower under load)
+    mode: str = _opt("mode", _one_of("process", "thread"), "process")
 
 
 @dataclass(frozen=True, slots=True)
@@ -374,6 +377,16 @@ def _check_broker_url(cfg: BrokerConfig, loc: _Loc) -> None:
             "no password in the URL: credentials come from the environment "
             f"(${cfg.username_env} / ${cfg.password_env})"
         )
+
+
+def shipped_rules_dir() -> str:
+    """Where the rule packs shipped with earlywarn are (the repo's top-level `rules/`)."""
+    repo = Path(__file__).resolve().parents[2] / "rules"
+    if repo.is_dir():
+        return str(repo)
+    import importlib.resources
+
+    return str(importlib.resources.files("earlywarn.packs"))
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:

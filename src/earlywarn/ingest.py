@@ -164,3 +164,185 @@ class MqttIngest:
         mid = msg.mid if msg.qos > 0 else 0
         self.out.put(RawMessage(msg.topic, msg.payload, mid, self.clock.now_ms(), self._session))
         self.metrics.messages.inc()
+
+
+# ---------------------------------------------------------------------------------------------------
+# The MQTT client in its own process.
+#
+# paho spends ~70 µs of Python per QoS 1 message on its network thread; in the engine's process that time
+# competes with decode/rules/store for one GIL. Here the client runs in a child process that forwards
+# messages in chunks over a pipe and takes acknowledgements (and notices to publish) back. The child
+# exits when the pipe closes, so a kill -9 of the engine never leaves an orphan holding the session.
+
+_CHUNK_MESSAGES = 2000
+
+
+def _child_main(cfg: BrokerConfig, conn: Any) -> None:  # runs in the child process
+    import os
+    import sys
+
+    inbox: queue.SimpleQueue[RawMessage] = queue.SimpleQueue()
+    send_lock = threading.Lock()
+
+    def send(obj: Any) -> None:
+        with send_lock:
+            conn.send(obj)
+
+    class _Reporting(MqttIngest):
+        def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
+            super()._on_connect(client, userdata, flags, rc, props)
+            if self.connected:
+                send(("conn", True, self._session))
+
+        def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
+            super()._on_disconnect(client, userdata, flags, rc, props)
+            send(("conn", False, self._session))
+
+    ing = _Reporting(cfg, inbox)
+    stop = threading.Event()
+
+    def forward() -> None:
+        # ship messages in chunks: one pipe write per chunk instead of one per message
+        while not stop.is_set():
+            try:
+                first = inbox.get(timeout=0.05)
+            except queue.Empty:
+                continue
+            chunk = [(first.topic, first.payload, first.mid, first.received_ms, first.session)]
+            while len(chunk) < _CHUNK_MESSAGES:
+                try:
+                    m = inbox.get_nowait()
+                except queue.Empty:
+                    break
+                chunk.append((m.topic, m.payload, m.mid, m.received_ms, m.session))
+            try:
+                send(("msgs", chunk))
+            except (OSError, ValueError):
+                os._exit(0)
+
+    threading.Thread(target=forward, name="earlywarn-forward", daemon=True).start()
+    ing.start()
+    try:
+        while True:
+            try:
+                cmd = conn.recv()
+            except (EOFError, OSError):
+                os._exit(0)  # the engine is gone (stopped or killed): its session stays with the broker
+            kind = cmd[0]
+            if kind == "ack":
+                session = ing._session
+                for s, mid in cmd[1]:
+                    if s == session:
+                        ing.client.ack(mid, 1)
+            elif kind == "pub":
+                ing.publish(cmd[1], cmd[2], cmd[3])
+            elif kind == "stop":
+                stop.set()
+                ing.stop()
+                send(("stopped",))
+                return
+    finally:
+        sys.stdout.flush()
+
+
+class ProcessIngest:
+    """MqttIngest's interface, with the paho client in a child process."""
+
+    def __init__(
+        self,
+        cfg: BrokerConfig,
+        out: queue.SimpleQueue[RawMessage],
+        *,
+        metrics: Metrics | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        import multiprocessing as mp
+
+        self.cfg = cfg
+        self.out = out
+        self.metrics = metrics or Metrics()
+        self._ctx = mp.get_context("spawn")  # no fork of a threaded process
+        self._conn, child_conn = self._ctx.Pipe(duplex=True)
+        self._child_conn = child_conn
+        self._proc = self._ctx.Process(target=_child_main, args=(cfg, child_conn), name="earlywarn-mqtt", daemon=True)
+        self._connected = threading.Event()
+        self._session = 0
+        self._connects = 0
+        self._send_lock = threading.Lock()
+        self._reader = threading.Thread(target=self._read, name="earlywarn-mqtt-reader", daemon=True)
+        self._stopped = threading.Event()
+
+    def start(self) -> None:
+        self._proc.start()
+        self._child_conn.close()
+        self._reader.start()
+
+    def _read(self) -> None:
+        put = self.out.put
+        while True:
+            try:
+                msg = self._conn.recv()
+            except (EOFError, OSError):
+                self._connected.clear()
+                self.metrics.broker_connected.set(0)
+                self._stopped.set()
+                return
+            kind = msg[0]
+            if kind == "msgs":
+                for topic, payload, mid, received_ms, session in msg[1]:
+                    put(RawMessage(topic, payload, mid, received_ms, session))
+                self.metrics.messages.inc(len(msg[1]))
+            elif kind == "conn":
+                _, up, session = msg
+                self._session = session
+                if up:
+                    self._connects += 1
+                    if self._connects > 1:
+                        self.metrics.reconnects.inc()
+                    self._connected.set()
+                    self.metrics.broker_connected.set(1)
+                else:
+                    self._connected.clear()
+                    self.metrics.broker_connected.set(0)
+            elif kind == "stopped":
+                self._stopped.set()
+                return
+
+    def _send(self, obj: Any) -> None:
+        with self._send_lock:
+            self._conn.send(obj)
+
+    def wait_connected(self, timeout_s: float) -> bool:
+        return self._connected.wait(timeout_s)
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def ack(self, messages: Iterable[RawMessage]) -> int:
+        pairs = [(m.session, m.mid) for m in messages if m.mid]
+        if pairs:
+            try:
+                self._send(("ack", pairs))
+            except (OSError, ValueError):
+                return 0  # the client process is gone; the broker will redeliver
+        return len(pairs)
+
+    def publish(self, topic: str, payload: bytes, qos: int = 1) -> None:
+        try:
+            self._send(("pub", topic, payload, qos))
+        except (OSError, ValueError):
+            log.warning("notice to %s not handed to the MQTT client: the client process is gone", topic)
+
+    def stop(self) -> None:
+        try:
+            self._send(("stop",))
+            self._stopped.wait(10)
+        except (OSError, ValueError):
+            pass
+        self._proc.join(10)
+        if self._proc.is_alive():
+            self._proc.kill()
+        self._conn.close()
+        self._connected.clear()
+        self.metrics.broker_connected.set(0)

@@ -25,7 +25,7 @@ import dataclasses
 from earlywarn.alarms.manager import AlarmManager, Window
 from earlywarn.batch import Sequencer, Split, collect
 from earlywarn.clock import Clock, SystemClock
-from earlywarn.config import Config, load_sites
+from earlywarn.config import Config, load_sites, shipped_rules_dir
 from earlywarn.decode import Decoder
 from earlywarn.errors import StoreError
 from earlywarn.metrics import Metrics
@@ -293,7 +293,7 @@ def _merge_changes(changes: Iterable[Any]) -> tuple[list[Alarm], list[AlarmEvent
 def load_site_rules(cfg: Config) -> tuple[dict[str, Site], dict[str, tuple[RuleSpec, ...]]]:
     """Sites and each site's rules, from the files the config names (fails at start on any problem)."""
     sites = load_sites(cfg.rules.sites) if cfg.rules.sites else {}
-    packs = load_packs(cfg.rules.dir) if cfg.rules.dir else {}
+    packs = load_packs(cfg.rules.dir or shipped_rules_dir())
     return sites, rules_for_sites(packs, sites, cfg.rules.sites)
 
 

@@ -1,0 +1,251 @@
+"""Ingest -> store through a real mosquitto at QoS 1, against a bare paho subscriber, in the same run.
+
+    python benchmarks/bench_ingest.py [--quick] [--window 20|1000] [--mode process|thread]
+
+For each payload shape (100-reading batches, single readings) and each mode:
+- drain: the broker holds the whole workload (persistent session, subscriber offline) before the
+  subscriber connects; we time from connect to the last reading received (bare) / stored (engine);
+- live: the subscriber is connected while a separate publisher process sends as fast as it can.
+The bare subscriber only counts and acknowledges on receipt: what the MQTT client library alone can take.
+Ratios (engine / bare) are what count on a shared, noisy machine. Writes benchmarks/results/ingest.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests"))
+
+import paho.mqtt.client as mqtt  # noqa: E402
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion  # noqa: E402
+
+from brokers import Mosquitto  # noqa: E402
+
+SITES = [f"S{i:04d}" for i in range(20)]
+T0_MS = 1_764_316_800_000
+
+
+def workload(n_readings: int, per_msg: int) -> list[tuple[str, bytes]]:
+    """Deterministic messages: `per_msg` readings each, distinct (site, tag, ts)."""
+    out = []
+    i = 0
+    while i < n_readings:
+        site = SITES[(i // per_msg) % len(SITES)]
+        if per_msg == 1:
+            out.append((f"ew/{site}/telemetry", b'{"tag":"t%d","ts":%d,"value":%d.5}' % (i % 50, T0_MS + i, i % 97)))
+        else:
+            body = b",".join(
+                b'{"tag":"t%d","ts":%d,"value":%d.25}' % (j % 50, T0_MS + j, j % 97) for j in range(i, i + per_msg)
+            )
+            out.append((f"ew/{site}/telemetry", b'{"ts":%d,"readings":[%s]}' % (T0_MS + i, body)))
+        i += per_msg
+    return out
+
+
+def _publisher_proc(host: str, port: int, msgs: list[tuple[str, bytes]], done: mp.Event) -> None:
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{os.getpid()}")
+    c.max_inflight_messages_set(1000)
+    c.max_queued_messages_set(0)
+    acked = [0]
+    c.on_publish = lambda *a: acked.__setitem__(0, acked[0] + 1)
+    c.connect(host, port)
+    c.loop_start()
+    for t, p in msgs:
+        c.publish(t, p, qos=1)
+    while acked[0] < len(msgs):
+        time.sleep(0.005)
+    c.disconnect()
+    c.loop_stop()
+    done.set()
+
+
+def publish(host: str, port: int, msgs: list[tuple[str, bytes]]) -> tuple[mp.Process, mp.Event]:
+    done = mp.Event()
+    p = mp.Process(target=_publisher_proc, args=(host, port, msgs, done), daemon=True)
+    p.start()
+    return p, done
+
+
+# -- bare subscriber -------------------------------------------------------------------------------------
+
+
+class Bare:
+    def __init__(self, broker: Mosquitto, client_id: str, readings_per_msg: int) -> None:
+        self.n = 0
+        self.per = readings_per_msg
+        self.first = 0.0
+        self.last = 0.0
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
+                                  protocol=MQTTProtocolVersion.MQTTv5)
+        self.client.on_message = self._on
+        self.broker = broker
+        self.connected = threading.Event()
+        self.client.on_connect = lambda c, u, f, rc, p: (c.subscribe("ew/+/telemetry/#", 1), self.connected.set())
+
+    def _on(self, c: mqtt.Client, u: object, m: mqtt.MQTTMessage) -> None:
+        if self.n == 0:
+            self.first = time.perf_counter()
+        self.n += self.per
+        self.last = time.perf_counter()
+
+    def connect(self) -> float:
+        from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.properties import Properties
+
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 3600
+        props.ReceiveMaximum = 65535
+        t0 = time.perf_counter()
+        self.client.connect(self.broker.host, self.broker.port, clean_start=False, properties=props)
+        self.client.loop_start()
+        self.connected.wait(10)
+        return t0
+
+    def stop(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def run_bare(broker: Mosquitto, msgs: list[tuple[str, bytes]], per: int, live: bool, tag: str) -> float:
+    n_readings = len(msgs) * per
+    b = Bare(broker, f"bare-{tag}", per)
+    if live:
+        b.connect()
+        time.sleep(0.3)
+        p, done = publish(broker.host, broker.port, msgs)
+        while b.n < n_readings:
+            time.sleep(0.002)
+        p.join()
+        rate = n_readings / (b.last - b.first)
+    else:
+        b.connect()
+        time.sleep(0.3)
+        b.stop()
+        b = Bare(broker, f"bare-{tag}", per)
+        p, done = publish(broker.host, broker.port, msgs)
+        done.wait()
+        p.join()
+        t0 = b.connect()
+        while b.n < n_readings:
+            time.sleep(0.002)
+        rate = n_readings / (b.last - t0)
+    b.stop()
+    return rate
+
+
+# -- engine -----------------------------------------------------------------------------------------------
+
+
+def _engine_config(tmp: Path, broker: Mosquitto, client_id: str, mode: str) -> Path:
+    (tmp / "sites.toml").write_text(
+        "".join(f'[[site]]\nid = "{s}"\nplant = "hazchem"\ndistrict = "d"\n' for s in SITES)
+    )
+    (tmp / "rules").mkdir(exist_ok=True)
+    (tmp / "rules" / "hazchem.toml").write_text(
+        'plant = "hazchem"\n[[tag]]\nname = "t1"\n[[rule]]\nid = "t1_h"\nkind = "threshold"\ntag = "t1"\n'
+        'op = ">"\nlimit = 1000.0\nseverity = "blue"\nmessage = "t1 high"\n'
+    )
+    cfg = tmp / f"{client_id}.toml"
+    cfg.write_text(
+        f'[broker]\nurl = "{broker.url}"\nclient_id = "{client_id}"\n'
+        f'[store]\npath = "{client_id}.duckdb"\n[rules]\nsites = "sites.toml"\ndir = "rules"\n'
+        f'[http]\nlisten = ""\n[metrics]\nlisten = ""\n[ingest]\nmax_future = "3650d"\nmode = "{mode}"\n'
+    )
+    return cfg
+
+
+def run_engine(broker: Mosquitto, tmp: Path, msgs: list[tuple[str, bytes]], per: int, live: bool, tag: str,
+               mode: str) -> float:
+    from earlywarn.cli import start_runner
+    from earlywarn.config import load_config
+
+    n_readings = len(msgs) * per
+    cfg = load_config(_engine_config(tmp, broker, f"ew-{tag}", mode))
+
+    def stored(r: object) -> float:
+        return r.metrics.registry.get_sample_value("earlywarn_store_readings_total") or 0.0  # type: ignore[attr-defined]
+
+    if not live:
+        # first connection creates the persistent session, then go away while the broker fills up
+        r = start_runner(cfg)
+        r.ingest.wait_connected(10)
+        time.sleep(0.3)
+        r.stop()
+        r.engine.store.close()
+        p, done = publish(broker.host, broker.port, msgs)
+        done.wait()
+        p.join()
+    t0 = time.perf_counter()
+    r = start_runner(cfg)
+    r.ingest.wait_connected(10)
+    if live:
+        time.sleep(0.3)
+        p, done = publish(broker.host, broker.port, msgs)
+    first = None
+    while stored(r) < n_readings:
+        if first is None and stored(r) > 0:
+            first = time.perf_counter()
+        time.sleep(0.002)
+        if r.error is not None:
+            raise RuntimeError(r.error)
+    t_end = time.perf_counter()
+    if live:
+        p.join()
+    r.stop()
+    r.engine.store.close()
+    start = t0 if not live else (first or t0)
+    return n_readings / (t_end - start)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--window", type=int, default=1000, help="mosquitto max_inflight_messages")
+    ap.add_argument("--mode", default="process", choices=["process", "thread"])
+    args = ap.parse_args(argv)
+    n_batch = 300_000 if args.quick else 2_000_000
+    n_single = 20_000 if args.quick else 100_000
+    results = []
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        for shape, per, n in (("batch100", 100, n_batch), ("single", 1, n_single)):
+            msgs = workload(n, per)
+            for live in (False, True):
+                broker = Mosquitto(tmp / f"b-{shape}-{live}", max_inflight=args.window).start()
+                try:
+                    label = f"{shape}-{'live' if live else 'drain'}"
+                    bare = run_bare(broker, msgs, per, live, label)
+                    eng = run_engine(broker, tmp, msgs, per, live, label, args.mode)
+                finally:
+                    broker.stop()
+                results.append({"case": label, "readings": n, "bare_readings_s": round(bare),
+                                "engine_readings_s": round(eng), "ratio": round(eng / bare, 3)})
+                print(f"{label:16} bare {bare:>12,.0f} r/s   engine {eng:>12,.0f} r/s   ratio {eng / bare:5.2f}",
+                      flush=True)
+    out = {
+        "benchmark": "ingest",
+        "window": args.window,
+        "mode": args.mode,
+        "machine": {"python": platform.python_version(), "cpu_count": os.cpu_count(), "platform": platform.platform()},
+        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                 cwd=HERE).stdout.strip(),
+        "results": results,
+    }
+    (HERE / "results").mkdir(exist_ok=True)
+    (HERE / "results" / f"ingest-w{args.window}-{args.mode}.json").write_text(json.dumps(out, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
