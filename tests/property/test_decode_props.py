@@ -18,7 +18,7 @@ from earlywarn.model import READING_SCHEMA, Quality, RawMessage
 NOW_MS = 1_795_824_000_000  # 2026-11-28T00:00:00Z
 SITES = ["s1", "SZ-AL-0001", "a.b_c-9"]
 TOPIC = "ew/s1/telemetry"
-SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=75, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def decoders() -> list[Decoder]:
@@ -48,7 +48,7 @@ topics = st.one_of(
 )
 
 
-@settings(SETTINGS, max_examples=300)
+@settings(SETTINGS, max_examples=200)
 @given(payloads=st.lists(st.binary(max_size=300), max_size=5), topic=topics)
 def test_never_raises_on_arbitrary_bytes(payloads: list[bytes], topic: str) -> None:
     msgs = [RawMessage(topic, p) for p in payloads]
