@@ -64,7 +64,9 @@ class Workload:
         frame = self.keys.with_columns(
             ts_ms=pl.Series(T0_MS + i * self.step_ms + self.offset_ms, dtype=pl.Int64),
             value=pl.Series(self.rng.normal(0.3, 0.05, BATCH)),
-            quality=pl.Series(self.rng.choice(np.array([0, 0, 0, 0, 0, 0, 0, 0, 1, 2], dtype=np.int8), BATCH)),
+            quality=pl.Series(
+                self.rng.choice(np.array([0, 0, 0, 0, 0, 0, 0, 0, 1, 2], dtype=np.int8), BATCH)
+            ),
         )
         return ReadingBatch(frame.select(list(READING_SCHEMA)))
 
@@ -85,7 +87,9 @@ def _timed(fn: Callable[[], Any]) -> float:
 
 def _commit_stream(path: Path, batches: list[ReadingBatch], row_group_size: int) -> dict[str, Any]:
     """Commit the batches (after 2 warm-up ones) and close; wall and CPU time (all threads) of it."""
-    store = Store.open(path, clock=ManualClock(T0_MS), checkpoint_interval_ms=0, row_group_size=row_group_size)
+    store = Store.open(
+        path, clock=ManualClock(T0_MS), checkpoint_interval_ms=0, row_group_size=row_group_size
+    )
     for b in batches[:2]:  # warm-up
         store.commit(CommitBatch(fresh=b, maybe_dup=EMPTY))
     times = []
@@ -115,9 +119,13 @@ def bench_fresh(tmp: Path, w: Workload, n_batches: int, naive_rows: int) -> dict
     # baseline: the same table, one INSERT per reading through executemany, in one transaction
     con = duckdb.connect(str(tmp / "naive.duckdb"))
     con.execute("SET GLOBAL TimeZone = 'UTC'")
-    con.execute("CREATE TABLE readings (site VARCHAR NOT NULL, tag VARCHAR NOT NULL, ts TIMESTAMPTZ NOT NULL, "
-                "value DOUBLE, quality VARCHAR NOT NULL, batch_seq BIGINT NOT NULL)")
-    rows = [(s, t, ts, v, QUALITY_LABELS[q], 1) for s, t, ts, v, q in batches[0].frame.head(naive_rows).rows()]
+    con.execute(
+        "CREATE TABLE readings (site VARCHAR NOT NULL, tag VARCHAR NOT NULL, ts TIMESTAMPTZ NOT NULL, "
+        "value DOUBLE, quality VARCHAR NOT NULL, batch_seq BIGINT NOT NULL)"
+    )
+    rows = [
+        (s, t, ts, v, QUALITY_LABELS[q], 1) for s, t, ts, v, q in batches[0].frame.head(naive_rows).rows()
+    ]
     t0 = time.perf_counter()
     con.begin()
     con.executemany("INSERT INTO readings VALUES (?, ?, make_timestamptz(?::BIGINT * 1000), ?, ?, ?)", rows)
@@ -136,9 +144,11 @@ def bench_fresh(tmp: Path, w: Workload, n_batches: int, naive_rows: int) -> dict
         "ratio_median_vs_naive": round(store["readings_per_s_median"] / naive, 1),
         "ratio_sustained_vs_naive": round(store["readings_per_s_sustained"] / naive, 1),
         "ratio_sustained_vs_default_row_groups": round(
-            store["readings_per_s_sustained"] / store_default["readings_per_s_sustained"], 2),
+            store["readings_per_s_sustained"] / store_default["readings_per_s_sustained"], 2
+        ),
         "ratio_cpu_vs_default_row_groups": round(
-            store["readings_per_cpu_s"] / store_default["readings_per_cpu_s"], 2),
+            store["readings_per_cpu_s"] / store_default["readings_per_cpu_s"], 2
+        ),
     }
 
 
@@ -151,7 +161,10 @@ def bench_maybe_dup(tmp: Path, w: Workload, history: int, reps: int) -> dict[str
     fill_s = time.perf_counter() - t_fill
     store.checkpoint()
     last, first, middle = w.batch(n_hist - 1).frame, w.batch(0).frame, w.batch(n_hist // 2).frame
-    out: dict[str, Any] = {"history_readings": store.count("readings"), "fill_readings_per_s": round(history / fill_s)}
+    out: dict[str, Any] = {
+        "history_readings": store.count("readings"),
+        "fill_readings_per_s": round(history / fill_s),
+    }
 
     def shifted(frame: pl.DataFrame, k: int) -> ReadingBatch:  # k-th new late slice: never stored before
         return ReadingBatch(frame.with_columns(pl.col("ts_ms") + 1 + k))
@@ -164,8 +177,11 @@ def bench_maybe_dup(tmp: Path, w: Workload, history: int, reps: int) -> dict[str
     }
     # an empty commit: the fixed cost (BEGIN, commit-log row, COMMIT) to read the others against
     cases_ms: dict[str, Any] = {
-        "empty_commit": _ms(statistics.median(
-            _timed(lambda: store.commit(CommitBatch(fresh=EMPTY, maybe_dup=EMPTY))) for _ in range(reps))),
+        "empty_commit": _ms(
+            statistics.median(
+                _timed(lambda: store.commit(CommitBatch(fresh=EMPTY, maybe_dup=EMPTY))) for _ in range(reps)
+            )
+        ),
     }
     for name, make in cases.items():
         times, result = [], None
@@ -175,8 +191,11 @@ def bench_maybe_dup(tmp: Path, w: Workload, history: int, reps: int) -> dict[str
             result = store.commit(CommitBatch(fresh=EMPTY, maybe_dup=mb))
             times.append(time.perf_counter() - t)
         assert result is not None
-        cases_ms[name] = {"median_ms": _ms(statistics.median(times)), "late": result.late,
-                          "duplicates": result.duplicates}
+        cases_ms[name] = {
+            "median_ms": _ms(statistics.median(times)),
+            "late": result.late,
+            "duplicates": result.duplicates,
+        }
     out["cases"] = cases_ms
     later = [w.batch(n_hist + 1000 + i) for i in range(reps)]  # built outside the timed part
     fresh_times = [_timed(lambda b=b: store.commit(CommitBatch(fresh=b, maybe_dup=EMPTY))) for b in later]
@@ -189,21 +208,32 @@ def bench_maybe_dup(tmp: Path, w: Workload, history: int, reps: int) -> dict[str
     con.begin()
     new = 0
     for site, tag, ts, value, q in cand:
-        hit = con.execute("SELECT count(*) FROM readings WHERE site = ? AND tag = ? AND ts = make_timestamptz(?::BIGINT * 1000)",
-                          [site, tag, ts]).fetchone()
+        hit = con.execute(
+            "SELECT count(*) FROM readings "
+            "WHERE site = ? AND tag = ? AND ts = make_timestamptz(?::BIGINT * 1000)",
+            [site, tag, ts],
+        ).fetchone()
         if not (hit and hit[0]):
             new += 1
-            con.execute("INSERT INTO readings VALUES (?, ?, make_timestamptz(?::BIGINT * 1000), ?, ?, 0)",
-                        [site, tag, ts, value, QUALITY_LABELS[q]])
+            con.execute(
+                "INSERT INTO readings VALUES (?, ?, make_timestamptz(?::BIGINT * 1000), ?, ?, 0)",
+                [site, tag, ts, value, QUALITY_LABELS[q]],
+            )
     con.rollback()
     naive_s = time.perf_counter() - t0
     out["naive_redeliver_last_1k_ms"] = _ms(naive_s)
-    out["ratio_redeliver_last_1k_vs_naive"] = round(naive_s * 1e3 / cases_ms["redeliver_last_1k"]["median_ms"], 1)
+    out["ratio_redeliver_last_1k_vs_naive"] = round(
+        naive_s * 1e3 / cases_ms["redeliver_last_1k"]["median_ms"], 1
+    )
 
     # restart queries at this history
     out["last_ts_by_sensor_ms"] = _ms(statistics.median(_timed(store.last_ts_by_sensor) for _ in range(3)))
-    out["last_ts_group_by_all_readings_ms"] = _ms(statistics.median(_timed(lambda: store.sql(
-        "SELECT site, tag, epoch_ms(max(ts)) FROM readings GROUP BY ALL")) for _ in range(3)))
+    out["last_ts_group_by_all_readings_ms"] = _ms(
+        statistics.median(
+            _timed(lambda: store.sql("SELECT site, tag, epoch_ms(max(ts)) FROM readings GROUP BY ALL"))
+            for _ in range(3)
+        )
+    )
     since = store.batch_seq - 10
     out["readings_since_last_10_batches_ms"] = _ms(_timed(lambda: store.readings_since(since)))
     store.close()
@@ -224,8 +254,13 @@ def bench_small(tmp: Path, n: int, reps: int) -> dict[str, Any]:
         con.rollback()
         rows = [(e.alarm_id, e.ts_ms, e.kind.value, e.actor, e.detail) for e in events]
         con.begin()
-        many_t.append(_timed(lambda rows=rows: con.executemany(
-            "INSERT INTO alarm_events VALUES (?, make_timestamptz(?::BIGINT * 1000), ?, ?, ?)", rows)))
+        many_t.append(
+            _timed(
+                lambda rows=rows: con.executemany(
+                    "INSERT INTO alarm_events VALUES (?, make_timestamptz(?::BIGINT * 1000), ?, ?, ?)", rows
+                )
+            )
+        )
         con.rollback()
     store.close()
     a, m = statistics.median(arrow_t), statistics.median(many_t)
@@ -233,6 +268,56 @@ def bench_small(tmp: Path, n: int, reps: int) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------
+
+
+def _print_table(quick: bool, fresh: dict[str, Any], dup: dict[str, Any], small: dict[str, Any]) -> None:
+    def row(label: str, value: str, ratio: str = "") -> None:
+        print(f"{label:48} {value:>16}  {ratio}")
+
+    mode = "quick" if quick else "full"
+    print(f"\nstore benchmark ({mode}), duckdb {duckdb.__version__}, {os.cpu_count()} cpus")
+    row("case", "value", "vs naive")
+    row(
+        "fresh 50k commit, median",
+        f"{fresh['readings_per_s_median']:,} r/s",
+        f"{fresh['ratio_median_vs_naive']}x",
+    )
+    row(
+        "fresh 50k commit, sustained (incl. checkpoints)",
+        f"{fresh['readings_per_s_sustained']:,} r/s",
+        f"{fresh['ratio_sustained_vs_naive']}x",
+    )
+    row("  per batch median / p95 / max", f"{fresh['median_ms']} / {fresh['p95_ms']} / {fresh['max_ms']} ms")
+    row("  per CPU second (all threads)", f"{fresh['readings_per_cpu_s']:,} r/s")
+    d = fresh["default_row_groups"]
+    row(
+        "  DuckDB default row groups (122 880): sustained",
+        f"{d['readings_per_s_sustained']:,} r/s",
+        f"median {d['readings_per_s_median']:,}, per CPU s {d['readings_per_cpu_s']:,}, p95 {d['p95_ms']} ms",
+    )
+    row(
+        "  16k row groups vs default: sustained / CPU",
+        f"{fresh['ratio_sustained_vs_default_row_groups']}x / {fresh['ratio_cpu_vs_default_row_groups']}x",
+    )
+    row("naive executemany, row by row", f"{fresh['naive_readings_per_s']:,} r/s")
+    print(f"maybe_dup with {dup['history_readings']:,} readings stored:")
+    for name, c in dup["cases"].items():
+        if isinstance(c, float):
+            row(f"  {name}", f"{c} ms")
+            continue
+        ratio = f"{dup['ratio_redeliver_last_1k_vs_naive']}x  " if name == "redeliver_last_1k" else ""
+        row(f"  {name}", f"{c['median_ms']} ms", f"{ratio}late={c['late']} dup={c['duplicates']}")
+    row("  naive point-check + insert, last 1k", f"{dup['naive_redeliver_last_1k_ms']} ms")
+    row("  fresh 50k commit at this history", f"{dup['fresh_50k_at_history_median_ms']} ms")
+    row("  last_ts_by_sensor (folded marks)", f"{dup['last_ts_by_sensor_ms']} ms")
+    row("  max(ts) GROUP BY over all readings", f"{dup['last_ts_group_by_all_readings_ms']} ms")
+    row("  readings_since (last 10 batches)", f"{dup['readings_since_last_10_batches_ms']} ms")
+    row("  reopen", f"{dup['reopen_ms']} ms")
+    row(
+        f"small table, {small['rows']} alarm events: arrow / executemany",
+        f"{small['arrow_ms']} / {small['executemany_ms']} ms",
+        f"{small['ratio']}x",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -248,41 +333,20 @@ def main(argv: list[str] | None = None) -> int:
         dup = bench_maybe_dup(tmp, w, history=1_000_000 if quick else 10_000_000, reps=3 if quick else 7)
         small = bench_small(tmp, n=500, reps=5)
 
-    print(f"\nstore benchmark ({'quick' if quick else 'full'}), duckdb {duckdb.__version__}, {os.cpu_count()} cpus")
-    print(f"{'case':46} {'value':>14}  {'vs naive':>9}")
-    print(f"{'fresh 50k commit, median':46} {fresh['readings_per_s_median']:>10,} r/s  {fresh['ratio_median_vs_naive']:>8}x")
-    print(f"{'fresh 50k commit, sustained (incl. checkpoints)':46} {fresh['readings_per_s_sustained']:>10,} r/s  "
-          f"{fresh['ratio_sustained_vs_naive']:>8}x")
-    print(f"{'  per batch median / p95 / max':46} {fresh['median_ms']:>6} / {fresh['p95_ms']} / {fresh['max_ms']} ms")
-    print(f"{'  per CPU second (all threads)':46} {fresh['readings_per_cpu_s']:>10,} r/s")
-    d = fresh["default_row_groups"]
-    print(f"{'  same, DuckDB default row groups (122 880)':46} {d['readings_per_s_sustained']:>10,} r/s  "
-          f"(median {d['readings_per_s_median']:,}, per CPU s {d['readings_per_cpu_s']:,}, p95 {d['p95_ms']} ms)")
-    print(f"{'  16k row groups vs default: sustained / CPU':46} {fresh['ratio_sustained_vs_default_row_groups']:>10}x"
-          f" / {fresh['ratio_cpu_vs_default_row_groups']}x")
-    print(f"{'naive executemany, row by row':46} {fresh['naive_readings_per_s']:>10,} r/s")
-    print(f"maybe_dup with {dup['history_readings']:,} readings stored:")
-    for name, c in dup["cases"].items():
-        v = c if isinstance(c, float) else c["median_ms"]
-        extra = "" if isinstance(c, float) else f"   late={c['late']} dup={c['duplicates']}"
-        ratio = f"{dup['ratio_redeliver_last_1k_vs_naive']:>8}x" if name == "redeliver_last_1k" else ""
-        print(f"  {name:44} {v:>11} ms  {ratio}{extra}")
-    print(f"  {'naive point-check + insert, last 1k':44} {dup['naive_redeliver_last_1k_ms']:>11} ms")
-    print(f"  {'fresh 50k commit at this history':44} {dup['fresh_50k_at_history_median_ms']:>11} ms")
-    print(f"  {'last_ts_by_sensor (folded marks)':44} {dup['last_ts_by_sensor_ms']:>11} ms")
-    print(f"  {'max(ts) GROUP BY over all readings':44} {dup['last_ts_group_by_all_readings_ms']:>11} ms")
-    print(f"  {'readings_since (last 10 batches)':44} {dup['readings_since_last_10_batches_ms']:>11} ms")
-    print(f"  {'reopen':44} {dup['reopen_ms']:>11} ms")
-    print(f"small table, {small['rows']} alarm events: arrow {small['arrow_ms']} ms, executemany "
-          f"{small['executemany_ms']} ms ({small['ratio']}x)")
+    _print_table(quick, fresh, dup, small)
 
     result = {
         "benchmark": "store",
         "mode": "quick" if quick else "full",
         "when_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "env": {"duckdb": duckdb.__version__, "polars": pl.__version__, "python": sys.version.split()[0],
-                "cpus": os.cpu_count(), "machine": platform.machine(),
-                "load_avg_1m": round(os.getloadavg()[0], 2)},
+        "env": {
+            "duckdb": duckdb.__version__,
+            "polars": pl.__version__,
+            "python": sys.version.split()[0],
+            "cpus": os.cpu_count(),
+            "machine": platform.machine(),
+            "load_avg_1m": round(os.getloadavg()[0], 2),
+        },
         "fresh": fresh,
         "maybe_dup": dup,
         "small_tables": small,

@@ -68,12 +68,13 @@ from earlywarn.model import (
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "ALARM_FIELDS",
+    "ROW_GROUP_SIZE",
     "CommitBatch",
     "CommitResult",
     "MaintenanceWindow",
     "NoticeRow",
     "Store",
-    "ALARM_FIELDS",
 ]
 
 _TS_MS = pa.timestamp("ms", tz="UTC")  # Arrow type DuckDB reads as TIMESTAMPTZ
@@ -106,9 +107,11 @@ NoticeRow = NoticeRecord
 
 @dataclass(frozen=True, slots=True)
 class MaintenanceWindow:
-    """A maintenance window on a site (tag None) or one tag, `[starts_ms, ends_ms)`: alarms raised in it
-    are suppressed. Same fields, in the same order, as alarms.manager.Window (which the store may not
-    import), so the pipeline converts with `MaintenanceWindow(*dataclasses.astuple(w))`.
+    """A maintenance window on a site (tag None) or one tag, `[starts_ms, ends_ms)`.
+
+    Alarms raised in it are suppressed. Same fields, in the same order, as alarms.manager.Window
+    (which the store may not import), so the pipeline converts with
+    `MaintenanceWindow(*dataclasses.astuple(w))`.
     """
 
     window_id: str
@@ -121,8 +124,9 @@ class MaintenanceWindow:
     created_at_ms: int = 0
 
     def covers(self, site: str, tag: str, ts_ms: int) -> bool:
-        """True if a reading of (site, tag) at `ts_ms` falls in this window (end exclusive)."""
-        return site == self.site and (self.tag is None or tag == self.tag) and self.starts_ms <= ts_ms < self.ends_ms
+        """Tell whether a reading of (site, tag) at `ts_ms` falls in this window (end exclusive)."""
+        in_scope = site == self.site and (self.tag is None or tag == self.tag)
+        return in_scope and self.starts_ms <= ts_ms < self.ends_ms
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,7 +188,7 @@ def _arrow(columns: dict[str, tuple[pa.DataType, list[Any]]]) -> pa.Table:
 
 
 def _tier_label(t: Tier | str | None) -> str | None:
-    """A tier as stored: its label ('plant' .. 'city'); accepts a Tier or a label."""
+    """Return a tier as stored: its label ('plant' .. 'city'); accepts a Tier or a label."""
     if t is None or t == "":
         return None
     return Tier(t).label if isinstance(t, int) else Tier[str(t).upper()].label
@@ -243,9 +247,11 @@ ALARM_FIELDS: frozenset[str] = frozenset(f for f, *_ in _ALARM_MAP)
 # Columns the model does not carry: derived by the store at each upsert.
 _ALARM_EXTRA = ("ack_due_at", "close_due_at", "updated_at")
 _ALARM_COLUMNS = ", ".join([c for _, c, *_ in _ALARM_MAP] + list(_ALARM_EXTRA))
-_ALARM_SELECT = "SELECT " + ", ".join(
-    f"epoch_ms({c})" if t == _TS_MS else c for _, c, t, *_ in _ALARM_MAP
-) + " FROM alarms"
+_ALARM_SELECT = (
+    "SELECT "
+    + ", ".join(f"epoch_ms({c})" if t == _TS_MS else c for _, c, t, *_ in _ALARM_MAP)
+    + " FROM alarms"
+)
 
 
 _WINDOW_COLUMNS = "window_id, site, tag, starts_at, ends_at, reason, created_by, created_at"
@@ -256,16 +262,16 @@ def _alarm_from_row(row: tuple[Any, ...]) -> Alarm:
 
 
 def _alarms_arrow(alarms: Sequence[Alarm], extra: dict[str, list[int | None]]) -> pa.Table:
-    cols = {
-        c: (t, [write(getattr(a, f)) for a in alarms]) for f, c, t, write, _ in _ALARM_MAP
-    }
+    cols = {c: (t, [write(getattr(a, f)) for a in alarms]) for f, c, t, write, _ in _ALARM_MAP}
     cols.update({c: (_TS_MS, extra[c]) for c in _ALARM_EXTRA})
     return _arrow(cols)
 
 
 def _ts_ranges(ts_ms: pl.Series, gap_ms: int = 60_000, max_ranges: int = 8) -> list[tuple[int, int]]:
-    """Cover the timestamps with at most `max_ranges` [lo, hi] ranges, splitting at the widest gaps
-    longer than `gap_ms` (a redelivery of the last seconds plus a reading from hours ago: two ranges).
+    """Cover the timestamps with at most `max_ranges` [lo, hi] ranges.
+
+    Splits at the widest gaps longer than `gap_ms` (a redelivery of the last seconds plus a reading from
+    hours ago: two ranges).
 
     >>> _ts_ranges(pl.Series([5, 1, 200_000, 3]))
     [(1, 5), (200000, 200000)]
@@ -388,9 +394,11 @@ class Store:
         return con
 
     def _heal(self) -> None:
-        """After a failed commit: if the writer connection is dead (closed, or the database invalidated
-        by DuckDB after a fatal I/O error such as a full disk), open a new one, which replays the WAL.
-        Without this, every retry of the caller would fail the same way until a restart.
+        """Reopen the writer connection after a failed commit if it is dead.
+
+        Dead: closed, or the database invalidated by DuckDB after a fatal I/O error such as a full disk;
+        the new connection replays the WAL. Without this, every retry of the caller would fail the same
+        way until a restart.
         """
         try:
             self._con.execute("SELECT 1").fetchone()
@@ -507,11 +515,22 @@ class Store:
                 self._upsert_windows(cb.windows)
                 self._upsert_state(cb.state, seq, now_ms)
                 con.execute(
-                    "INSERT INTO store_commits (batch_seq, committed_at, engine_now_ms, fresh, late, duplicates, "
-                    "rejects, signals, alarms, events, notices) "
+                    "INSERT INTO store_commits (batch_seq, committed_at, engine_now_ms, fresh, late, "
+                    "duplicates, rejects, signals, alarms, events, notices) "
                     "VALUES (?, make_timestamptz(?::BIGINT * 1000), ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [seq, wall_ms, now_ms, fresh, late, len(cb.maybe_dup) - late, len(cb.rejects),
-                     len(cb.signals), n_alarms, len(cb.events), len(cb.notices)],
+                    [
+                        seq,
+                        wall_ms,
+                        now_ms,
+                        fresh,
+                        late,
+                        len(cb.maybe_dup) - late,
+                        len(cb.rejects),
+                        len(cb.signals),
+                        n_alarms,
+                        len(cb.events),
+                        len(cb.notices),
+                    ],
                 )
             except Exception as e:  # noqa: BLE001 - any failure means: roll back, the caller keeps the batch
                 self._rollback_quietly()
@@ -530,8 +549,9 @@ class Store:
                     msg = f"batch {seq} not committed: {type(e).__name__}: {e}"
                     raise StoreError(msg) from e
             self._batch_seq = seq
-            result = CommitResult(batch_seq=seq, inserted=fresh + late, late=late,
-                                  duplicates=len(cb.maybe_dup) - late)
+            result = CommitResult(
+                batch_seq=seq, inserted=fresh + late, late=late, duplicates=len(cb.maybe_dup) - late
+            )
             self._maybe_checkpoint(wall_ms)
             return result
 
@@ -566,18 +586,24 @@ class Store:
             with self._reader() as cur:
                 row = cur.execute("SELECT count(*) FROM store_commits WHERE batch_seq = ?", [seq]).fetchone()
         except Exception as e:  # noqa: BLE001
-            log.error("batch %d: COMMIT failed (%s) and the store cannot tell whether it is in: %s",
-                      seq, error, e)
+            log.error(
+                "batch %d: COMMIT failed (%s) and the store cannot tell whether it is in: %s", seq, error, e
+            )
             return None
         committed = bool(row and row[0])
-        log.warning("batch %d: COMMIT raised %s; batch %s", seq, error,
-                    "is committed" if committed else "is not committed")
+        log.warning(
+            "batch %d: COMMIT raised %s; batch %s",
+            seq,
+            error,
+            "is committed" if committed else "is not committed",
+        )
         return committed
 
     def _resolve_doubt(self, cb: CommitBatch) -> CommitResult | None:
-        """A commit after one whose COMMIT failed in doubt: if that batch turns out to be in and this is
-        its retry (the same object), report it committed instead of writing its fresh readings twice.
-        Raises StoreError while the store still cannot tell.
+        """Settle the batch whose COMMIT failed in doubt, at the next commit.
+
+        If that batch turns out to be in and `cb` is its retry (the same object), report it committed
+        instead of writing its fresh readings twice. Raises StoreError while the store still cannot tell.
         """
         assert self._in_doubt is not None
         seq, doubtful = self._in_doubt
@@ -601,7 +627,8 @@ class Store:
 
     def _maybe_checkpoint(self, now_ms: int) -> None:
         """Checkpoint on the interval; after the commit, so a failure here never fails a batch."""
-        if self._checkpoint_interval_ms <= 0 or now_ms - self._last_checkpoint_ms < self._checkpoint_interval_ms:
+        interval_ms = self._checkpoint_interval_ms
+        if interval_ms <= 0 or now_ms - self._last_checkpoint_ms < interval_ms:
             return
         self._last_checkpoint_ms = now_ms
         self._fold_last_ts()
@@ -618,7 +645,8 @@ class Store:
             try:
                 self._con.execute("CHECKPOINT")
             except duckdb.Error as e:
-                raise StoreError(f"checkpoint failed: {e}") from e
+                msg = f"checkpoint failed: {e}"
+                raise StoreError(msg) from e
             self._last_checkpoint_ms = self._clock.now_ms()
 
     # readings ----------------------------------------------------------------------------------
@@ -685,7 +713,8 @@ class Store:
                 "SELECT site, tag, epoch_ms(max(ts)) FROM readings WHERE batch_seq > ("
                 "    SELECT coalesce(max(value), 0) FROM store_meta WHERE key = 'sensor_last_ts_upto') "
                 "  AND batch_seq <= ? GROUP BY site, tag "
-                "ON CONFLICT (site, tag) DO UPDATE SET last_ts_ms = greatest(s.last_ts_ms, excluded.last_ts_ms)",
+                "ON CONFLICT (site, tag) DO UPDATE "
+                "SET last_ts_ms = greatest(s.last_ts_ms, excluded.last_ts_ms)",
                 [upto],
             )
             con.execute("INSERT OR REPLACE INTO store_meta VALUES ('sensor_last_ts_upto', ?)", [upto])
@@ -705,28 +734,32 @@ class Store:
     def _insert_rejects(self, rejects: Sequence[Reject]) -> None:
         if not rejects:
             return
-        data = _arrow({
-            "received_at": (_TS_MS, [r.received_ms for r in rejects]),
-            "topic": (pa.string(), [r.topic for r in rejects]),
-            "reason": (pa.string(), [r.reason for r in rejects]),
-            "payload": (pa.string(), [r.payload for r in rejects]),
-        })
+        data = _arrow(
+            {
+                "received_at": (_TS_MS, [r.received_ms for r in rejects]),
+                "topic": (pa.string(), [r.topic for r in rejects]),
+                "reason": (pa.string(), [r.reason for r in rejects]),
+                "payload": (pa.string(), [r.payload for r in rejects]),
+            }
+        )
         self._insert_table("rejects", "received_at, topic, reason, payload", data)
 
     def _insert_signals(self, signals: Sequence[Signal]) -> None:
         if not signals:
             return
-        data = _arrow({
-            "site": (pa.string(), [s.site for s in signals]),
-            "tag": (pa.string(), [s.tag for s in signals]),
-            "rule_id": (pa.string(), [s.rule_id for s in signals]),
-            "severity": (pa.string(), [s.severity for s in signals]),
-            "kind": (pa.string(), [s.kind for s in signals]),
-            "ts": (_TS_MS, [s.ts_ms for s in signals]),
-            "value": (pa.float64(), [_nan_to_none(s.value) for s in signals]),
-            "message": (pa.string(), [s.message for s in signals]),
-            "detail": (pa.string(), [s.detail for s in signals]),
-        })
+        data = _arrow(
+            {
+                "site": (pa.string(), [s.site for s in signals]),
+                "tag": (pa.string(), [s.tag for s in signals]),
+                "rule_id": (pa.string(), [s.rule_id for s in signals]),
+                "severity": (pa.string(), [s.severity for s in signals]),
+                "kind": (pa.string(), [s.kind for s in signals]),
+                "ts": (_TS_MS, [s.ts_ms for s in signals]),
+                "value": (pa.float64(), [_nan_to_none(s.value) for s in signals]),
+                "message": (pa.string(), [s.message for s in signals]),
+                "detail": (pa.string(), [s.detail for s in signals]),
+            }
+        )
         self._insert_table("signals", "site, tag, rule_id, severity, kind, ts, value, message, detail", data)
 
     def _upsert_alarms(self, alarms: Sequence[Alarm], now_ms: int) -> int:
@@ -753,48 +786,53 @@ class Store:
     def _insert_events(self, events: Sequence[AlarmEvent]) -> None:
         if not events:
             return
-        data = _arrow({
-            "alarm_id": (pa.string(), [e.alarm_id for e in events]),
-            "ts": (_TS_MS, [e.ts_ms for e in events]),
-            "kind": (pa.string(), [e.kind for e in events]),
-            "actor": (pa.string(), [e.actor for e in events]),
-            "detail": (pa.string(), [e.detail for e in events]),
-        })
+        data = _arrow(
+            {
+                "alarm_id": (pa.string(), [e.alarm_id for e in events]),
+                "ts": (_TS_MS, [e.ts_ms for e in events]),
+                "kind": (pa.string(), [e.kind for e in events]),
+                "actor": (pa.string(), [e.actor for e in events]),
+                "detail": (pa.string(), [e.detail for e in events]),
+            }
+        )
         self._insert_table("alarm_events", "alarm_id, ts, kind, actor, detail", data)
 
     def _insert_notices(self, notices: Sequence[NoticeRow]) -> None:
         if not notices:
             return
-        data = _arrow({
-            "notice_id": (pa.string(), [n.notice_id for n in notices]),
-            "alarm_id": (pa.string(), [n.alarm_id for n in notices]),
-            "channel": (pa.string(), [n.channel for n in notices]),
-            "recipient": (pa.string(), [n.recipient for n in notices]),
-            "tier": (pa.string(), [_tier_label(n.tier) for n in notices]),
-            "reason": (pa.string(), [n.reason for n in notices]),
-            "sent_at": (_TS_MS, [n.sent_at_ms for n in notices]),
-            "outcome": (pa.string(), [n.outcome for n in notices]),
-            "error": (pa.string(), [n.error or None for n in notices]),  # NULL: no error
-            "attempt": (pa.int32(), [n.attempt for n in notices]),
-        })
-        self._insert_table(
-            "notices", "notice_id, alarm_id, channel, recipient, tier, reason, sent_at, outcome, error, attempt", data
+        data = _arrow(
+            {
+                "notice_id": (pa.string(), [n.notice_id for n in notices]),
+                "alarm_id": (pa.string(), [n.alarm_id for n in notices]),
+                "channel": (pa.string(), [n.channel for n in notices]),
+                "recipient": (pa.string(), [n.recipient for n in notices]),
+                "tier": (pa.string(), [_tier_label(n.tier) for n in notices]),
+                "reason": (pa.string(), [n.reason for n in notices]),
+                "sent_at": (_TS_MS, [n.sent_at_ms for n in notices]),
+                "outcome": (pa.string(), [n.outcome for n in notices]),
+                "error": (pa.string(), [n.error or None for n in notices]),  # NULL: no error
+                "attempt": (pa.int32(), [n.attempt for n in notices]),
+            }
         )
+        columns = "notice_id, alarm_id, channel, recipient, tier, reason, sent_at, outcome, error, attempt"
+        self._insert_table("notices", columns, data)
 
     def _upsert_windows(self, windows: Sequence[MaintenanceWindow]) -> None:
         if not windows:
             return
         final = list({w.window_id: w for w in windows}.values())
-        data = _arrow({
-            "window_id": (pa.string(), [w.window_id for w in final]),
-            "site": (pa.string(), [w.site for w in final]),
-            "tag": (pa.string(), [w.tag for w in final]),
-            "starts_at": (_TS_MS, [w.starts_ms for w in final]),
-            "ends_at": (_TS_MS, [w.ends_ms for w in final]),
-            "reason": (pa.string(), [w.reason for w in final]),
-            "created_by": (pa.string(), [w.created_by for w in final]),
-            "created_at": (_TS_MS, [w.created_at_ms for w in final]),
-        })
+        data = _arrow(
+            {
+                "window_id": (pa.string(), [w.window_id for w in final]),
+                "site": (pa.string(), [w.site for w in final]),
+                "tag": (pa.string(), [w.tag for w in final]),
+                "starts_at": (_TS_MS, [w.starts_ms for w in final]),
+                "ends_at": (_TS_MS, [w.ends_ms for w in final]),
+                "reason": (pa.string(), [w.reason for w in final]),
+                "created_by": (pa.string(), [w.created_by for w in final]),
+                "created_at": (_TS_MS, [w.created_at_ms for w in final]),
+            }
+        )
         with self._view("_ew_windows", data):
             self._con.execute(
                 f"INSERT OR REPLACE INTO maintenance_windows ({_WINDOW_COLUMNS}) "
@@ -804,12 +842,14 @@ class Store:
     def _upsert_state(self, state: Mapping[str, bytes], seq: int, now_ms: int) -> None:
         if not state:
             return
-        data = _arrow({
-            "key": (pa.string(), list(state.keys())),
-            "value": (pa.binary(), [bytes(v) for v in state.values()]),
-            "batch_seq": (pa.int64(), [seq] * len(state)),
-            "updated_at": (_TS_MS, [now_ms] * len(state)),
-        })
+        data = _arrow(
+            {
+                "key": (pa.string(), list(state.keys())),
+                "value": (pa.binary(), [bytes(v) for v in state.values()]),
+                "batch_seq": (pa.int64(), [seq] * len(state)),
+                "updated_at": (_TS_MS, [now_ms] * len(state)),
+            }
+        )
         with self._view("_ew_state", data):
             self._con.execute(
                 "INSERT OR REPLACE INTO engine_state (key, value, batch_seq, updated_at) "
@@ -819,9 +859,11 @@ class Store:
     # -- read side -----------------------------------------------------------------------------
 
     def read_cursor(self) -> duckdb.DuckDBPyConnection:
-        """A DuckDB cursor of its own (reports, the API): sees committed data only, never blocks or
-        sees half of a commit. It is a connection to the writer's database, so callers run only
-        bound, read-only queries on it (reports.py does); close it when done.
+        """Return a DuckDB cursor of its own (reports, the API).
+
+        It sees committed data only and never blocks nor sees half of a commit. It is a connection to
+        the writer's database, so callers run only bound, read-only queries on it (reports.py does);
+        close it when done.
         """
         if self._closed:
             msg = f"store {self.path} is closed"
@@ -855,7 +897,7 @@ class Store:
         return {(site, tag): int(ts) for site, tag, ts in rows}
 
     def load_state(self, key: str) -> tuple[bytes, int] | None:
-        """The engine_state blob under `key` and the batch_seq of the commit that wrote it."""
+        """Return the engine_state blob under `key` and the batch_seq of the commit that wrote it."""
         with self._reader() as cur:
             row = cur.execute("SELECT value, batch_seq FROM engine_state WHERE key = ?", [key]).fetchone()
         if row is None:
@@ -871,13 +913,15 @@ class Store:
         """Every reading committed by batches after `batch_seq` (late ones too), in commit order then ts."""
         with self._reader() as cur:
             frame = cur.sql(
-                f"{self._READINGS_OUT} WHERE batch_seq > ? ORDER BY batch_seq, ts, site, tag", params=[batch_seq]
+                f"{self._READINGS_OUT} WHERE batch_seq > ? ORDER BY batch_seq, ts, site, tag",
+                params=[batch_seq],
             ).pl()
-        return ReadingBatch(frame.cast(READING_SCHEMA))  # type: ignore[arg-type]
+        return ReadingBatch(frame.cast(READING_SCHEMA))
 
     def batches_since(self, batch_seq: int) -> Iterator[tuple[int, ReadingBatch]]:
-        """For rule-state catch-up after a snapshot taken at `batch_seq`: each later commit, in order, as
-        (its engine clock `now_ms`, the readings the rules evaluated in it, by ts).
+        """Yield each commit after `batch_seq` (a rule-state snapshot) for rule-state catch-up.
+
+        In commit order, as (its engine clock `now_ms`, the readings the rules evaluated in it, by ts).
 
         Late readings (stored from `maybe_dup`) are left out: the live run did not evaluate them either.
         Commits without readings are included (empty batch) so that clock-driven state moves the same.
@@ -895,10 +939,14 @@ class Store:
                 params=[batch_seq],
             ).pl()
             cur.rollback()
-        parts = {
-            int(k[0]): ReadingBatch(part.drop("batch_seq").cast(READING_SCHEMA))  # type: ignore[arg-type]
-            for k, part in frame.partition_by("batch_seq", as_dict=True, maintain_order=True).items()
-        } if frame.height else {}
+        parts = (
+            {
+                int(k[0]): ReadingBatch(part.drop("batch_seq").cast(READING_SCHEMA))
+                for k, part in frame.partition_by("batch_seq", as_dict=True, maintain_order=True).items()
+            }
+            if frame.height
+            else {}
+        )
         empty = ReadingBatch.empty()
         for seq, now_ms in commits:
             yield int(now_ms), parts.get(int(seq), empty)
@@ -923,8 +971,9 @@ class Store:
         """Alarms, newest raised first, filtered by site / state / severity / not closed (the API's list)."""
         with self._reader() as cur:
             rows = cur.execute(
-                f"{_ALARM_SELECT} WHERE ($site IS NULL OR site = $site) AND ($state IS NULL OR state = $state) "
-                "AND ($severity IS NULL OR severity = $severity) AND (NOT $open_only OR state <> 'closed') "
+                f"{_ALARM_SELECT} WHERE ($site IS NULL OR site = $site) "
+                "AND ($state IS NULL OR state = $state) AND ($severity IS NULL OR severity = $severity) "
+                "AND (NOT $open_only OR state <> 'closed') "
                 "ORDER BY raised_at DESC, alarm_id LIMIT $limit",
                 {"site": site, "state": state, "severity": severity, "open_only": open_only, "limit": limit},
             ).fetchall()
@@ -937,7 +986,7 @@ class Store:
         return _alarm_from_row(row) if row is not None else None
 
     def alarm_events(self, alarm_id: str) -> list[AlarmEvent]:
-        """The alarm's journal in time order (insertion order among equal times)."""
+        """Return the alarm's journal in time order (insertion order among equal times)."""
         with self._reader() as cur:
             rows = cur.execute(
                 "SELECT alarm_id, epoch_ms(ts), kind, actor, detail FROM alarm_events WHERE alarm_id = ? "
@@ -950,7 +999,7 @@ class Store:
         ]
 
     def notice_sent(self, alarm_id: str, reason: str, tier: Tier | str | None = None) -> bool:
-        """Has a notice for `alarm_id` with this reason (and tier, if given) been delivered?"""
+        """Tell whether a notice for `alarm_id` with this reason (and tier, if given) was delivered."""
         with self._reader() as cur:
             row = cur.execute(
                 "SELECT count(*) FROM notices WHERE alarm_id = $alarm AND reason = $reason "
@@ -978,7 +1027,8 @@ class Store:
                 self._con.commit()
             except Exception as e:  # noqa: BLE001
                 self._rollback_quietly()
-                raise StoreError(f"maintenance window {w.window_id} not stored: {e}") from e
+                msg = f"maintenance window {w.window_id} not stored: {e}"
+                raise StoreError(msg) from e
 
     def end_maintenance_window(self, window_id: str, ends_ms: int) -> bool:
         """End a window early (at `ends_ms`, not before its start); False if there is no such window."""
@@ -986,19 +1036,23 @@ class Store:
             self._require_writer()
             try:
                 row = self._con.execute(
-                    "UPDATE maintenance_windows SET ends_at = greatest(starts_at, make_timestamptz(?::BIGINT * 1000)) "
+                    "UPDATE maintenance_windows "
+                    "SET ends_at = greatest(starts_at, make_timestamptz(?::BIGINT * 1000)) "
                     "WHERE window_id = ?",
                     [ends_ms, window_id],
                 ).fetchone()
             except duckdb.Error as e:
-                raise StoreError(f"maintenance window {window_id} not updated: {e}") from e
+                msg = f"maintenance window {window_id} not updated: {e}"
+                raise StoreError(msg) from e
             return bool(row and row[0])
 
     def maintenance_windows(
         self, *, site: str | None = None, active_at_ms: int | None = None, ends_after_ms: int | None = None
     ) -> list[MaintenanceWindow]:
-        """Windows by start: all, or of one `site`, covering the instant `active_at_ms`, or ending after
-        `ends_after_ms` (current and future ones: what the alarm manager restores at start).
+        """List maintenance windows by start.
+
+        All, or those of one `site`, covering the instant `active_at_ms`, or ending after `ends_after_ms`
+        (current and future ones: what the alarm manager restores at start).
         """
         with self._reader() as cur:
             rows = cur.execute(
@@ -1018,16 +1072,21 @@ class Store:
     def count(self, table: str) -> int:
         """Row count of a table of this database (tests, health)."""
         with self._reader() as cur:
-            known = {r[0] for r in cur.execute(
-                "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database()"
-            ).fetchall()}
+            known = {
+                r[0]
+                for r in cur.execute(
+                    "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database()"
+                ).fetchall()
+            }
             if table not in known:  # an identifier cannot be a bound parameter: check it instead
                 msg = f"no table {table!r}"
                 raise ValueError(msg)
             row = cur.execute(f"SELECT count(*) FROM {_ident(table)}").fetchone()
         return int(row[0]) if row else 0
 
-    def sql(self, query: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
+    def sql(
+        self, query: str, params: Sequence[Any] | Mapping[str, Any] | None = None
+    ) -> list[tuple[Any, ...]]:
         """Run a query on a cursor of its own and return all rows (tests, diagnostics)."""
         with self._reader() as cur:
             return cur.execute(query, params).fetchall()
@@ -1061,7 +1120,8 @@ class Store:
         except Exception as e:
             for leftover in (tmp, tmp.with_name(tmp.name + ".wal")):
                 leftover.unlink(missing_ok=True)
-            raise StoreError(f"snapshot to {target} failed: {e}") from e
+            msg = f"snapshot to {target} failed: {e}"
+            raise StoreError(msg) from e
         finally:
             cur.close()
         return target

@@ -47,9 +47,27 @@ EMPTY = ReadingBatch.empty()
 
 CONTRACT = {  # product.md §8: the public tables and (at least) these columns
     "readings": {"site", "tag", "ts", "value", "quality"},
-    "alarms": {"alarm_id", "site", "plant", "district", "tag", "rule_id", "severity", "state", "raised_at",
-               "acked_at", "acked_by", "cleared_at", "closed_at", "closed_by", "disposition", "note",
-               "occurrences", "peak_value", "escalation_tier"},
+    "alarms": {
+        "alarm_id",
+        "site",
+        "plant",
+        "district",
+        "tag",
+        "rule_id",
+        "severity",
+        "state",
+        "raised_at",
+        "acked_at",
+        "acked_by",
+        "cleared_at",
+        "closed_at",
+        "closed_by",
+        "disposition",
+        "note",
+        "occurrences",
+        "peak_value",
+        "escalation_tier",
+    },
     "alarm_events": {"alarm_id", "ts", "kind", "actor", "detail"},
     "notices": {"notice_id", "alarm_id", "channel", "recipient", "tier", "sent_at", "outcome", "error"},
     "signals": {"site", "tag", "rule_id", "severity", "kind", "ts", "value"},
@@ -67,9 +85,18 @@ def readings(rows: list[tuple[str, str, int, float | None, int]]) -> ReadingBatc
 
 def alarm(alarm_id: str = "a1", **kw: object) -> Alarm:
     base: dict[str, object] = dict(
-        alarm_id=alarm_id, site="SZ-AL-0001", plant="aluminum", district="wujiang", tag="cw_pressure_mpa",
-        rule_id="cw_pressure_ll", severity=Severity.RED, state=AlarmState.ACTIVE_UNACK, raised_at_ms=T0_MS,
-        last_activation_ms=T0_MS, value=0.12, peak_value=0.11,
+        alarm_id=alarm_id,
+        site="SZ-AL-0001",
+        plant="aluminum",
+        district="wujiang",
+        tag="cw_pressure_mpa",
+        rule_id="cw_pressure_ll",
+        severity=Severity.RED,
+        state=AlarmState.ACTIVE_UNACK,
+        raised_at_ms=T0_MS,
+        last_activation_ms=T0_MS,
+        value=0.12,
+        peak_value=0.11,
     )
     base.update(kw)
     return Alarm(**base)  # type: ignore[arg-type]
@@ -105,11 +132,17 @@ def test_schema_has_the_public_tables_and_reopens(tmp_path: Path) -> None:
     with Store.open(path) as s:
         assert s.batch_seq == 0
         for table, columns in CONTRACT.items():
-            got = {r[0] for r in s.sql(
-                "SELECT column_name FROM information_schema.columns WHERE table_name = ?", [table])}
+            got = {
+                r[0]
+                for r in s.sql(
+                    "SELECT column_name FROM information_schema.columns WHERE table_name = ?", [table]
+                )
+            }
             assert columns <= got, (table, columns - got)
-        assert s.sql("SELECT data_type FROM information_schema.columns "
-                     "WHERE table_name = 'readings' AND column_name = 'ts'") == [("TIMESTAMP WITH TIME ZONE",)]
+        assert s.sql(
+            "SELECT data_type FROM information_schema.columns "
+            "WHERE table_name = 'readings' AND column_name = 'ts'"
+        ) == [("TIMESTAMP WITH TIME ZONE",)]
         s.commit(full_batch())
         s.commit(CommitBatch(fresh=EMPTY, maybe_dup=EMPTY, state={"x": b"1"}))  # a batch without readings
     with Store.open(path) as s:  # the DDL is idempotent; the commit counter survives
@@ -130,8 +163,16 @@ def test_count_refuses_unknown_table(store: Store) -> None:
 def test_commit_writes_every_table(store: Store) -> None:
     r = store.commit(full_batch())
     assert (r.batch_seq, r.inserted, r.late, r.duplicates) == (1, 2, 0, 0)
-    for table in ("readings", "rejects", "signals", "alarms", "alarm_events", "notices", "engine_state",
-                  "store_commits"):
+    for table in (
+        "readings",
+        "rejects",
+        "signals",
+        "alarms",
+        "alarm_events",
+        "notices",
+        "engine_state",
+        "store_commits",
+    ):
         assert store.count(table) >= 1, table
     assert store.load_state("rules") == (b"\x00snapshot", 1)
     assert store.sql("SELECT quality, value FROM readings ORDER BY tag") == [("good", 1.0), ("bad", None)]
@@ -239,9 +280,13 @@ def test_commit_that_raises_and_is_not_durable_raises(store: Store) -> None:
 def test_a_live_engine_file_cannot_be_opened_by_another_process(store: Store) -> None:
     """DuckDB: one writing process and then no other; analysts use a snapshot or the engine's API."""
     store.commit(full_batch())
-    code = ("import sys\nfrom earlywarn.store import Store\nfrom earlywarn.errors import StoreError\n"
-            "try:\n    Store.open_readonly(sys.argv[1])\nexcept StoreError as e:\n    print(e)\n")
-    out = subprocess.run([sys.executable, "-c", code, str(store.path)], capture_output=True, text=True, timeout=60)
+    code = (
+        "import sys\nfrom earlywarn.store import Store\nfrom earlywarn.errors import StoreError\n"
+        "try:\n    Store.open_readonly(sys.argv[1])\nexcept StoreError as e:\n    print(e)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(store.path)], capture_output=True, text=True, timeout=60
+    )
     assert "snapshot" in out.stdout, out
 
 
@@ -288,18 +333,26 @@ def test_read_only_store_refuses_commits(tmp_path: Path) -> None:
 
 
 def test_maybe_dup_drops_duplicates_and_inserts_late(store: Store) -> None:
-    first = readings([("S1", "t1", T0_MS + i * 1000, float(i), 0) for i in range(10)]
-                     + [("S2", "t1", T0_MS + i * 1000, float(i), 0) for i in range(10)])
+    first = readings(
+        [("S1", "t1", T0_MS + i * 1000, float(i), 0) for i in range(10)]
+        + [("S2", "t1", T0_MS + i * 1000, float(i), 0) for i in range(10)]
+    )
     assert store.commit(CommitBatch(fresh=first, maybe_dup=EMPTY)).inserted == 20
     redelivered = [("S1", "t1", T0_MS + i * 1000, 99.0, 0) for i in range(3, 8)]  # stored already
     late = [("S1", "t1", T0_MS + 500, 0.5, 1), ("S2", "t1", T0_MS + 2500, 2.5, 0)]  # gaps: new
     other_sensor_same_ts = [("S3", "t1", T0_MS + 1000, 7.0, 0)]  # same ts, other sensor: new
-    r = store.commit(CommitBatch(fresh=readings([("S1", "t1", T0_MS + 20_000, 20.0, 0)]),
-                                 maybe_dup=readings(redelivered + late + other_sensor_same_ts)))
+    r = store.commit(
+        CommitBatch(
+            fresh=readings([("S1", "t1", T0_MS + 20_000, 20.0, 0)]),
+            maybe_dup=readings(redelivered + late + other_sensor_same_ts),
+        )
+    )
     assert (r.batch_seq, r.inserted, r.late, r.duplicates) == (2, 4, 3, 5)
     assert store.count("readings") == 24
     # the stored value is the first one: a redelivery never overwrites
-    assert store.sql("SELECT value FROM readings WHERE site = 'S1' AND epoch_ms(ts) = ?", [T0_MS + 5000]) == [(5.0,)]
+    assert store.sql("SELECT value FROM readings WHERE site = 'S1' AND epoch_ms(ts) = ?", [T0_MS + 5000]) == [
+        (5.0,)
+    ]
     assert store.sql("SELECT fresh, late, duplicates FROM store_commits WHERE batch_seq = 2") == [(1, 3, 5)]
     # all of it again: everything is a duplicate now
     r = store.commit(CommitBatch(fresh=EMPTY, maybe_dup=readings(redelivered + late + other_sensor_same_ts)))
@@ -311,20 +364,27 @@ def test_maybe_dup_drops_duplicates_and_inserts_late(store: Store) -> None:
 # timestamps
 
 
-@pytest.mark.parametrize("ts_ms", [T0_MS + 1, T0_MS + 999, 0, -1, 1, 253_402_300_799_999, -62_135_596_800_000])
+@pytest.mark.parametrize(
+    "ts_ms", [T0_MS + 1, T0_MS + 999, 0, -1, 1, 253_402_300_799_999, -62_135_596_800_000]
+)
 def test_timestamps_round_trip_exactly_in_utc(store: Store, ts_ms: int) -> None:
-    store.commit(CommitBatch(
-        fresh=readings([("S1", "t1", ts_ms, 1.0, 0)]), maybe_dup=EMPTY,
-        events=[AlarmEvent("a1", ts_ms, EventKind.RAISED)],
-        signals=[Signal("S1", "t1", "r", Severity.BLUE, SignalKind.CLEAR, ts_ms, 1.0)],
-    ))
+    store.commit(
+        CommitBatch(
+            fresh=readings([("S1", "t1", ts_ms, 1.0, 0)]),
+            maybe_dup=EMPTY,
+            events=[AlarmEvent("a1", ts_ms, EventKind.RAISED)],
+            signals=[Signal("S1", "t1", "r", Severity.BLUE, SignalKind.CLEAR, ts_ms, 1.0)],
+        )
+    )
     assert store.readings_since(0).frame["ts_ms"].to_list() == [ts_ms]
     assert store.alarm_events("a1")[0].ts_ms == ts_ms
     assert store.sql("SELECT epoch_ms(ts) FROM signals") == [(ts_ms,)]
     assert store.last_ts_by_sensor() == {("S1", "t1"): ts_ms}
 
 
-def test_timestamps_are_utc_instants_whatever_the_host_zone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_timestamps_are_utc_instants_whatever_the_host_zone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("TZ", "Asia/Shanghai")
     time.tzset()
     try:
@@ -332,8 +392,11 @@ def test_timestamps_are_utc_instants_whatever_the_host_zone(tmp_path: Path, monk
             s.commit(CommitBatch(fresh=readings([("S1", "t1", T0_MS + 250, 1.0, 0)]), maybe_dup=EMPTY))
             assert s.sql("SELECT current_setting('TimeZone')") == [("UTC",)]
             assert s.sql("SELECT strftime(ts, '%Y-%m-%dT%H:%M:%S.%g%z') FROM readings") == [
-                ("2025-11-28T08:00:00.250+00",)]
-            assert s.sql("SELECT count(*) FROM readings WHERE ts = TIMESTAMPTZ '2025-11-28 16:00:00.25+08'") == [(1,)]
+                ("2025-11-28T08:00:00.250+00",)
+            ]
+            assert s.sql(
+                "SELECT count(*) FROM readings WHERE ts = TIMESTAMPTZ '2025-11-28 16:00:00.25+08'"
+            ) == [(1,)]
     finally:
         monkeypatch.delenv("TZ")
         time.tzset()
@@ -355,8 +418,15 @@ def test_alarm_upsert_keeps_one_row_with_the_final_state(store: Store) -> None:
     store.commit(CommitBatch(fresh=EMPTY, maybe_dup=EMPTY, alarms=[raised, acked, alarm("a2")]))
     assert store.count("alarms") == 2
     assert store.get_alarm("a1") == acked
-    closed = dataclasses.replace(acked, state=AlarmState.CLOSED, cleared_at_ms=T0_MS + 20, closed_at_ms=T0_MS + 30,
-                                 closed_by="li", disposition=Disposition.REAL_HANDLED, note="valve fixed")
+    closed = dataclasses.replace(
+        acked,
+        state=AlarmState.CLOSED,
+        cleared_at_ms=T0_MS + 20,
+        closed_at_ms=T0_MS + 30,
+        closed_by="li",
+        disposition=Disposition.REAL_HANDLED,
+        note="valve fixed",
+    )
     store.commit(CommitBatch(fresh=EMPTY, maybe_dup=EMPTY, alarms=[closed]))
     assert store.count("alarms") == 2
     assert store.get_alarm("a1") == closed
@@ -367,8 +437,9 @@ def test_alarm_upsert_keeps_one_row_with_the_final_state(store: Store) -> None:
 def test_alarm_deadlines_and_updated_at_are_filled(store: Store) -> None:
     store.commit(CommitBatch(fresh=EMPTY, maybe_dup=EMPTY, alarms=[alarm("a1", severity=Severity.ORANGE)]))
     d = DEFAULT_DEADLINES[Severity.ORANGE]
-    assert store.sql("SELECT epoch_ms(ack_due_at), epoch_ms(close_due_at), epoch_ms(updated_at) FROM alarms") == [
-        (T0_MS + d.ack_ms, T0_MS + d.close_ms, T0_MS + 60_000)]
+    assert store.sql(
+        "SELECT epoch_ms(ack_due_at), epoch_ms(close_due_at), epoch_ms(updated_at) FROM alarms"
+    ) == [(T0_MS + d.ack_ms, T0_MS + d.close_ms, T0_MS + 60_000)]
 
 
 def _same_alarm(a: Alarm, b: Alarm) -> bool:
@@ -385,13 +456,39 @@ def _same_alarm(a: Alarm, b: Alarm) -> bool:
 
 def test_open_alarms_round_trip_every_field(store: Store) -> None:
     full = Alarm(
-        alarm_id="a-full", site="S1", plant="hazchem", district="d1", tag="t1", rule_id="r1",
-        severity=Severity.YELLOW, state=AlarmState.CLEARED_ACK, raised_at_ms=T0_MS + 1, message="hi 高",
-        acked_at_ms=T0_MS + 2, acked_by="wang", cleared_at_ms=T0_MS + 3, closed_at_ms=None, closed_by=None,
-        disposition=Disposition.OTHER, note="n", occurrences=7, value=-1.5, peak_value=3.25,
-        escalation_tier=Tier.COUNTY, last_activation_ms=T0_MS + 4, shelved_until_ms=T0_MS + 5, shelved_by="zhao",
-        shelve_reason="calibration", suppressed=True, chattering=True, flood=True, last_notified_ms=T0_MS + 6,
-        unacked_since_ms=T0_MS + 7, ack_escalations=2, close_escalated=True, last_reminded_ms=T0_MS + 8,
+        alarm_id="a-full",
+        site="S1",
+        plant="hazchem",
+        district="d1",
+        tag="t1",
+        rule_id="r1",
+        severity=Severity.YELLOW,
+        state=AlarmState.CLEARED_ACK,
+        raised_at_ms=T0_MS + 1,
+        message="hi 高",
+        acked_at_ms=T0_MS + 2,
+        acked_by="wang",
+        cleared_at_ms=T0_MS + 3,
+        closed_at_ms=None,
+        closed_by=None,
+        disposition=Disposition.OTHER,
+        note="n",
+        occurrences=7,
+        value=-1.5,
+        peak_value=3.25,
+        escalation_tier=Tier.COUNTY,
+        last_activation_ms=T0_MS + 4,
+        shelved_until_ms=T0_MS + 5,
+        shelved_by="zhao",
+        shelve_reason="calibration",
+        suppressed=True,
+        chattering=True,
+        flood=True,
+        last_notified_ms=T0_MS + 6,
+        unacked_since_ms=T0_MS + 7,
+        ack_escalations=2,
+        close_escalated=True,
+        last_reminded_ms=T0_MS + 8,
     )
     sparse = Alarm("a-sparse", "S1", "dust", "d", "t", "r", Severity.BLUE, AlarmState.ACTIVE_UNACK, T0_MS)
     # ^ None and NaN everywhere they are allowed
@@ -414,19 +511,39 @@ _float = st.floats(allow_nan=True, allow_infinity=True)
 @st.composite
 def alarms(draw: st.DrawFn) -> Alarm:
     return Alarm(
-        alarm_id=draw(_text), site=draw(_text), plant=draw(_text), district=draw(_text), tag=draw(_text),
-        rule_id=draw(_text), severity=draw(st.sampled_from(Severity)),
+        alarm_id=draw(_text),
+        site=draw(_text),
+        plant=draw(_text),
+        district=draw(_text),
+        tag=draw(_text),
+        rule_id=draw(_text),
+        severity=draw(st.sampled_from(Severity)),
         state=draw(st.sampled_from([s for s in AlarmState if s is not AlarmState.CLOSED])),
-        raised_at_ms=draw(st.integers(0, 2**42)), message=draw(_text), acked_at_ms=draw(_ms_or_none),
-        acked_by=draw(st.none() | _text), cleared_at_ms=draw(_ms_or_none), closed_at_ms=draw(_ms_or_none),
-        closed_by=draw(st.none() | _text), disposition=draw(st.none() | st.sampled_from(Disposition)),
-        note=draw(st.none() | _text), occurrences=draw(st.integers(0, 2**31 - 1)), value=draw(_float),
-        peak_value=draw(_float), escalation_tier=draw(st.sampled_from(Tier)),
-        last_activation_ms=draw(st.integers(-(2**40), 2**42)), shelved_until_ms=draw(_ms_or_none),
-        shelved_by=draw(st.none() | _text), shelve_reason=draw(st.none() | _text), suppressed=draw(st.booleans()),
-        chattering=draw(st.booleans()), flood=draw(st.booleans()), last_notified_ms=draw(_ms_or_none),
-        unacked_since_ms=draw(_ms_or_none), ack_escalations=draw(st.integers(0, 100)),
-        close_escalated=draw(st.booleans()), last_reminded_ms=draw(_ms_or_none),
+        raised_at_ms=draw(st.integers(0, 2**42)),
+        message=draw(_text),
+        acked_at_ms=draw(_ms_or_none),
+        acked_by=draw(st.none() | _text),
+        cleared_at_ms=draw(_ms_or_none),
+        closed_at_ms=draw(_ms_or_none),
+        closed_by=draw(st.none() | _text),
+        disposition=draw(st.none() | st.sampled_from(Disposition)),
+        note=draw(st.none() | _text),
+        occurrences=draw(st.integers(0, 2**31 - 1)),
+        value=draw(_float),
+        peak_value=draw(_float),
+        escalation_tier=draw(st.sampled_from(Tier)),
+        last_activation_ms=draw(st.integers(-(2**40), 2**42)),
+        shelved_until_ms=draw(_ms_or_none),
+        shelved_by=draw(st.none() | _text),
+        shelve_reason=draw(st.none() | _text),
+        suppressed=draw(st.booleans()),
+        chattering=draw(st.booleans()),
+        flood=draw(st.booleans()),
+        last_notified_ms=draw(_ms_or_none),
+        unacked_since_ms=draw(_ms_or_none),
+        ack_escalations=draw(st.integers(0, 100)),
+        close_escalated=draw(st.booleans()),
+        last_reminded_ms=draw(_ms_or_none),
     )
 
 
@@ -440,12 +557,27 @@ def test_property_alarm_round_trip(store: Store, a: Alarm) -> None:
 
 @st.composite
 def reading_batches(draw: st.DrawFn) -> ReadingBatch:
-    keys = draw(st.lists(
-        st.tuples(st.sampled_from(["S1", "S-2", "工厂"]), st.sampled_from(["t1", "t:2"]),
-                  st.integers(-62_135_596_800_000, 253_402_300_799_999)),
-        unique=True, max_size=30))
-    rows = [(s, t, ts, draw(st.none() | st.floats(allow_infinity=True, allow_nan=True)),
-             draw(st.sampled_from([0, 1, 2]))) for s, t, ts in keys]
+    keys = draw(
+        st.lists(
+            st.tuples(
+                st.sampled_from(["S1", "S-2", "工厂"]),
+                st.sampled_from(["t1", "t:2"]),
+                st.integers(-62_135_596_800_000, 253_402_300_799_999),
+            ),
+            unique=True,
+            max_size=30,
+        )
+    )
+    rows = [
+        (
+            s,
+            t,
+            ts,
+            draw(st.none() | st.floats(allow_infinity=True, allow_nan=True)),
+            draw(st.sampled_from([0, 1, 2])),
+        )
+        for s, t, ts in keys
+    ]
     return readings(rows)
 
 
@@ -471,40 +603,71 @@ def test_last_ts_by_sensor_survives_reopen(tmp_path: Path) -> None:
     path = tmp_path / "ew.duckdb"
     with Store.open(path) as s:
         assert s.last_ts_by_sensor() == {}
-        s.commit(CommitBatch(fresh=readings([("S1", "t1", T0_MS + 5, 1.0, 0), ("S1", "t1", T0_MS + 9, 1.0, 0),
-                                             ("S2", "t1", T0_MS, 1.0, 0)]), maybe_dup=EMPTY))
+        s.commit(
+            CommitBatch(
+                fresh=readings(
+                    [
+                        ("S1", "t1", T0_MS + 5, 1.0, 0),
+                        ("S1", "t1", T0_MS + 9, 1.0, 0),
+                        ("S2", "t1", T0_MS, 1.0, 0),
+                    ]
+                ),
+                maybe_dup=EMPTY,
+            )
+        )
         # a late reading never moves the mark back
-        s.commit(CommitBatch(fresh=readings([("S2", "t1", T0_MS + 50, 1.0, 0)]),
-                             maybe_dup=readings([("S1", "t1", T0_MS + 7, 1.0, 0)])))
+        s.commit(
+            CommitBatch(
+                fresh=readings([("S2", "t1", T0_MS + 50, 1.0, 0)]),
+                maybe_dup=readings([("S1", "t1", T0_MS + 7, 1.0, 0)]),
+            )
+        )
     with Store.open(path) as s:
         want = {("S1", "t1"): T0_MS + 9, ("S2", "t1"): T0_MS + 50}
         assert s.last_ts_by_sensor() == want
         assert s.sql("SELECT site, tag, epoch_ms(max(ts)) FROM readings GROUP BY ALL ORDER BY ALL") == [
-            (k[0], k[1], v) for k, v in sorted(want.items())]
+            (k[0], k[1], v) for k, v in sorted(want.items())
+        ]
 
 
 def test_readings_since_in_commit_order_then_ts(store: Store) -> None:
-    store.commit(CommitBatch(fresh=readings([("S1", "t1", T0_MS + 100, 1.0, 0)]), maybe_dup=EMPTY,
-                             state={"rules": b"s1"}))
-    store.commit(CommitBatch(fresh=readings([("S1", "t1", T0_MS + 300, 3.0, 0), ("S1", "t2", T0_MS + 200, 2.0, 2)]),
-                             maybe_dup=EMPTY))
-    store.commit(CommitBatch(fresh=readings([("S1", "t1", T0_MS + 400, 4.0, 1)]),
-                             maybe_dup=readings([("S1", "t1", T0_MS + 50, 0.5, 0)])))
+    store.commit(
+        CommitBatch(
+            fresh=readings([("S1", "t1", T0_MS + 100, 1.0, 0)]), maybe_dup=EMPTY, state={"rules": b"s1"}
+        )
+    )
+    store.commit(
+        CommitBatch(
+            fresh=readings([("S1", "t1", T0_MS + 300, 3.0, 0), ("S1", "t2", T0_MS + 200, 2.0, 2)]),
+            maybe_dup=EMPTY,
+        )
+    )
+    store.commit(
+        CommitBatch(
+            fresh=readings([("S1", "t1", T0_MS + 400, 4.0, 1)]),
+            maybe_dup=readings([("S1", "t1", T0_MS + 50, 0.5, 0)]),
+        )
+    )
     blob, seq = store.load_state("rules")  # type: ignore[misc]
     assert (blob, seq) == (b"s1", 1)
     got = store.readings_since(seq)
     assert got.frame.schema == pl.Schema(READING_SCHEMA)
     assert got.frame.rows() == [
-        ("S1", "t2", T0_MS + 200, 2.0, 2), ("S1", "t1", T0_MS + 300, 3.0, 0),  # batch 2 by ts
-        ("S1", "t1", T0_MS + 50, 0.5, 0), ("S1", "t1", T0_MS + 400, 4.0, 1),  # batch 3 by ts
+        ("S1", "t2", T0_MS + 200, 2.0, 2),
+        ("S1", "t1", T0_MS + 300, 3.0, 0),  # batch 2 by ts
+        ("S1", "t1", T0_MS + 50, 0.5, 0),
+        ("S1", "t1", T0_MS + 400, 4.0, 1),  # batch 3 by ts
     ]
     assert len(store.readings_since(3)) == 0
     assert store.load_state("missing") is None
 
 
 def test_alarm_events_in_time_order(store: Store) -> None:
-    ev = [AlarmEvent("a1", T0_MS, EventKind.RAISED), AlarmEvent("a1", T0_MS + 5, EventKind.ACKED, "li", "on it"),
-          AlarmEvent("a2", T0_MS, EventKind.RAISED)]
+    ev = [
+        AlarmEvent("a1", T0_MS, EventKind.RAISED),
+        AlarmEvent("a1", T0_MS + 5, EventKind.ACKED, "li", "on it"),
+        AlarmEvent("a2", T0_MS, EventKind.RAISED),
+    ]
     store.commit(CommitBatch(fresh=EMPTY, maybe_dup=EMPTY, events=ev[:1] + ev[2:]))
     store.commit(CommitBatch(fresh=EMPTY, maybe_dup=EMPTY, events=ev[1:2]))
     assert store.alarm_events("a1") == ev[:2]
@@ -512,11 +675,23 @@ def test_alarm_events_in_time_order(store: Store) -> None:
 
 
 def test_notice_sent(store: Store) -> None:
-    store.commit(CommitBatch(fresh=EMPTY, maybe_dup=EMPTY, notices=[
-        NoticeRecord("n1", "a1", "webhook", "http://x", "plant", "raised", T0_MS, "failed", "timeout", 1),
-        NoticeRecord("n1", "a1", "webhook", "http://x", "plant", "raised", T0_MS + 5, "delivered", "", 2),
-        NoticeRecord("n2", "a1", "mqtt", "ew/S1/notices", "township", "escalated", T0_MS + 9, "failed", "x"),
-    ]))
+    store.commit(
+        CommitBatch(
+            fresh=EMPTY,
+            maybe_dup=EMPTY,
+            notices=[
+                NoticeRecord(
+                    "n1", "a1", "webhook", "http://x", "plant", "raised", T0_MS, "failed", "timeout", 1
+                ),
+                NoticeRecord(
+                    "n1", "a1", "webhook", "http://x", "plant", "raised", T0_MS + 5, "delivered", "", 2
+                ),
+                NoticeRecord(
+                    "n2", "a1", "mqtt", "ew/S1/notices", "township", "escalated", T0_MS + 9, "failed", "x"
+                ),
+            ],
+        )
+    )
     assert store.notice_sent("a1", "raised")
     assert store.notice_sent("a1", "raised", Tier.PLANT)
     assert not store.notice_sent("a1", "raised", Tier.TOWNSHIP)
@@ -582,7 +757,8 @@ WRITER = textwrap.dedent(
         a = Alarm(f"a{i % 5}", "S0", "dust", "d", "t0", "r", Severity.RED, AlarmState.ACTIVE_UNACK, T0,
                   occurrences=i)
         store.commit(CommitBatch(
-            fresh=fresh, maybe_dup=maybe, alarms=[a], events=[AlarmEvent(a.alarm_id, T0 + i, EventKind.RAISED)],
+            fresh=fresh, maybe_dup=maybe, alarms=[a],
+            events=[AlarmEvent(a.alarm_id, T0 + i, EventKind.RAISED)],
             signals=[Signal("S0", "t0", "r", Severity.RED, SignalKind.RAISE, T0 + i, float(i))],
             state={"engine": str(i).encode()},
         ))
@@ -606,8 +782,10 @@ def _check_consistent(path: Path, at_least: int, n: int) -> int:
             last = max((i for i in range(1, m + 1) if i % 5 == k), default=None)
             got = s.get_alarm(f"a{k}")
             assert (got.occurrences if got else None) == last
-        want_last = dict(((r[0], r[1]), r[2]) for r in s.sql(
-            "SELECT site, tag, epoch_ms(max(ts)) FROM readings GROUP BY ALL"))
+        want_last = dict(
+            ((r[0], r[1]), r[2])
+            for r in s.sql("SELECT site, tag, epoch_ms(max(ts)) FROM readings GROUP BY ALL")
+        )
         assert s.last_ts_by_sensor() == want_last
         return m
 
@@ -617,12 +795,18 @@ def _check_consistent(path: Path, at_least: int, n: int) -> int:
     [(0, 2000), (30, 2000), (0, 40_000)],  # 40 000 > ROW_GROUP_SIZE: row groups written before COMMIT
     ids=["wal", "checkpoints", "optimistic-writes"],
 )
-def test_kill_9_mid_stream_loses_and_duplicates_nothing(tmp_path: Path, checkpoint_interval_ms: int, n: int) -> None:
+def test_kill_9_mid_stream_loses_and_duplicates_nothing(
+    tmp_path: Path, checkpoint_interval_ms: int, n: int
+) -> None:
     path = tmp_path / "ew.duckdb"
     committed = 0
     for round_ in range(4):
-        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path), str(checkpoint_interval_ms), str(n)],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(path), str(checkpoint_interval_ms), str(n)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         assert proc.stdout is not None
         reported = committed
         target = committed + 8 + 3 * round_
@@ -643,12 +827,20 @@ def test_last_ts_by_sensor_across_folds(tmp_path: Path) -> None:
     """The marks are folded into sensor_last_ts at checkpoints; batches after a fold still count."""
     path = tmp_path / "ew.duckdb"
     with Store.open(path, checkpoint_interval_ms=0) as s:
-        s.commit(CommitBatch(fresh=readings([("S1", "t1", T0_MS + 5, 1.0, 0), ("S2", "t1", T0_MS, 1.0, 0)]),
-                             maybe_dup=EMPTY))
+        s.commit(
+            CommitBatch(
+                fresh=readings([("S1", "t1", T0_MS + 5, 1.0, 0), ("S2", "t1", T0_MS, 1.0, 0)]),
+                maybe_dup=EMPTY,
+            )
+        )
         s.checkpoint()  # folds
         assert s.sql("SELECT count(*) FROM sensor_last_ts") == [(2,)]
-        s.commit(CommitBatch(fresh=readings([("S1", "t1", T0_MS + 9, 1.0, 0), ("S3", "t1", T0_MS, 1.0, 0)]),
-                             maybe_dup=EMPTY))
+        s.commit(
+            CommitBatch(
+                fresh=readings([("S1", "t1", T0_MS + 9, 1.0, 0), ("S3", "t1", T0_MS, 1.0, 0)]),
+                maybe_dup=EMPTY,
+            )
+        )
         want = {("S1", "t1"): T0_MS + 9, ("S2", "t1"): T0_MS, ("S3", "t1"): T0_MS}
         assert s.last_ts_by_sensor() == want
         s._con.close()  # crash: no fold at close  # noqa: SLF001
@@ -672,17 +864,36 @@ def test_dedup_with_candidates_far_apart_in_time(store: Store) -> None:
 
 def test_batches_since_replays_what_the_rules_saw(store: Store) -> None:
     assert NoticeRow is NoticeRecord
-    store.commit(CommitBatch(fresh=readings([("S1", "t1", T0_MS + 100, 1.0, 0)]), maybe_dup=EMPTY,
-                             state={"rules": b"s1"}, now_ms=T0_MS + 150))
-    store.commit(CommitBatch(fresh=readings([("S1", "t1", T0_MS + 300, 3.0, 0), ("S1", "t2", T0_MS + 200, 2.0, 2)]),
-                             maybe_dup=readings([("S1", "t1", T0_MS + 50, 0.5, 0)]), now_ms=T0_MS + 350))
-    store.commit(CommitBatch(fresh=EMPTY, maybe_dup=EMPTY, events=[AlarmEvent("a", T0_MS, EventKind.ACKED)],
-                             now_ms=T0_MS + 400))  # no readings: still a step of the engine clock
-    store.commit(CommitBatch(fresh=readings([("S2", "t1", T0_MS + 500, 5.0, 1)]), maybe_dup=EMPTY))  # store clock
+    store.commit(
+        CommitBatch(
+            fresh=readings([("S1", "t1", T0_MS + 100, 1.0, 0)]),
+            maybe_dup=EMPTY,
+            state={"rules": b"s1"},
+            now_ms=T0_MS + 150,
+        )
+    )
+    store.commit(
+        CommitBatch(
+            fresh=readings([("S1", "t1", T0_MS + 300, 3.0, 0), ("S1", "t2", T0_MS + 200, 2.0, 2)]),
+            maybe_dup=readings([("S1", "t1", T0_MS + 50, 0.5, 0)]),
+            now_ms=T0_MS + 350,
+        )
+    )
+    store.commit(
+        CommitBatch(
+            fresh=EMPTY, maybe_dup=EMPTY, events=[AlarmEvent("a", T0_MS, EventKind.ACKED)], now_ms=T0_MS + 400
+        )
+    )  # no readings: still a step of the engine clock
+    store.commit(
+        CommitBatch(fresh=readings([("S2", "t1", T0_MS + 500, 5.0, 1)]), maybe_dup=EMPTY)
+    )  # store clock
     _, since = store.load_state("rules")  # type: ignore[misc]
     got = [(now, b.frame.rows()) for now, b in store.batches_since(since)]
     assert got == [
-        (T0_MS + 350, [("S1", "t2", T0_MS + 200, 2.0, 2), ("S1", "t1", T0_MS + 300, 3.0, 0)]),  # late one left out
+        (
+            T0_MS + 350,
+            [("S1", "t2", T0_MS + 200, 2.0, 2), ("S1", "t1", T0_MS + 300, 3.0, 0)],
+        ),  # late one left out
         (T0_MS + 400, []),
         (T0_MS + 60_000, [("S2", "t1", T0_MS + 500, 5.0, 1)]),
     ]
@@ -691,10 +902,17 @@ def test_batches_since_replays_what_the_rules_saw(store: Store) -> None:
 
 
 def test_list_alarms_filters(store: Store) -> None:
-    store.commit(CommitBatch(fresh=EMPTY, maybe_dup=EMPTY, alarms=[
-        alarm("a1", raised_at_ms=T0_MS + 1), alarm("a2", site="S2", raised_at_ms=T0_MS + 2, severity=Severity.BLUE),
-        alarm("a3", raised_at_ms=T0_MS + 3, state=AlarmState.CLOSED),
-    ]))
+    store.commit(
+        CommitBatch(
+            fresh=EMPTY,
+            maybe_dup=EMPTY,
+            alarms=[
+                alarm("a1", raised_at_ms=T0_MS + 1),
+                alarm("a2", site="S2", raised_at_ms=T0_MS + 2, severity=Severity.BLUE),
+                alarm("a3", raised_at_ms=T0_MS + 3, state=AlarmState.CLOSED),
+            ],
+        )
+    )
     ids = lambda alarms: [a.alarm_id for a in alarms]  # noqa: E731
     assert ids(store.list_alarms()) == ["a3", "a2", "a1"]
     assert ids(store.list_alarms(open_only=True)) == ["a2", "a1"]
@@ -730,14 +948,17 @@ def delivery_streams(draw: st.DrawFn) -> list[list[tuple[str, int, float]]]:
     """Batches of (sensor, ts, value) deliveries with redeliveries and out-of-order readings."""
     sensors = st.sampled_from(["a", "b", "c"])
     ts = st.integers(0, 40).map(lambda k: T0_MS + k * 250)
-    return draw(st.lists(st.lists(st.tuples(sensors, ts, st.floats(-1e6, 1e6)), max_size=25), min_size=1, max_size=8))
+    return draw(
+        st.lists(st.lists(st.tuples(sensors, ts, st.floats(-1e6, 1e6)), max_size=25), min_size=1, max_size=8)
+    )
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(stream=delivery_streams())
-def test_property_each_reading_stored_once_first_value_wins(tmp_path_factory: pytest.TempPathFactory,
-                                                            stream: list[list[tuple[str, int, float]]]) -> None:
-    """Split like the batcher does (fresh: newer than the sensor's last stored ts), commit, compare with a model."""
+def test_property_each_reading_stored_once_first_value_wins(
+    tmp_path_factory: pytest.TempPathFactory, stream: list[list[tuple[str, int, float]]]
+) -> None:
+    """Split like the batcher (fresh: newer than the last stored ts), commit, compare with a model."""
     path = tmp_path_factory.mktemp("prop") / "ew.duckdb"
     model: dict[tuple[str, int], float] = {}
     with Store.open(path) as s:
@@ -750,7 +971,11 @@ def test_property_each_reading_stored_once_first_value_wins(tmp_path_factory: py
             maybe = [("S", k[0], k[1], v, 0) for k, v in seen.items() if k[1] <= last.get(("S", k[0]), -1)]
             r = s.commit(CommitBatch(fresh=readings(fresh), maybe_dup=readings(maybe)))
             new_late = sum(1 for _, t, ts, _, _ in maybe if (t, ts) not in model)
-            assert (r.inserted, r.late, r.duplicates) == (len(fresh) + new_late, new_late, len(maybe) - new_late)
+            assert (r.inserted, r.late, r.duplicates) == (
+                len(fresh) + new_late,
+                new_late,
+                len(maybe) - new_late,
+            )
             for _, t, ts, v, _ in fresh + maybe:
                 model.setdefault((t, ts), v)
             for _, t, ts, _, _ in fresh:
