@@ -480,3 +480,34 @@ def test_many_reschedules_keep_the_timer_heap_small_and_right() -> None:
     # blue: 60 min to acknowledge from the last reactivation
     assert tl.m.tick(last.unacked_since_ms + 60 * MIN - 1).events == []
     assert [e.kind.value for e in tl.m.tick(last.unacked_since_ms + 60 * MIN).events] == ["escalated"]
+
+
+@pytest.mark.parametrize(
+    ("verb", "args"),
+    [
+        ("ack", ("op", "")),
+        ("close", ("op", "real_handled", "")),
+        ("comment", ("op", "x")),
+        ("shelve", ("op", T0 + MIN, "x")),
+        ("unshelve", ("op", "")),
+    ],
+)
+def test_every_action_on_an_unknown_or_closed_id(verb: str, args: tuple[object, ...]) -> None:
+    tl = Timeline()
+    a = only(tl.at(0).raise_().alarms)
+    tl.at(0.5).clear()
+    tl.at(0.6).act("close", a.alarm_id, "op", "comm_fault", "")
+    with pytest.raises(NotFound) as unknown:
+        getattr(tl.m, verb)("A" + "0" * 20, *args, tl.now)
+    assert not isinstance(unknown.value, AlarmClosed)
+    with pytest.raises(AlarmClosed, match="closed"):
+        getattr(tl.m, verb)(a.alarm_id, *args, tl.now)
+
+
+def test_queries() -> None:
+    tl = Timeline()
+    a = only(tl.at(0).raise_().alarms)
+    b = only(tl.at(1).raise_(tag="lt102").alarms)
+    assert len(tl.m) == 2 and tl.m.open_alarms() == [a, b]
+    assert tl.m.find("hz1", "level_hh", "lt102") == b and tl.m.find("hz1", "level_hh", "nope") is None
+    assert tl.m.get(a.alarm_id) == a
