@@ -375,9 +375,24 @@ def build_app(cfg: Config, runner: Any, *, link_verify: Callable[[str, int], tup
     async def ack_link(request: Request) -> Any:
         alarm_id, recipient, notice_id = _verify(request.path_params["token"])
         actor = f"{recipient} (notice {notice_id})"
-        commit(lambda m, now: m.ack(alarm_id, actor, "acknowledged from notice link", now))
-        a = engine.store.get_alarm(alarm_id)
-        return alarm_json(a) if a else {"alarm_id": alarm_id}
+        if alarm_id == "*":  # a grouped notice's link: every alarm the notice carried
+            ids = [r[0] for r in engine.store.sql(
+                "SELECT DISTINCT alarm_id FROM notices WHERE notice_id = ?", [notice_id])]
+        else:
+            ids = [alarm_id]
+
+        def ack_all(m: Any, now: int) -> Any:
+            out = None
+            for i in ids:
+                try:
+                    out = m.ack(i, actor, "acknowledged from notice link", now)
+                except NotFound:  # closed meanwhile: nothing to acknowledge
+                    continue
+            return out
+
+        commit(ack_all)
+        alarms = [engine.store.get_alarm(i) for i in ids]
+        return {"acknowledged": [alarm_json(a) for a in alarms if a is not None]}
 
     routes = [
         Route("/health", handle(health)),

@@ -81,10 +81,8 @@ def start_runner(cfg: Any, *, clock: Any = None) -> Any:
 
 
 def _build_dispatcher(cfg: Any, engine: Any, ingest: Any, metrics: Any) -> Any:
-    try:
-        from earlywarn.notify.wiring import build_dispatcher
-    except ImportError:
-        return None
+    from earlywarn.pipeline import build_dispatcher
+
     return build_dispatcher(cfg, engine=engine, publish=ingest.publish, metrics=metrics)
 
 

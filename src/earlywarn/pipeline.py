@@ -214,8 +214,14 @@ class Engine:
 
         for a, ch in action_results:
             a.done.set_result(ch)
-        if self.dispatcher is not None and notices:
-            self.dispatcher.submit(notices)
+        if self.dispatcher is not None:
+            d = self.dispatcher
+            if notices:
+                d.submit(notices)
+            if alarms:
+                d.refresh(alarms)
+            d.flush(now_ms)
+            self._pending_notices.extend(d.drain_records())
 
         m.late.inc(committed.late)
         m.duplicates.inc(committed.duplicates + split.in_batch_dups)
@@ -257,6 +263,15 @@ class Engine:
             self.metrics.write_seconds.observe(time.perf_counter() - t0)
             return res
 
+    def link_verify(self, token: str, now_ms: int) -> tuple[str, str, str]:
+        """Check an acknowledge link (HMAC, expiry); raises when tampered or expired."""
+        signer = getattr(self.dispatcher, "_signer", None)
+        if signer is None:
+            msg = "acknowledge links are not configured"
+            raise ValueError(msg)
+        link = signer.verify(token, now_ms)
+        return link.alarm_id, link.recipient, link.notice_id
+
     def idle(self) -> StepResult | None:
         """Called when no message came: engine-clock rules, deadlines and notices still move."""
         return self.process_batch(ReadingBatch.empty())
@@ -288,6 +303,50 @@ def _merge_changes(changes: Iterable[Any]) -> tuple[list[Alarm], list[AlarmEvent
         events.extend(ch.events)
         notices.extend(getattr(ch, "notices", ()))
     return list(final.values()), events, notices
+
+
+def build_dispatcher(cfg: Config, *, engine: Engine, publish: Callable[[str, bytes, int], None] | None,
+                     metrics: Metrics) -> Any:
+    """The notify stage for a live engine: channels from config, log restored from `notices`."""
+    import os
+
+    from earlywarn.errors import ConfigError
+    from earlywarn.notify import (
+        Dispatcher, EmailChannel, LinkSigner, LogChannel, MqttChannel, RestoredNotificationLog, ThreadedExecutor,
+        WebhookChannel, recovery_items,
+    )
+
+    nc = cfg.notify
+    channels: dict[str, Any] = {}
+    if nc.mqtt and cfg.broker.notices and publish is not None:
+        channels["mqtt"] = MqttChannel(publish)
+    if nc.webhook.urls or any(c.webhook for s in engine.sites.values() for c in s.contacts):
+        channels["webhook"] = WebhookChannel(nc.webhook.timeout_ms)
+    if nc.smtp.host:
+        channels["email"] = EmailChannel(nc.smtp, clock=engine.clock)
+    if nc.log:
+        channels["log"] = LogChannel()
+    nflog = RestoredNotificationLog()
+    open_ids = [a.alarm_id for a in engine.alarms.open_alarms()]
+    if open_ids:
+        nflog.load(engine.store.sql(
+            "SELECT alarm_id, reason, tier, max(epoch_ms(sent_at)) FROM notices "
+            "WHERE alarm_id IN (SELECT unnest(?)) GROUP BY ALL", [open_ids],
+        ))
+    signer = None
+    if os.environ.get(cfg.http.link_secret_env):
+        try:
+            signer = LinkSigner.from_env(cfg.http.link_secret_env, cfg.http.link_ttl_ms)
+        except ConfigError as e:
+            log.warning("acknowledge links off: %s", e)
+    elif cfg.http.public_url:
+        log.warning("acknowledge links off: set $%s to a secret of 32+ bytes", cfg.http.link_secret_env)
+    d = Dispatcher(
+        engine.sites, nc, cfg.alarms, channels=channels, log=nflog, clock=engine.clock, link_signer=signer,
+        public_url=cfg.http.public_url, metrics=metrics, executor=ThreadedExecutor(),
+    )
+    d.submit(recovery_items(engine.alarms.open_alarms()))
+    return d
 
 
 def load_site_rules(cfg: Config) -> tuple[dict[str, Site], dict[str, tuple[RuleSpec, ...]]]:
@@ -361,6 +420,10 @@ class Runner:
                     self.engine.process_batch(ReadingBatch.empty(), actions=actions)
                 if self.engine.dispatcher is not None:
                     self.engine.add_notice_records(self.engine.dispatcher.drain_records())
+            d = self.engine.dispatcher
+            if d is not None:
+                d.close()  # sends the groups still in their window
+                self.engine.add_notice_records(d.drain_records())
             self.engine.checkpoint()
         except BaseException as e:  # the engine must not die silently: record and surface it
             log.exception("engine thread failed")

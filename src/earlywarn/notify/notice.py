@@ -25,7 +25,7 @@ from .links import ALL_ALARMS
 _CST = timezone(timedelta(hours=8), "UTC+8")
 
 #: How a supervisor acknowledges from a terminal. The CLI belongs to the lead; keep in step with it.
-ACK_CLI_TEMPLATE = 'earlywarn alarms ack {alarm_id} --by "{recipient}"'
+ACK_CLI_TEMPLATE = 'earlywarn alarms ack {alarm_id} --note "{recipient}"'
 
 
 class NoticeReason(enum.StrEnum):
