@@ -953,7 +953,7 @@ def delivery_streams(draw: st.DrawFn) -> list[list[tuple[str, int, float]]]:
     )
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(stream=delivery_streams())
 def test_property_each_reading_stored_once_first_value_wins(
     tmp_path_factory: pytest.TempPathFactory, stream: list[list[tuple[str, int, float]]]
