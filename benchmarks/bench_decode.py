@@ -90,8 +90,12 @@ def build_workloads(seed: int, messages_single: int, messages_batch: int) -> dic
         payload = dumps({"ts": ts, "readings": readings}).encode()
         batch.append(RawMessage(f"ew/{site}/telemetry/gw1", payload, mid=i, received_ms=NOW_MS))
 
-    # Batch ts as RFC 3339 local time with offset, readings without ts; then the same with 1 % bad
-    # readings, which sends ~63 % of the messages (those holding one) to the slow path.
+    # RFC 3339 local time with offset: the batch ts of every message, and in every other message also
+    # each reading's own ts. Then the same with 1 % bad readings, which sends ~63 % of the messages
+    # (those holding one) to the slow path.
+    def iso(ts_ms: int) -> str:
+        return datetime.fromtimestamp(ts_ms / 1000, tz=_CST).isoformat(timespec="milliseconds")
+
     rfc3339: list[RawMessage] = []
     dirty: list[RawMessage] = []
     for out, bad_share in ((rfc3339, 0.0), (dirty, 0.01)):
@@ -99,13 +103,14 @@ def build_workloads(seed: int, messages_single: int, messages_batch: int) -> dic
             site = rng.choice(sites)
             ts = t0 + i * 100
             readings = []
-            for tag in rng.sample(tags, 100):
+            for k, tag in enumerate(rng.sample(tags, 100)):
                 r = _reading(rng, tag, None)
+                if i % 2:
+                    r["ts"] = iso(ts - k)
                 if rng.random() < bad_share:
                     r["value"] = "n/a"
                 readings.append(r)
-            iso = datetime.fromtimestamp(ts / 1000, tz=_CST).isoformat(timespec="milliseconds")
-            payload = dumps({"ts": iso, "readings": readings}).encode()
+            payload = dumps({"ts": iso(ts), "readings": readings}).encode()
             out.append(RawMessage(f"ew/{site}/telemetry", payload, mid=i, received_ms=NOW_MS))
 
     return {"single": single, "batch100": batch, "batch100_rfc3339": rfc3339, "batch100_dirty": dirty}

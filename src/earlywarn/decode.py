@@ -7,11 +7,11 @@ Two paths, one contract:
 * **Fast path** (the hot path). The whole payload is decoded by msgspec straight into typed Structs whose
   field types and constraints *are* the contract (int `ts` within range, `q` a known literal, `value` a
   number/bool/null). If that succeeds, the message only needs a few C-level list checks (tags already seen,
-  newest `ts` not in the future) and its columns are appended whole. No per-reading branches in Python.
+  newest `ts` not in the future) and its columns are appended whole. No per-reading branches in Python;
+  RFC 3339 strings are parsed (cached) only when a message has them.
 * **Slow path** (the source of truth for reasons). Anything the fast path does not accept in one piece --
-  per-reading RFC 3339 strings, a bad reading among good ones, NaN literals, garbage -- is decoded
-  generically and every reading is validated on its own, so bad readings get their reason and good
-  neighbours are kept.
+  a bad reading among good ones, NaN literals, garbage -- is decoded generically and every reading is
+  validated on its own, so bad readings get their reason and good neighbours are kept.
 
 The fast path only ever *accepts* a whole message or hands it to the slow path; it never produces a reject.
 So the reasons have a single definition and a test can check both paths agree (`Decoder(fast=False)`).
@@ -96,9 +96,10 @@ _BAD: Final = int(Quality.BAD)
 
 _TOPIC_RE = re.compile(r"ew/([A-Za-z0-9_.-]{1,64})/telemetry(?:/.*)?", re.DOTALL)
 _TAG_RE = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+# Groups: date, hour:minute, second, fraction, offset. The minute prefix and the offset go to a cached
+# helper, because the readings of one message differ mostly in their seconds.
 _RFC3339_RE = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(?:[Zz]|([+-])(\d{2}):(\d{2}))",
-    re.ASCII,
+    r"(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}):(\d{2})(?:\.(\d{1,9}))?([Zz]|[+-]\d{2}:\d{2})", re.ASCII
 )
 _EPOCH_ORDINAL: Final = date(1970, 1, 1).toordinal()
 _BOM: Final = b"\xef\xbb\xbf"
@@ -133,25 +134,36 @@ def parse_rfc3339_ms(text: str) -> int | None:
     m = _RFC3339_RE.fullmatch(text)
     if m is None:
         return None
-    year, month, day, hour, minute, second, frac, sign, off_h, off_m = m.groups()
-    try:
-        days = date(int(year), int(month), int(day)).toordinal() - _EPOCH_ORDINAL
-    except ValueError:  # month 13, Feb 30, year 0
+    day, hour_minute, second, frac, offset = m.groups()
+    minute_ms = _minute_utc_ms(day, hour_minute, offset)
+    s = int(second)
+    if minute_ms is None or s > 60:
         return None
-    h, mi, s = int(hour), int(minute), int(second)
-    if h > 23 or mi > 59 or s > 60:
-        return None
-    ts_ms = ((days * 24 + h) * 60 + mi) * 60_000 + s * 1000
+    ts_ms = minute_ms + s * 1000
     if frac:
         ts_ms += int((frac + "00")[:3])
-    if sign:
-        oh, om = int(off_h), int(off_m)
-        if oh > 23 or om > 59:
-            return None
-        offset_ms = (oh * 60 + om) * 60_000
-        # +08:00 is 8 h ahead of UTC, so the UTC instant is 8 h earlier.
-        ts_ms += -offset_ms if sign == "+" else offset_ms
     return ts_ms
+
+
+@lru_cache(maxsize=4096)
+def _minute_utc_ms(day: str, hour_minute: str, offset: str) -> int | None:
+    """UTC epoch ms of local minute `day` `hour_minute` at `offset` ("Z" or "+08:00"), None if invalid."""
+    try:
+        days = date.fromisoformat(day).toordinal() - _EPOCH_ORDINAL
+    except ValueError:  # month 13, Feb 30, year 0
+        return None
+    h, mi = int(hour_minute[:2]), int(hour_minute[3:])
+    if h > 23 or mi > 59:
+        return None
+    ts_ms = ((days * 24 + h) * 60 + mi) * 60_000
+    if offset in ("Z", "z"):
+        return ts_ms
+    oh, om = int(offset[1:3]), int(offset[4:])
+    if oh > 23 or om > 59:
+        return None
+    offset_ms = (oh * 60 + om) * 60_000
+    # +08:00 is 8 h ahead of UTC, so the UTC instant is 8 h earlier.
+    return ts_ms - offset_ms if offset[0] == "+" else ts_ms + offset_ms
 
 
 def _rfc3339_in_range(text: str) -> int | None:
@@ -171,16 +183,15 @@ class _FastReading(msgspec.Struct, gc=False):
     tag: str
     # `float` accepts JSON integers too; bool and null are their own JSON types, so no ambiguity.
     value: float | bool | None
-    # UNSET, not None: an explicit `"ts": null` is a bad ts, not a missing one.
-    ts: _TsMs | UnsetType = UNSET
+    # UNSET, not None: an explicit `"ts": null` is a bad ts, not a missing one. A string is an RFC 3339
+    # candidate, parsed (cached) after the typed decode.
+    ts: _TsMs | str | UnsetType = UNSET
     q: _Q = "good"
 
 
 class _FastMessage(msgspec.Struct, gc=False):
     readings: list[_FastReading] | UnsetType = UNSET
     tag: str | UnsetType = UNSET
-    # A message-level RFC 3339 string is parsed once per message, so it may stay on the fast path;
-    # per-reading strings go to the slow path.
     ts: _TsMs | str | UnsetType = UNSET
     value: float | bool | None | UnsetType = UNSET
     q: _Q = "good"
@@ -406,7 +417,18 @@ class Decoder:
             if batch_ts_ms is UNSET or batch_ts_ms is None:
                 return False
             ts_list = [batch_ts_ms if t is UNSET else t for t in ts_list]
-        if max(ts_list) > ts_limit_ms:
+        # max() doubles as the detector of RFC 3339 strings: it raises on a mix of int and str and
+        # returns a str when all are strings, so all-integer messages pay nothing extra.
+        try:
+            newest_ms = max(ts_list)
+        except TypeError:
+            newest_ms = ""
+        if type(newest_ms) is str:
+            ts_list = [t if type(t) is int else _rfc3339_in_range(t) for t in ts_list]
+            if None in ts_list:
+                return False
+            newest_ms = max(ts_list)
+        if newest_ms > ts_limit_ms:
             return False
         values = [r.value for r in rs]
         qs = [r.q for r in rs]

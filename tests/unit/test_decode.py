@@ -535,8 +535,29 @@ def test_clean_input_never_takes_the_slow_path(monkeypatch: pytest.MonkeyPatch) 
         {"ts": T0,
          "readings": [{"tag": "a", "value": 1}, {"tag": "b", "ts": T0 - 1, "value": True, "q": "bad"}]},
         {"ts": "2026-11-27T23:59:00Z", "readings": [{"tag": "a", "value": 1.5, "unit": "MPa"}]},
+        {"readings": [{"tag": "a", "ts": "2026-11-27T23:59:00Z", "value": 1},
+                      {"tag": "a", "ts": T0, "value": 2}]},
         {"ts": T0, "readings": []},
     ]
     result = d.decode([RawMessage(TOPIC, _payload(p)) for p in clean], NOW_MS)
     assert result.rejects == []
-    assert len(result.batch) == 5
+    assert len(result.batch) == 7
+
+
+def test_reading_level_rfc3339_mixed_with_integers(decoder: Decoder) -> None:
+    payload = {"ts": T0, "readings": [
+        {"tag": "a", "ts": "2026-11-28T07:59:00.001+08:00", "value": 1},
+        {"tag": "b", "value": 2},
+        {"tag": "c", "ts": T0 + 2, "value": 3},
+        {"tag": "d", "ts": "2026-11-27T23:59:00.003Z", "value": 4},
+    ]}
+    assert rows(run(decoder, payload)) == [
+        ("s1", "a", T0 + 1, 1.0, G), ("s1", "b", T0, 2.0, G),
+        ("s1", "c", T0 + 2, 3.0, G), ("s1", "d", T0 + 3, 4.0, G),
+    ]
+    all_strings = {"readings": [{"tag": "a", "ts": "2026-11-27T23:59:00Z", "value": 1},
+                                {"tag": "a", "ts": "2026-11-28T09:00:00+08:00", "value": 2},
+                                {"tag": "a", "ts": "2026-11-27T23:59:00", "value": 3}]}
+    result = run(decoder, all_strings)
+    assert rows(result) == [("s1", "a", T0, 1.0, G)]
+    assert reasons(result) == ["ts_in_future", "bad_ts"]
