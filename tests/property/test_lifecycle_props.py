@@ -195,7 +195,7 @@ def check_invariants(w: World) -> None:
             assert EventKind.CLEARED in kinds[: kinds.index(EventKind.CLOSED)], "closed before it cleared"
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(op, min_size=10, max_size=80))
 def test_random_sequences_keep_the_invariants(ops: list[tuple]) -> None:
     w = World(AlarmManager(SITES, CONFIG))
@@ -204,7 +204,7 @@ def test_random_sequences_keep_the_invariants(ops: list[tuple]) -> None:
         check_invariants(w)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.lists(op.filter(lambda o: o[0] != "restart"), min_size=1, max_size=40),
     st.lists(st.integers(0, 20 * MIN), min_size=1, max_size=12),
