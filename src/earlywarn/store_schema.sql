@@ -121,9 +121,11 @@ CREATE TABLE IF NOT EXISTS engine_state (
 
 -- One row per committed micro-batch, written inside that batch's transaction: the durable commit counter
 -- (batch_seq survives batches without readings) and the witness that a batch is complete, which lets the
--- store decide after an ambiguous COMMIT failure whether the batch is in.
+-- store decide after an ambiguous COMMIT failure whether the batch is in. No PRIMARY KEY: the single writer
+-- numbers the batches, look-ups by batch_seq are pruned by zone maps (it only grows), and an ART index
+-- over one key per commit (hundreds of millions a year at sub-second batches) would cost memory forever.
 CREATE TABLE IF NOT EXISTS store_commits (
-    batch_seq       BIGINT PRIMARY KEY,
+    batch_seq       BIGINT      NOT NULL,
     committed_at    TIMESTAMPTZ NOT NULL,   -- wall clock
     engine_now_ms   BIGINT      NOT NULL,   -- engine clock of the batch (event time in a replay)
     fresh           INTEGER     NOT NULL,   -- readings inserted from CommitBatch.fresh
