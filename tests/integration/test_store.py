@@ -984,3 +984,17 @@ def test_property_each_reading_stored_once_first_value_wins(
         stored = {(t, ts): v for _, t, ts, v, _ in s.readings_since(0).frame.rows()}
         assert stored == model
         assert s.count("readings") == len(model)
+
+
+def test_ts_ranges_split_at_the_widest_gaps() -> None:
+    from earlywarn.store import _ts_ranges
+
+    assert _ts_ranges(pl.Series([5, 1, 200_000, 3])) == [(1, 5), (200_000, 200_000)]
+    assert _ts_ranges(pl.Series([7, 7])) == [(7, 7)]
+    assert _ts_ranges(pl.Series([0, 59_000, 118_000])) == [(0, 118_000)]  # gaps under a minute: one range
+    # more clusters than allowed: the narrowest gap is not split
+    assert _ts_ranges(pl.Series([0, 100_000, 1_000_000, 5_000_000]), max_ranges=3) == [
+        (0, 100_000),
+        (1_000_000, 1_000_000),
+        (5_000_000, 5_000_000),
+    ]
