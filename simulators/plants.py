@@ -195,9 +195,10 @@ class HazchemPlant(PlantModel):
 
         feed = _in_intervals(n, plan.batches)
         active = _in_intervals(n, [(a - 300, b + plan.react_after_feed_s) for a, b in plan.batches])
-        tr.states["reactor_feed_on"] = _state_from_intervals(n, plan.batches)
+        tr.states["reactor_feed_on"] = _state_from_intervals(n, _merge(plan.batches))
+        # merged: one batch's reaction may still run when the next one's agitator starts
         tr.states["agitator_running"] = _state_from_intervals(
-            n, [(a - 300, b + plan.react_after_feed_s) for a, b in plan.batches])
+            n, _merge([(a - 300, b + plan.react_after_feed_s) for a, b in plan.batches]))
         # 72 degC while reacting, 62 between batches; tau 10 min keeps the slope under 1 degC/min.
         target = 62.0 + 10.0 * active + slow_wander(rng, n, 1.0, 900)
         rt = first_order(target, 600.0, initial=float(target[0]))
@@ -313,8 +314,8 @@ class DustPlant(PlantModel):
         tr = Trace(site, self.plant, start_ms, n, dict(self.TAGS))
         fan = _in_intervals(n, plan.fan)
         prod = _in_intervals(n, plan.production)
-        tr.states["fan_running"] = _state_from_intervals(n, plan.fan)
-        tr.states["production_running"] = _state_from_intervals(n, plan.production)
+        tr.states["fan_running"] = _state_from_intervals(n, _merge(plan.fan))
+        tr.states["production_running"] = _state_from_intervals(n, _merge(plan.production))
         amb = ambient_c(start_ms, n)
         load = first_order(prod, 600.0)
         t = np.arange(n)
@@ -361,21 +362,24 @@ class CastingPlan:
     launder_sp_mm: float = 100.0
     start_length_mm: float = 400.0  # the start phase covers the first 300–500 mm [S5]
 
-    def place_drop(self, at_s: float, length_mm: float, *, min_after_s: float = 1800.0) -> Drop:
-        """Schedule a drop whose cast length is `length_mm` at offset `at_s` (0 = the cast starts then).
+    def cast_elapsed_s(self, length_mm: float, sp: float = 100.0) -> float:
+        """Seconds of casting needed to reach `length_mm` (start phase ramps 50 -> 100 % sp)."""
+        d_start_s = self.start_length_mm / (0.75 * sp) * 60.0
+        if length_mm <= self.start_length_mm:
+            # invert the start-phase ramp: length = sp/60 * (0.5 t + 0.25 t^2 / d)
+            a, b = 0.25 * sp / 60.0 / d_start_s, 0.5 * sp / 60.0
+            return (-b + math.sqrt(b * b + 4 * a * length_mm)) / (2 * a)
+        return d_start_s + (length_mm - self.start_length_mm) / sp * 60.0
 
-        Drops overlapping it are removed. The drop lasts at least `min_after_s` beyond `at_s`.
+    def place_drop(self, at_s: float, length_mm: float, *, min_after_s: float = 1800.0) -> Drop:
+        """Schedule a drop whose cast length is `length_mm` at offset `at_s`, ending `min_after_s` later.
+
+        Regular drops overlapping it (with 5 min to spare) are removed.
         """
         sp = 100.0
-        d_start_s = self.start_length_mm / (0.75 * sp) * 60.0  # start phase ramps 50 -> 100 % sp
-        if length_mm <= self.start_length_mm:
-            elapsed = length_mm / (0.75 * sp) * 60.0
-        else:
-            elapsed = d_start_s + (length_mm - self.start_length_mm) / sp * 60.0
-        cast_start = at_s - elapsed
-        cast_end = max(at_s + min_after_s, cast_start + 2700.0)
-        drop = Drop(cast_start - 900.0, cast_start, cast_end, sp)
-        lo, hi = drop.prepare_s - 1200.0, drop.cast_end_s + drop.cooldown_s + 1200.0
+        cast_start = at_s - self.cast_elapsed_s(length_mm, sp)
+        drop = Drop(cast_start - 900.0, cast_start, at_s + min_after_s, sp)
+        lo, hi = drop.prepare_s - 300.0, drop.cast_end_s + drop.cooldown_s + 300.0
         self.drops = sorted([d for d in self.drops
                              if d.cast_end_s + d.cooldown_s < lo or d.prepare_s > hi] + [drop],
                             key=lambda d: d.prepare_s)
@@ -461,11 +465,14 @@ class AluminumCastingPlant(PlantModel):
             pouring[pm] = 1.0
             # Tilt: pour at 12 deg rising to 22 deg as the furnace empties; back to 0 after the drop.
             tilt[pm] = 12.0 + 10.0 * (t[pm] - pour_start) / max(d.cast_end_s - pour_start, 1.0)
-            for at, ph in ((d.prepare_s, PHASE_PREPARE), (d.cast_start_s, PHASE_START),
-                           (d.cast_start_s + d_start_s, PHASE_STEADY), (d.end_phase_s, PHASE_END),
-                           (d.cast_end_s, PHASE_IDLE)):
-                phase.set(max(int(at * 1000), 0), ph)
-            active.set(max(int(d.cast_start_s * 1000), 0), 1.0)
+            steady_at = d.cast_start_s + d_start_s
+            end_at = max(d.end_phase_s, steady_at)  # a short drop goes from start straight to end
+            # Edge times may be negative (a drop under way when the run starts): the state series folds
+            # everything at or before 0 into the initial value, keeping the latest.
+            for at, ph in ((d.prepare_s, PHASE_PREPARE), (d.cast_start_s, PHASE_START), (steady_at, PHASE_STEADY),
+                           (end_at, PHASE_END), (d.cast_end_s, PHASE_IDLE)):
+                phase.set(int(at * 1000), ph)
+            active.set(int(d.cast_start_s * 1000), 1.0)
             active.set(int(d.cast_end_s * 1000), 0.0)
         tr.states["casting_active"] = active
         tr.states["casting_phase"] = phase

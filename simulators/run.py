@@ -14,7 +14,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from simulators.payload import Message, Readings, encode, render
 from simulators.plants import PLANTS, build_trace
@@ -87,7 +87,13 @@ def simulate_site(site: str, plant: str, *, start_ms: int = DEFAULT_START_MS, du
     truths, outages = [], []
     for sc, at_s in chosen:
         ctx = InjectContext(trace, plan, at_s, seed, rng_for(seed, site, "scenario", sc.name, str(at_s)))
+        # A scenario's effects end with its window: what comes after is the plant's own schedule again
+        # (the bag replaced, the cast restarted), so the next scenario on the same site starts from normal.
+        end_i = trace.idx(at_s + sc.post_s)
+        tail = _snapshot_tail(trace, end_i) if end_i < trace.n else None
         sc.inject(ctx)
+        if tail is not None:
+            _restore_tail(trace, end_i, tail)
         truths.append(GroundTruth(
             scenario=sc.name, plant=plant, site=site,
             injected_at_ms=start_ms + round(at_s * 1000),
@@ -101,6 +107,31 @@ def simulate_site(site: str, plant: str, *, start_ms: int = DEFAULT_START_MS, du
         ))
         outages += [(start_ms + int(a * 1000), start_ms + int(b * 1000), flush) for a, b, flush in ctx.outages]
     return SiteRun(site, plant, seed, trace, truths, outages)
+
+
+def _snapshot_tail(trace: Trace, end_i: int) -> dict[str, Any]:
+    end_ms = end_i * 1000
+    return {
+        "analog": {k: v[end_i:].copy() for k, v in trace.analog.items()},
+        "masks": {name: {k: v[end_i:].copy() for k, v in getattr(trace, name).items()}
+                  for name in ("frozen", "quality", "silent")},
+        "states": {k: (st.value_at(end_ms), [(t, v) for t, v in zip(st.times_ms, st.values, strict=True) if t > end_ms])
+                   for k, st in trace.states.items()},
+    }
+
+
+def _restore_tail(trace: Trace, end_i: int, snap: dict[str, Any]) -> None:
+    end_ms = end_i * 1000
+    for k, tail in snap["analog"].items():
+        trace.analog[k][end_i:] = tail
+    for name, saved in snap["masks"].items():
+        for k, arr in getattr(trace, name).items():
+            arr[end_i:] = saved[k] if k in saved else 0
+    for k, (value, later) in snap["states"].items():
+        st = trace.states[k]
+        st.hold(end_ms, None, value)
+        for t, v in later:
+            st.set(t, v)
 
 
 def run_scenario(name: str, *, site: str | None = None, start_ms: int = DEFAULT_START_MS, seed: int = 0) -> SiteRun:
@@ -150,7 +181,7 @@ class SitesRun:
             yield TimedMessage((publish_ms - self.start_ms) / 1000.0 / self.speed, m.topic, m.payload, publish_ms)
 
 
-def auto_schedule(plant: str, span_s: int, nth: int) -> list[tuple[str, float]]:
+def auto_schedule(plant: str, span_s: int, nth: int, settle_s: float = 300.0) -> list[tuple[str, float]]:
     """Scenarios that fit one after another in `span_s`, starting from a different one for each `nth` site.
 
     Short scenarios first, so a one-minute demo still shows alarms of every plant type.
@@ -163,10 +194,12 @@ def auto_schedule(plant: str, span_s: int, nth: int) -> list[tuple[str, float]]:
     k = nth % len(fitting)
     for step in range(len(fitting)):
         sc = fitting[(k + step) % len(fitting)]
-        if t + sc.span_s > span_s:
+        # the first scenario may reach back before the run; a later one must not reach into the previous
+        before = sc.pre_s if not out else sc.reach_s
+        if t + before + sc.post_s > span_s:
             continue
-        out.append((sc.name, t + sc.pre_s))
-        t += sc.span_s
+        out.append((sc.name, t + before))
+        t += before + sc.post_s + settle_s  # let the plant settle after a scenario's effects are lifted
     return out
 
 

@@ -208,23 +208,33 @@ class Scenario:
     feedback: str
     inject: Callable[[InjectContext], None]
     arrange: Callable[[Any, float], None] | None = None
+    #: how far before the injection `arrange` reaches back (a cast that must be 2500 mm long at the
+    #: injection started long before it); another scenario's window must not overlap it
+    lead_s: int = 0
 
     @property
     def span_s(self) -> int:
         return self.pre_s + self.post_s
+
+    @property
+    def reach_s(self) -> int:
+        """Time needed before the injection when the site has already run another scenario."""
+        return max(self.pre_s, self.lead_s)
 
 
 SCENARIOS: dict[str, Scenario] = {}
 
 
 def scenario(plant: str, name: str, *, title: str, pre_s: int, post_s: int, feedback: str,
-             arrange: Callable[[Any, float], None] | None = None) -> Callable[[Callable[[InjectContext], None]], Callable[[InjectContext], None]]:
+             arrange: Callable[[Any, float], None] | None = None,
+             lead_s: int = 0) -> Callable[[Callable[[InjectContext], None]], Callable[[InjectContext], None]]:
     """Register a scenario under `name` (unique across plants)."""
     def deco(fn: Callable[[InjectContext], None]) -> Callable[[InjectContext], None]:
         if name in SCENARIOS:
             msg = f"duplicate scenario name {name!r}"
             raise ValueError(msg)
-        SCENARIOS[name] = Scenario(name, plant, title, pre_s, post_s, feedback, fn, arrange)
+        SCENARIOS[name] = Scenario(name, plant, title, pre_s, post_s, feedback, fn, arrange,
+                                   lead_s or int(getattr(arrange, "lead_s", 0)))
         return fn
     return deco
 
@@ -261,10 +271,22 @@ def _decay(start: float, target: float, tau_s: float, n: int) -> np.ndarray:
 # 4a. Hazardous chemicals
 
 
-def _arr_feeding(plan: HazchemPlan, t0: float, before_s: float = 1200.0, after_s: float = 2400.0) -> None:
-    """The reactor is feeding from `t0 - before_s` to `t0 + after_s`, with no other batch nearby."""
-    a, b = t0 - before_s, t0 + after_s
-    plan.batches = sorted([x for x in plan.batches if x[1] + 3600 < a or x[0] - 3600 > b] + [(a, b)])
+def _arr_feeding(before_s: float, after_s: float) -> Callable[[HazchemPlan, float], None]:
+    """The reactor feeds from `t0 - before_s` to `t0 + after_s`; regular batches overlapping that go."""
+    def fn(plan: HazchemPlan, t0: float) -> None:
+        a, b = t0 - before_s, t0 + after_s
+        plan.batches = sorted([x for x in plan.batches if x[1] < a - 60 or x[0] > b + 60] + [(a, b)])
+    fn.lead_s = int(before_s + 300)  # type: ignore[attr-defined]
+    return fn
+
+
+def _arr_level(points: Callable[[float], list[tuple[float, float]]], rate_pct_min: float,
+               worst_gap_pct: float) -> Callable[[HazchemPlan, float], None]:
+    """Splice the tank level; the gentle ramp-in may start `worst_gap_pct / rate` before the first point."""
+    def fn(plan: HazchemPlan, t0: float) -> None:
+        plan.splice_level(points(t0), rate_pct_s=rate_pct_min / 60)
+    fn.lead_s = int(worst_gap_pct / (rate_pct_min / 60) + 300)  # type: ignore[attr-defined]
+    return fn
 
 
 @scenario("hazchem", "flange_leak", title="Flange leak at the LPG tank: A to 55 %LEL, B to 28, C stays low",
@@ -297,9 +319,10 @@ def _flange_leak(c: InjectContext) -> None:
              "lel_c_fault", "stale_gateway")
 
 
-def _arr_overfill(plan: HazchemPlan, t0: float) -> None:
-    # Receiving starts with the tank at 70 % and goes on (+0.5 %/min) until something stops it.
-    plan.splice_level([(t0, 70.0), (t0 + 3600.0, 100.0)], rate_pct_s=0.2 / 60)
+# Receiving starts with the tank at 70 % and goes on (+0.5 %/min) until something stops it; the regular
+# schedule keeps the level between 30 and 72 %, so the ramp-in to 70 % needs at most 40 % at 0.2 %/min.
+# (The inject draws the level inside the window; the last point only hands back a normal level after it.)
+_arr_overfill = _arr_level(lambda t0: [(t0, 70.0), (t0 + 3600.0, 72.0)], 0.2, 40.0)
 
 
 def _overfill(c: InjectContext, *, esd_works: bool) -> None:
@@ -344,7 +367,7 @@ def _overfill_fail(c: InjectContext) -> None:
 
 
 @scenario("hazchem", "jacket_cooling_loss", title="Jacket cooling pump trip while feeding: runaway, SIS cuts feed",
-          pre_s=1200, post_s=1800, feedback="real_handled", arrange=lambda p, t0: _arr_feeding(p, t0, 1800, 3600))
+          pre_s=1200, post_s=1800, feedback="real_handled", arrange=_arr_feeding(1800, 3600))
 def _jacket_loss(c: InjectContext) -> None:
     t0 = c.t0_s
     n = c.trace.n - c.i(t0)
@@ -381,7 +404,7 @@ def _jacket_loss(c: InjectContext) -> None:
 
 
 @scenario("hazchem", "agitator_stop", title="Agitator stops for 3 min while feeding; temperature jumps on restart",
-          pre_s=1200, post_s=1500, feedback="real_handled", arrange=lambda p, t0: _arr_feeding(p, t0, 1800, 2400))
+          pre_s=1200, post_s=1500, feedback="real_handled", arrange=_arr_feeding(1800, 2400))
 def _agitator_stop(c: InjectContext) -> None:
     t0 = c.t0_s
     c.hold("agitator_running", t0, t0 + 180, 0.0)
@@ -495,9 +518,8 @@ def _bypass(c: InjectContext) -> None:
     c.forbid("tank_level_hh", "interlock_tank_esd")
 
 
-def _arr_slosh(plan: HazchemPlan, t0: float) -> None:
-    # Approach slowly (0.15 %/min) so that the trend rule sees no run toward HH.
-    plan.splice_level([(t0, 85.0), (t0 + 3600, 85.0)], rate_pct_s=0.15 / 60)
+# Approach slowly (0.15 %/min) so that the trend rule sees no run toward HH.
+_arr_slosh = _arr_level(lambda t0: [(t0, 85.0), (t0 + 3600, 85.0), (t0 + 4200, 72.0)], 0.15, 55.0)
 
 
 @scenario("hazchem", "sloshing_level", title="Level sloshing 85 +- 1.5 % with a 40 s period for 1 h",
@@ -536,8 +558,18 @@ def _span_gas(c: InjectContext) -> None:
 
 
 def _arr_producing(before_s: float, after_s: float) -> Callable[[DustPlan, float], None]:
+    """Production (and the fan) runs from `t0 - before_s` to `t0 + after_s` whatever the shift says."""
     def fn(plan: DustPlan, t0: float) -> None:
         plan.force_running(t0 - before_s, t0 + after_s)
+    fn.lead_s = int(before_s + 600)  # type: ignore[attr-defined]  (the fan starts 5 min before production)
+    return fn
+
+
+def _arr_stopped(before_s: float, after_s: float) -> Callable[[DustPlan, float], None]:
+    """Production and fan stopped from `t0 - before_s` to `t0 + after_s`."""
+    def fn(plan: DustPlan, t0: float) -> None:
+        plan.force_stopped(t0 - before_s, t0 + after_s)
+    fn.lead_s = int(before_s + 900)  # type: ignore[attr-defined]  (production stops 10 min before the fan)
     return fn
 
 
@@ -593,10 +625,11 @@ def _sparks(c: InjectContext) -> None:
 def _bag(c: InjectContext) -> None:
     t0 = c.t0_s
     dp0 = c.truth_at("collector_dp_pa", t0)
-    # domain §4b.3 says 320 Pa; the shipped pack's L is 300 Pa, so the broken bag reads 280 Pa.
-    c.set_from("collector_dp_pa", t0, np.concatenate([_ramp_to(dp0, 280.0, 8), np.full(c.trace.n, 280.0)]))
-    c.description = f"collector_dp_pa drops {dp0:.0f} -> 280 Pa in 8 s and stays"
-    c.details = {"dp_after_pa": 280.0}
+    # domain §4b.3 says 320 Pa, above the shipped pack's L of 300 Pa; the broken bag reads 260 Pa here,
+    # 4 noise sigmas below L, so noise does not keep breaking the 15 s on-delay.
+    c.set_from("collector_dp_pa", t0, np.concatenate([_ramp_to(dp0, 260.0, 8), np.full(c.trace.n, 260.0)]))
+    c.description = f"collector_dp_pa drops {dp0:.0f} -> 260 Pa in 8 s and stays"
+    c.details = {"dp_after_pa": 260.0}
     c.expect("dp_rate_fall", 0, 15, "about -6000 Pa/min over 10 s")
     c.expect_threshold("dp_l", "collector_dp_pa", "<", 300.0, on_delay_s=15, slack_s=15)
     c.forbid("dp_ll", "dp_h", "dp_hh", "fan_off_production_on")
@@ -693,6 +726,9 @@ def _arr_fan_cycles(plan: DustPlan, t0: float) -> None:
         plan.force_stopped(t0 + off, t0 + off + 1800)
 
 
+_arr_fan_cycles.lead_s = 3600 + 600  # type: ignore[attr-defined]
+
+
 @scenario("dust", "blocked_dp_tube", title="Blocked dP sampling tube: dP frozen at 980 Pa for 6 h, the fan cycles twice",
           pre_s=900, post_s=6 * 3600, feedback="instrument_fault", arrange=_arr_fan_cycles)
 def _blocked(c: InjectContext) -> None:
@@ -706,7 +742,7 @@ def _blocked(c: InjectContext) -> None:
 
 
 @scenario("dust", "outage_stopped", title="Night outage 45 min with production stopped (data lost)",
-          pre_s=900, post_s=3600, feedback="comm_fault", arrange=lambda p, t0: p.force_stopped(t0 - 1800, t0 + 4500))
+          pre_s=900, post_s=3600, feedback="comm_fault", arrange=_arr_stopped(1800, 4500))
 def _out_stopped(c: InjectContext) -> None:
     # domain.md §4b.9 grades this outage blue (stale_gateway_stopped), but the shipped dust pack keeps that
     # rule disabled until the engine honours gates on stale rules, and raises the ungated stale_gateway.
@@ -724,9 +760,13 @@ def _out_running(c: InjectContext) -> None:
 # 4c. Deep-well aluminium casting
 
 
-def _arr_cast(length_mm: float, min_after_s: float = 1800.0) -> Callable[[CastingPlan, float], None]:
+def _arr_cast(length_mm: float, min_after_s: float) -> Callable[[CastingPlan, float], None]:
+    """A drop with `length_mm` cast at the injection, ending `min_after_s` after it (with its cool-down
+    inside the scenario's window, so the plant's regular schedule resumes cleanly afterwards)."""
     def fn(plan: CastingPlan, t0: float) -> None:
         plan.place_drop(t0, length_mm, min_after_s=min_after_s)
+    # prepare (15 min) + casting up to the length + 5 min spare
+    fn.lead_s = int(900 + CastingPlan([]).cast_elapsed_s(length_mm) + 300)  # type: ignore[attr-defined]
     return fn
 
 
@@ -776,7 +816,7 @@ def _cw_trip(c: InjectContext, *, gate_delay_s: float) -> None:
 
 
 @scenario("aluminum", "cw_pump_trip", title="Cooling-water pump trip at 2500 mm: interlock cuts off in 1.2 s",
-          pre_s=900, post_s=1200, feedback="real_handled", arrange=_arr_cast(2500))
+          pre_s=900, post_s=1200, feedback="real_handled", arrange=_arr_cast(2500, 120))
 def _cw_trip_ok(c: InjectContext) -> None:
     _cw_trip(c, gate_delay_s=1.2)
     c.description = "cw_pressure 0.25 -> 0.05 MPa and cw_flow 300 -> 40 m3/h in 3 s; gate, discharge, tilt-back work"
@@ -784,7 +824,7 @@ def _cw_trip_ok(c: InjectContext) -> None:
 
 
 @scenario("aluminum", "cw_pump_trip_interlock_fails", title="Cooling-water pump trip; cut-off gate stays open 30 s",
-          pre_s=900, post_s=1200, feedback="real_handled", arrange=_arr_cast(2500))
+          pre_s=900, post_s=1200, feedback="real_handled", arrange=_arr_cast(2500, 120))
 def _cw_trip_fail(c: InjectContext) -> None:
     _cw_trip(c, gate_delay_s=30.0)
     c.description = "cw pump trip as cw_pump_trip, but the quick cut-off gate closes only after 30 s"
@@ -793,7 +833,7 @@ def _cw_trip_fail(c: InjectContext) -> None:
 
 
 @scenario("aluminum", "strainer_clogging", title="Strainer clogging: flow -1 %/min 300 -> 240 in 20 min",
-          pre_s=900, post_s=2700, feedback="real_handled", arrange=_arr_cast(1200, min_after_s=3000))
+          pre_s=900, post_s=2700, feedback="real_handled", arrange=_arr_cast(1200, 2040))
 def _strainer(c: InjectContext) -> None:
     # domain §4c.3 says "1 %/min, 300 -> 240 over 60 min", which disagree (1 %/min of 300 is 3 m3/h per min,
     # 60 m3/h in 20 min). 1 %/min is kept: at 1 m3/h per min a 10-min fit cannot reach R2 0.8 against
@@ -822,7 +862,7 @@ def _launder_interlock(c: InjectContext, tag: str, op: str, limit: float) -> flo
 
 
 @scenario("aluminum", "launder_surge", title="Launder surge: furnace overshoot 100 -> 140 mm in 4 s",
-          pre_s=900, post_s=900, feedback="real_handled", arrange=_arr_cast(2000))
+          pre_s=900, post_s=900, feedback="real_handled", arrange=_arr_cast(2000, 150))
 def _surge(c: InjectContext) -> None:
     t0 = c.t0_s
     l0 = c.truth_at("launder_level_mm", t0)
@@ -841,7 +881,7 @@ def _surge(c: InjectContext) -> None:
 
 
 @scenario("aluminum", "launder_drop", title="Launder sudden drop 100 -> 35 mm in 3 s, then pit water heats up",
-          pre_s=900, post_s=900, feedback="real_handled", arrange=_arr_cast(3000))
+          pre_s=900, post_s=900, feedback="real_handled", arrange=_arr_cast(3000, 180))
 def _drop(c: InjectContext) -> None:
     t0 = c.t0_s
     l0 = c.truth_at("launder_level_mm", t0)
@@ -863,7 +903,7 @@ def _drop(c: InjectContext) -> None:
 
 
 @scenario("aluminum", "cast_start_emergency_low", title="Cast started with the emergency water tank at 45 %",
-          pre_s=1800, post_s=1200, feedback="real_handled", arrange=_arr_cast(0.0))
+          pre_s=1800, post_s=1200, feedback="real_handled", arrange=_arr_cast(0.0, 540))
 def _em_low(c: InjectContext) -> None:
     t0 = c.t0_s
     tank = c.a("emergency_tank_level_pct")
@@ -883,7 +923,7 @@ def _em_low(c: InjectContext) -> None:
 
 
 @scenario("aluminum", "start_no_cooling", title="No cooling water at start-up: metal flows, cw_flow 0 for 20 s",
-          pre_s=1800, post_s=900, feedback="real_handled", arrange=_arr_cast(0.0))
+          pre_s=1800, post_s=900, feedback="real_handled", arrange=_arr_cast(0.0, 60))
 def _no_cool(c: InjectContext) -> None:
     t0 = c.t0_s
     n = c.trace.n
@@ -923,7 +963,7 @@ def _pit(c: InjectContext) -> None:
 
 
 @scenario("aluminum", "casting_manual_mode", title="Casting in manual maintenance mode for 10 min",
-          pre_s=900, post_s=1200, feedback="maintenance_test", arrange=_arr_cast(1000, min_after_s=1800))
+          pre_s=900, post_s=1200, feedback="maintenance_test", arrange=_arr_cast(1000, 540))
 def _manual(c: InjectContext) -> None:
     t0 = c.t0_s
     c.hold("casting_mode", t0, t0 + 600, MODE_MANUAL_MAINT)
@@ -934,7 +974,7 @@ def _manual(c: InjectContext) -> None:
 
 
 @scenario("aluminum", "frozen_pressure_transmitter", title="cw_pressure stuck at 0.245 MPa for 40 min, flow varies +-5 %",
-          pre_s=900, post_s=2700, feedback="instrument_fault", arrange=_arr_cast(800, min_after_s=3000))
+          pre_s=900, post_s=2700, feedback="instrument_fault", arrange=_arr_cast(800, 2040))
 def _frozen_p(c: InjectContext) -> None:
     t0 = c.t0_s
     c.trace.freeze("cw_pressure_mpa", t0, t0 + 2400, 0.245)
@@ -949,7 +989,7 @@ def _frozen_p(c: InjectContext) -> None:
 
 
 @scenario("aluminum", "power_loss_tilt_back", title="Mains power lost during a cast; furnace tilts back in 12 s",
-          pre_s=900, post_s=900, feedback="real_handled", arrange=_arr_cast(3000))
+          pre_s=900, post_s=900, feedback="real_handled", arrange=_arr_cast(3000, 60))
 def _power(c: InjectContext) -> None:
     t0 = c.t0_s
     c.hold("power_ok", t0, t0 + 300, 0.0)
