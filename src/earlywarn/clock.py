@@ -46,3 +46,19 @@ class ManualClock:
         if now_ms > self._now_ms:
             self._now_ms = int(now_ms)
         return self._now_ms
+
+
+class ScaledClock:
+    """A wall clock running `speed` times faster from `start_ms` (the demo's compressed plant time).
+
+    Deadlines, escalations, stale rules and the simulated supervisors all live on it, so a five-minute
+    acknowledgement deadline passes in five seconds at speed 60.
+    """
+
+    def __init__(self, start_ms: int, speed: float) -> None:
+        self.start_ms = int(start_ms)
+        self.speed = float(speed)
+        self._t0_ns = time.monotonic_ns()
+
+    def now_ms(self) -> int:
+        return self.start_ms + int((time.monotonic_ns() - self._t0_ns) / 1e6 * self.speed)

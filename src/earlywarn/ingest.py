@@ -157,7 +157,10 @@ class MqttIngest:
     ) -> None:
         self._connected.clear()
         self.metrics.broker_connected.set(0)
-        log.warning("disconnected from the broker (%s); reconnecting", reason_code)
+        if getattr(reason_code, "value", reason_code) == 0:  # our own disconnect at stop
+            log.info("disconnected from the broker")
+        else:
+            log.warning("disconnected from the broker (%s); reconnecting", reason_code)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         # QoS 0 messages need no ack: mid 0 marks them

@@ -105,6 +105,9 @@ class Engine:
             self.sites,
             cfg.alarms,
             open_alarms=store.open_alarms(),
+            # recently closed alarms: a redelivered raise must not reopen them, and they seed the
+            # chattering and flood counters
+            history=store.list_alarms(state="closed", limit=10_000),
             windows=[Window(*dataclasses.astuple(w)) for w in store.maintenance_windows()],
         )
         self.metrics.open_alarms.set(len(self.alarms.open_alarms()))
