@@ -126,7 +126,7 @@ def _restore_tail(trace: Trace, end_i: int, snap: dict[str, Any]) -> None:
         trace.analog[k][end_i:] = tail
     for name, saved in snap["masks"].items():
         for k, arr in getattr(trace, name).items():
-            arr[end_i:] = saved[k] if k in saved else 0
+            arr[end_i:] = saved.get(k, 0)
     for k, (value, later) in snap["states"].items():
         st = trace.states[k]
         st.hold(end_ms, None, value)

@@ -425,10 +425,22 @@ def test_simulate_sites_compressed_clock() -> None:
 def test_auto_schedule_fits() -> None:
     for plant in ("hazchem", "dust", "aluminum"):
         for nth in range(3):
-            sched = auto_schedule(plant, 3600, nth)
-            assert sched, plant
-            for name, at in sched:
-                assert at - SCENARIOS[name].pre_s >= 0 and at + SCENARIOS[name].post_s <= 3600
+            sched = auto_schedule(plant, 4 * 3600, nth)
+            assert len(sched) >= 2, plant
+            prev_end = 0.0
+            for k, (name, at) in enumerate(sched):
+                sc = SCENARIOS[name]
+                assert at - (sc.pre_s if k == 0 else sc.reach_s) >= prev_end and at + sc.post_s <= 4 * 3600
+                prev_end = at + sc.post_s
+
+
+def test_scenario_effects_end_with_their_window() -> None:
+    run = simulate_site("DU-9", "dust", duration_s=3 * 3600, seed=4,
+                        scenarios=[("deflagration", 900.0), ("fan_trip_production_on", 2 * 3600.0)])
+    vent = run.trace.states["vent_burst"]
+    assert vent.value_at(1000_000) == 1 and vent.value_at(1900_000) == 0
+    fan = run.trace.states["fan_running"]
+    assert fan.value_at(2 * 3600_000 - 1000) == 1 and fan.value_at(2 * 3600_000 + 1000) == 0
 
 
 # ---------------------------------------------------------------------------------------------
