@@ -708,14 +708,21 @@ class Store:
         con = self._con
         try:
             con.begin()
+            row = con.execute(
+                "SELECT coalesce(max(value), 0) FROM store_meta WHERE key = 'sensor_last_ts_upto'"
+            ).fetchone()
+            done = int(row[0]) if row else 0
+            if done >= upto:
+                con.rollback()
+                return
+            # bound parameters, not a subquery: they prune `readings` by its batch_seq zone maps
             con.execute(
                 "INSERT INTO sensor_last_ts AS s "
-                "SELECT site, tag, epoch_ms(max(ts)) FROM readings WHERE batch_seq > ("
-                "    SELECT coalesce(max(value), 0) FROM store_meta WHERE key = 'sensor_last_ts_upto') "
-                "  AND batch_seq <= ? GROUP BY site, tag "
+                "SELECT site, tag, epoch_ms(max(ts)) FROM readings WHERE batch_seq > ? AND batch_seq <= ? "
+                "GROUP BY site, tag "
                 "ON CONFLICT (site, tag) DO UPDATE "
                 "SET last_ts_ms = greatest(s.last_ts_ms, excluded.last_ts_ms)",
-                [upto],
+                [done, upto],
             )
             con.execute("INSERT OR REPLACE INTO store_meta VALUES ('sensor_last_ts_upto', ?)", [upto])
             con.commit()
