@@ -63,15 +63,16 @@ from earlywarn.rules.kernels import (
     delay_kernel,
     expand_ranges,
     ffill_index,
-    limit_conditions,
+    folded_conditions,
+    folded_limits,
     segment_first,
     segment_last,
-    window_start,
 )
 from earlywarn.rules.state import EngineState
 from earlywarn.rules.types import And, Cmp, Expr, Not, Or, RuleKind, RuleSpec, expr_tags
 
 _BAD = int(Quality.BAD)
+_RAISE, _CLEAR = SignalKind.RAISE, SignalKind.CLEAR
 _I64 = np.int64
 
 # delay-kind codes
@@ -188,6 +189,22 @@ class RuleEngine:
             k: np.asarray(v, dtype=bool if k == "has_range" else (np.float64 if k in (
                 "limit", "db", "eps", "lo", "hi", "min_r2") else _I64)) for k, v in cols.items()
         }
+        self._p["sign"], self._p["above"], self._p["below"] = folded_limits(
+            self._p["op"], self._p["limit"], self._p["db"])
+        # tags whose readings must be put in site-stream order (as-of lookups, multi-tag evaluation)
+        interest: set[str] = set()
+        for rules in self._site_rules.values():
+            for r in rules:
+                for e in (r.when, r.expr, r.trigger, r.expect):
+                    if e is not None:
+                        interest.update(expr_tags(e))
+                interest.update(r.tags)
+                if r.when is not None and r.tag is not None:
+                    interest.add(r.tag)
+        self._interest_names = interest
+        self._kind_gated = {
+            k: bool(np.any((self._p["gate"] >= 0) & (self._p["kind"] == k))) for k in range(7)
+        } if len(self._meta) else {}
         n_inst = len(self._meta)
         self._st.c_start_ms = np.full(n_inst, NONE_TS, _I64)
         self._st.d_start_ms = np.full(n_inst, NONE_TS, _I64)
@@ -250,7 +267,24 @@ class RuleEngine:
             ps, pi = np.asarray(sids, _I64), np.asarray(insts, _I64)
             o = np.argsort(ps, kind="stable")  # by sensor: expansions come out in sensor order
             self._pair_arr[k] = (ps[o], pi[o])
+        self._pair_one = {k: len(ps) == len(np.unique(ps)) for k, (ps, _) in self._pair_arr.items()}
         self._stale_arr = {k: np.asarray(v, _I64) for k, v in self._stale_cols.items()}
+        n_sensors = len(self._st.sensor_keys)
+        sa = self._stale_arr
+        o = np.argsort(sa["sid"], kind="stable") if len(sa["sid"]) else np.zeros(0, _I64)
+        self._stale_by_sid = o  # stale instances grouped by sensor
+        self._stale_sid_lo = np.searchsorted(sa["sid"][o], np.arange(n_sensors), "left")
+        self._stale_sid_hi = np.searchsorted(sa["sid"][o], np.arange(n_sensors), "right")
+        min_to = np.full(n_sensors, np.iinfo(_I64).max // 4, _I64)
+        if len(sa["sid"]):
+            np.minimum.at(min_to, sa["sid"], sa["timeout"])
+        self._stale_min_timeout = min_to
+        self._stale_sensor = self._stale_sid_hi > self._stale_sid_lo
+        lut = np.zeros(len(self._tag_idx), bool)
+        for name in self._interest_names:
+            if name in self._tag_idx:
+                lut[self._tag_idx[name]] = True
+        self._interest_sensor = lut[self._sensor_tag] & (self._sensor_site >= 0)
         keys = self._st.sensor_keys
         self._sensor_df = pl.DataFrame(
             {"site": [k[0] for k in keys], "tag": [k[1] for k in keys], "sid": np.arange(len(keys))},
@@ -357,6 +391,7 @@ class RuleEngine:
             sid=s_sid[ok], ts=s_ts[ok], val=val[ra], q=qual[ra], a=ra, n_arrival=m,
             site_of_sid=self._sensor_site, tag_of_sid=self._sensor_tag,
         )
+        b.interest_sensor = self._interest_sensor
         n_eval = len(b.sid)
         # the new engine clock counts only at the end of the batch: in-batch kernels get clock_prev
         st.clock_ms = max(clock_prev, now_ms)
@@ -445,7 +480,11 @@ class RuleEngine:
         last_seg = segment_last(b.sid)
         # sensor-level state updates (used by later kernels only through the *_prev copies)
         st.sensor_last_ts_ms[b.sid[last_seg]] = b.ts[last_seg]
-        g_sid, g_ts, g_val = b.sid[good], b.ts[good], b.val[good]
+        all_good = bool(good.all())
+        if all_good:
+            g_sid, g_ts, g_val = b.sid, b.ts, b.val
+        else:
+            g_sid, g_ts, g_val = b.sid[good], b.ts[good], b.val[good]
         g_last = segment_last(g_sid)
         g_first = segment_first(g_sid)
         st.sensor_last_good[g_sid[g_last]] = g_val[g_last]
@@ -455,28 +494,41 @@ class RuleEngine:
         site_last = self._sensor_site[b.sid[last_seg]]
         np.maximum.at(st.site_newest_ms, site_last, b.ts[last_seg])
 
-        chunks: list[tuple[np.ndarray, ...]] = []  # (inst, ts, c, d, value, site_row_or_-1 source)
+        # chunks of evaluation points: (kind, inst, ts, c, d, value, arrival index)
+        chunks: list[tuple[Any, ...]] = []
 
-        # --- single-tag kinds over sensor segments
-        def expand(kind: int, seg_sid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        def expand(kind: int, seg_sid: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
+            """Points of every (sensor, rule) pair of `kind`: positions into seg_sid and instances.
+
+            Pairs are sorted by sensor, so with one rule per sensor covering every reading the
+            positions are the identity (None: no gather needed).
+            """
             psid, pinst = self._pair_arr[kind]
             if len(psid) == 0 or len(seg_sid) == 0:
                 return np.zeros(0, _I64), np.zeros(0, _I64)
             lo = np.searchsorted(seg_sid, psid, "left")
             hi = np.searchsorted(seg_sid, psid, "right")
             lens = hi - lo
-            return expand_ranges(lo, lens), np.repeat(pinst, lens)
+            inst = np.repeat(pinst, lens)
+            if self._pair_one[kind] and len(inst) == len(seg_sid):
+                return None, inst
+            return expand_ranges(lo, lens), inst
 
-        g_a = b.a[good]
+        def take(arr: np.ndarray, pts: np.ndarray | None) -> np.ndarray:
+            return arr if pts is None else arr[pts]
+
+        g_a = b.a[good] if not all_good else b.a
         pts, inst = expand(_K_THRESHOLD, g_sid)
-        if len(pts):
-            c, d = limit_conditions(g_val[pts], p["op"][inst], p["limit"][inst], p["db"][inst])
-            chunks.append((inst, g_ts[pts], c, d, g_val[pts], g_a[pts]))
+        if len(inst):
+            v = take(g_val, pts)
+            c, d = folded_conditions(v, p["sign"][inst], p["above"][inst], p["below"][inst])
+            chunks.append((_K_THRESHOLD, inst, take(g_ts, pts), c, d, v, take(g_a, pts)))
         pts, inst = expand(_K_QUALITY, b.sid)
-        if len(pts):
-            v = b.val[pts]
-            c = (b.q[pts] == _BAD) | np.isnan(v) | (p["has_range"][inst] & ((v < p["lo"][inst]) | (v > p["hi"][inst])))
-            chunks.append((inst, b.ts[pts], c, ~c, v, b.a[pts]))
+        if len(inst):
+            v = take(b.val, pts)
+            c = (take(b.q, pts) == _BAD) | np.isnan(v)
+            c |= p["has_range"][inst] & ((v < p["lo"][inst]) | (v > p["hi"][inst]))
+            chunks.append((_K_QUALITY, inst, take(b.ts, pts), c, ~c, v, take(b.a, pts)))
         if any(len(self._pair_arr[k][0]) for k in _WINDOWED):
             chunks.extend(self._windowed(b, g_sid, g_ts, g_val, g_a))
 
@@ -485,45 +537,46 @@ class RuleEngine:
             rows = b.site_rows()
             tags = spec.tags if kind == _K_VOTE else expr_tags(spec.expr)  # type: ignore[arg-type]
             tidx = [self._tag_idx[t] for t in tags if t in self._tag_idx]
-            if not tidx:
+            if not tidx or not len(rows.ts):
                 continue
-            pts = np.flatnonzero(rows.good & (inst_by_site[rows.site] >= 0) & np.isin(rows.tag, tidx))
-            if not len(pts):
+            pts_r = np.flatnonzero(rows.good & (inst_by_site[rows.site] >= 0) & np.isin(rows.tag, tidx))
+            if not len(pts_r):
                 continue
-            inst = inst_by_site[rows.site[pts]]
+            inst = inst_by_site[rows.site[pts_r]]
             if kind == _K_VOTE:
-                n_trip = np.zeros(len(pts), np.int64)
-                n_out = np.zeros(len(pts), np.int64)
-                code = np.full(len(pts), OP_CODES[spec.op or ">"])
-                lim = np.full(len(pts), float(spec.limit))  # type: ignore[arg-type]
-                db = np.full(len(pts), spec.deadband)
+                n_trip = np.zeros(len(pts_r), np.int64)
+                n_out = np.zeros(len(pts_r), np.int64)
+                i0 = int(inst[0])  # one spec: the same constants for every instance
+                sign, above, below = p["sign"][i0], p["above"][i0], p["below"][i0]
                 for t in spec.tags:
-                    v = self._asof(b, t)[pts]
-                    cm, dm = limit_conditions(v, code, lim, db)
+                    v = self._asof(b, t)[pts_r]
+                    cm, dm = folded_conditions(v, sign, above, below)
                     n_trip += cm
                     n_out += ~np.isnan(v) & ~dm
                 c = n_trip >= spec.k
                 d = n_out < spec.k
             else:
-                c = self._eval_expr(b, spec.expr, pts)  # type: ignore[arg-type]
+                c = self._eval_expr(b, spec.expr, pts_r)  # type: ignore[arg-type]
                 d = ~c
-            chunks.append((inst, rows.ts[pts], c, d, rows.val[pts], rows.a[pts]))
+            chunks.append((kind, inst, rows.ts[pts_r], c, d, rows.val[pts_r], rows.a[pts_r]))
 
         if chunks:
-            inst = np.concatenate([ch[0] for ch in chunks])
-            ts = np.concatenate([ch[1] for ch in chunks])
-            c = np.concatenate([ch[2] for ch in chunks])
-            d = np.concatenate([ch[3] for ch in chunks])
-            v = np.concatenate([ch[4] for ch in chunks])
-            a = np.concatenate([ch[5] for ch in chunks])
-            gate = p["gate"][inst]
-            if self._gates and np.any(gate >= 0):
-                srow_of_a = b.site_rows().row_of_a
-                for g in np.unique(gate[gate >= 0]):
-                    sel = np.flatnonzero(gate == g)
-                    gv = self._eval_expr(b, self._gates[int(g)], srow_of_a[a[sel]])
-                    c[sel] &= gv
-                    d[sel] |= ~gv
+            for ch in chunks:
+                if self._kind_gated.get(ch[0]):
+                    self._apply_gates(b, ch)
+            if len(chunks) == 1:
+                _, inst, ts, c, d, v, _a = chunks[0]
+            else:
+                inst, ts, c, d, v = (np.concatenate([ch[k] for ch in chunks]) for k in range(1, 6))
+            # Only instances that are active, in a raise-condition run, or have a `c` point in this
+            # batch can produce a signal; the others (usually most) skip the kernel. Their carried
+            # c-run stays "none" (no c point), and their d-run does not matter while inactive: the
+            # point that raises breaks it.
+            rel = st.active | (st.c_start_ms != NONE_TS)
+            rel[inst[c]] = True
+            keep = rel[inst]
+            if not keep.all():
+                inst, ts, c, d, v = inst[keep], ts[keep], c[keep], d[keep], v[keep]
             res = delay_kernel(inst, ts, c, d, p["on"], p["off"], st.c_start_ms, st.d_start_ms, st.active)
             st.c_start_ms[res.inst] = res.c_start_ms
             st.d_start_ms[res.inst] = res.d_start_ms
@@ -536,23 +589,49 @@ class RuleEngine:
         if self._il_groups:
             self._interlocks(b, out)
 
+    def _apply_gates(self, b: _Batch, ch: tuple[Any, ...]) -> None:
+        """`when` gates: c &= gate, d |= not gate, with the gate evaluated as of each point."""
+        _, inst, _, c, d, _, a = ch
+        gate = self._p["gate"][inst]
+        srow_of_a = b.site_rows().row_of_a
+        for g in np.unique(gate[gate >= 0]).tolist():
+            sel = np.flatnonzero(gate == g)
+            gv = self._eval_expr(b, self._gates[int(g)], srow_of_a[a[sel]])
+            c[sel] &= gv
+            d[sel] |= ~gv
+
     def _windowed(
         self, b: _Batch, g_sid: np.ndarray, g_ts: np.ndarray, g_val: np.ndarray, g_a: np.ndarray
-    ) -> list[tuple[np.ndarray, ...]]:
+    ) -> list[tuple[Any, ...]]:
         """rate, flatline, trend: windows reach into a carried history tail of good readings."""
         st, p = self._st, self._p
         win = self._maxwin[g_sid] >= 0
-        n_h = len(st.hist_sid)
-        e_sid = np.concatenate([st.hist_sid, g_sid[win]])
-        e_ts = np.concatenate([st.hist_ts_ms, g_ts[win]])
-        e_val = np.concatenate([st.hist_value, g_val[win]])
-        e_a = np.concatenate([np.full(n_h, -1, _I64), g_a[win]])
-        o = np.argsort(e_sid, kind="stable")  # history precedes new readings of the same sensor
-        e_sid, e_ts, e_val, e_a = e_sid[o], e_ts[o], e_val[o], e_a[o]
         n_sid = g_sid[win]
-        chunks = []
+        # merge history (sorted by sensor, ts) and new readings (same order, all newer): linear, no sort
+        n_h, n_n = len(st.hist_sid), len(n_sid)
+        ins = np.searchsorted(st.hist_sid, n_sid, "right") + np.arange(n_n)
+        is_new = np.zeros(n_h + n_n, bool)
+        is_new[ins] = True
+        old = ~is_new
+
+        def merged(hist: np.ndarray, new: np.ndarray) -> np.ndarray:
+            res = np.empty(n_h + n_n, dtype=new.dtype)
+            res[ins] = new
+            res[old] = hist
+            return res
+
+        e_sid = merged(st.hist_sid, n_sid)
+        e_ts = merged(st.hist_ts_ms, g_ts[win])
+        e_val = merged(st.hist_value, g_val[win])
+        e_a = merged(np.full(n_h, -1, _I64), g_a[win])
+        e_first = segment_first(e_sid)
+        e_seg_lo = ffill_index(e_first)  # first index of each point's sensor segment
+        # composite key (sensor, relative ts) for all window searches of this batch
+        t0 = int(e_ts.min()) if len(e_ts) else 0
+        span = (int(e_ts.max()) - t0 if len(e_ts) else 0) + int(self._maxwin.max(initial=0)) + 2
+        e_key = e_sid * span + (e_ts - t0)
+        chunks: list[tuple[Any, ...]] = []
         spread: SparseRange | None = None
-        prefix: dict[str, np.ndarray] | None = None
         for kind in _WINDOWED:
             psid, pinst = self._pair_arr[kind]
             if not len(psid):
@@ -564,14 +643,14 @@ class RuleEngine:
                 continue
             inst = np.repeat(pinst, n_new)
             window = p["window"][inst]
-            j = window_start(e_sid, e_ts, pts, window)
+            j = np.maximum(np.searchsorted(e_key, e_key[pts] - window, "left"), e_seg_lo[pts])
             t_i, v_i = e_ts[pts], e_val[pts]
             if kind == _K_RATE:
                 ok = j != pts
                 with np.errstate(divide="ignore", invalid="ignore"):
                     rate = (v_i - e_val[j]) / (t_i - e_ts[j]) * 60000.0
-                rate = np.where(ok, rate, np.nan)
-                c, d = limit_conditions(rate, p["op"][inst], p["limit"][inst], p["db"][inst])
+                rate[~ok] = np.nan
+                c, d = folded_conditions(rate, p["sign"][inst], p["above"][inst], p["below"][inst])
             elif kind == _K_FLATLINE:
                 if spread is None:
                     spread = SparseRange(e_val)
@@ -579,10 +658,14 @@ class RuleEngine:
                 c = ok & (spread.spread(j, pts) <= p["eps"][inst])
                 d = ok & ~c
             else:
-                if prefix is None:
-                    prefix = _trend_prefix(e_sid, e_ts, e_val)
-                c, d = _trend_conditions(prefix, j, pts, t_i, inst, p)
-            chunks.append((inst, t_i, c, d, v_i, e_a[pts]))
+                # prefix sums over the trend sensors' part of the buffer only
+                sub = np.zeros(len(self._maxwin), bool)
+                sub[psid] = True
+                m = sub[e_sid]
+                sub_idx = np.cumsum(m) - 1
+                prefix = _trend_prefix(e_sid[m], e_ts[m], e_val[m])
+                c, d = _trend_conditions(prefix, sub_idx[j], sub_idx[pts], t_i, inst, p)
+            chunks.append((kind, inst, t_i, c, d, v_i, e_a[pts]))
         # keep the tail each sensor can still need: ts >= last good ts - longest window
         last_good_ts = np.full(len(self._maxwin), NONE_TS, _I64)
         el = segment_last(e_sid)
@@ -633,35 +716,39 @@ class RuleEngine:
         self, b: _Batch, last_ts_prev: np.ndarray, site_newest_prev: np.ndarray, clock_prev: int,
         out: list[tuple[Any, ...]],
     ) -> None:
+        """Gaps closed by this batch's readings: raise at last_ts + timeout (if the site clock passed it
+        before the next reading) and clear at the next reading; carried stale alarms clear."""
         sa = self._stale_arr
-        if not len(sa.get("sid", ())):
+        if not len(sa["sid"]):
             return
         st = self._st
-        ssid = sa["sid"]
-        lo = np.searchsorted(b.sid, ssid, "left")
-        hi = np.searchsorted(b.sid, ssid, "right")
-        lens = hi - lo
-        pts = expand_ranges(lo, lens)
-        if not len(pts):
-            return
-        sinst = np.repeat(np.arange(len(ssid)), lens)
-        first = segment_first(sinst)
-        prev = np.empty(len(pts), _I64)
-        prev[~first] = b.ts[pts[~first] - 1]
-        prev[first] = last_ts_prev[ssid[sinst[first]]]
-        carried = first & st.stale_active[sinst]
-        timeout = sa["timeout"][sinst]
-        t = b.ts[pts]
-        clock = np.maximum(max(clock_prev, NONE_TS), site_newest_prev[sa["site"][sinst]])
+        n = len(b.sid)
+        has = self._stale_sensor[b.sid]
+        first = segment_first(b.sid)
+        prev = np.empty(n, _I64)
+        prev[1:] = b.ts[:-1]
+        prev[first] = last_ts_prev[b.sid[first]]
+        clock = np.maximum(np.maximum(clock_prev, site_newest_prev[self._sensor_site[b.sid]]), b.ts)
         has_prev = prev != NONE_TS
-        due = np.where(has_prev, prev, 0) + timeout
-        gap = has_prev & ~carried & (np.maximum(clock, t) > due)
-        for k in np.flatnonzero(gap | carried).tolist():
-            mt = self._stale_meta[int(sinst[k])]
-            if gap[k]:
-                out.append(self._sig(mt, int(due[k]), float("nan"), True))
-            out.append(self._sig(mt, int(t[k]), float(b.val[pts[k]]), False))
-        st.stale_active[np.unique(sinst)] = False
+        # candidates: the first reading of a sensor in the batch (it may clear a carried alarm) and
+        # readings after a gap longer than the sensor's shortest stale timeout
+        k = np.flatnonzero(has & has_prev & (first | (clock > prev + self._stale_min_timeout[b.sid])))
+        if len(k):
+            lo, hi = self._stale_sid_lo[b.sid[k]], self._stale_sid_hi[b.sid[k]]
+            si = self._stale_by_sid[expand_ranges(lo, hi - lo)]
+            rk = np.repeat(k, hi - lo)
+            due = prev[rk] + sa["timeout"][si]
+            carried = first[rk] & st.stale_active[si]
+            gap = ~carried & (clock[rk] > due)
+            for j in np.flatnonzero(gap | carried).tolist():
+                mt = self._stale_meta[int(si[j])]
+                if gap[j]:
+                    out.append(self._sig(mt, int(due[j]), float("nan"), True))
+                r = int(rk[j])
+                out.append(self._sig(mt, int(b.ts[r]), float(b.val[r]), False))
+        seen = b.sid[first & has]
+        lo, hi = self._stale_sid_lo[seen], self._stale_sid_hi[seen]
+        st.stale_active[self._stale_by_sid[expand_ranges(lo, hi - lo)]] = False
 
     def _end_of_batch(self, out: list[tuple[Any, ...]], b: _Batch | None) -> None:
         """Apply the clock at the end of a batch (or a tick) to stale sensors and interlock deadlines."""
@@ -796,13 +883,12 @@ class RuleEngine:
 
     # --- signals --------------------------------------------------------------------------------
 
-    def _sig(self, mt: _Meta, ts_ms: int, value: float, is_raise: bool, detail: str = "") -> tuple[Any, ...]:
+    @staticmethod
+    def _sig(mt: _Meta, ts_ms: int, value: float, is_raise: bool, detail: str = "") -> tuple[Any, ...]:
         spec = mt.spec
-        sig = Signal(
-            site=mt.site, tag=mt.tag, rule_id=spec.id, severity=Severity(spec.severity),
-            kind=SignalKind.RAISE if is_raise else SignalKind.CLEAR, ts_ms=ts_ms, value=value,
-            message=spec.message, detail=detail,
-        )
+        # positional: Signal(site, tag, rule_id, severity, kind, ts_ms, value, message, detail)
+        sig = Signal(mt.site, mt.tag, spec.id, spec.severity, _RAISE if is_raise else _CLEAR, ts_ms, value,
+                     spec.message, detail)
         return (ts_ms, mt.site, mt.rule_pos, mt.tag, 0 if is_raise else 1, sig)
 
     @staticmethod
@@ -852,31 +938,37 @@ def _trend_conditions(
         xh = (t_i + p["horizon"][inst] - pf["origin_ms"][i]) / 1000.0
         forecast = icpt + slope * xh + pf["y0"][i]
         r2 = cxy * cxy / (cxx * cyy)
-    lim = p["limit"][inst]
-    cf, _ = limit_conditions(forecast, p["op"][inst], lim, np.zeros(len(lim)))
+    cf = forecast * p["sign"][inst] > p["above"][inst]  # forecast op limit (no deadband for trend)
     c = ok & ~flat & cf & (r2 >= p["min_r2"][inst])
     return c, ok & ~c
 
 
 class _Rows:
-    """The batch's evaluated readings in site-stream order: (site, ts, arrival)."""
+    """The batch's evaluated readings of *interesting* sensors (tags read by expressions, votes and gated
+    rules) in site-stream order: (site, ts, arrival). Other readings never need this order."""
 
     __slots__ = ("a", "good", "row_of_a", "seg_first", "site", "tag", "ts", "val")
 
     def __init__(self, b: _Batch) -> None:
-        a_ok = np.sort(b.a)
-        site = b.site_of_sid[b.sid_by_a[a_ok]]
-        ts = b.ts_by_a[a_ok]
-        t0 = int(ts.min())
-        span = int(ts.max()) - t0 + 1
-        order = np.argsort(site * span + (ts - t0), kind="stable")
-        self.a = a_ok[order]
+        m = b.interest_sensor[b.sid]
+        a = b.a[m]
+        o = np.argsort(a)  # arrival order first, so that the stable sort below keeps it on ties
+        a = a[o]
+        sid = b.sid[m][o]
+        ts = b.ts[m][o]
+        site = b.site_of_sid[sid]
+        if len(ts):
+            t0 = int(ts.min())
+            span = int(ts.max()) - t0 + 1
+            order = np.argsort(site * span + (ts - t0), kind="stable")
+        else:
+            order = np.zeros(0, _I64)
+        self.a = a[order]
         self.site = site[order]
         self.ts = ts[order]
-        sid = b.sid_by_a[self.a]
-        self.tag = b.tag_of_sid[sid]
-        self.val = b.val_by_a[self.a]
-        self.good = b.good_by_a[self.a]
+        self.tag = b.tag_of_sid[sid[order]]
+        self.val = b.val[m][o][order]
+        self.good = b.good[m][o][order]
         self.row_of_a = np.full(b.n_arrival, -1, _I64)
         self.row_of_a[self.a] = np.arange(len(self.a))
         self.seg_first = np.searchsorted(self.site, self.site, "left")
@@ -892,6 +984,7 @@ class _Batch:
         self.sid, self.ts, self.val, self.q, self.a = sid, ts, val, q, a
         self.n_arrival = n_arrival
         self.site_of_sid, self.tag_of_sid = site_of_sid, tag_of_sid
+        self.interest_sensor = np.zeros(0, bool)
         self.good = np.zeros(0, bool)
         self.last_good_prev = np.zeros(0)
         self.clock_prev = NONE_TS
@@ -899,16 +992,7 @@ class _Batch:
         self.asof_cache: dict[str, np.ndarray] = {}
         self._rows: _Rows | None = None
 
-    def _by_a(self, arr: np.ndarray, fill: Any) -> np.ndarray:
-        res = np.full(self.n_arrival, fill, dtype=arr.dtype)
-        res[self.a] = arr
-        return res
-
     def site_rows(self) -> _Rows:
         if self._rows is None:
-            self.sid_by_a = self._by_a(self.sid, 0)
-            self.ts_by_a = self._by_a(self.ts, 0)
-            self.val_by_a = self._by_a(self.val, np.nan)
-            self.good_by_a = self._by_a(self.good, False)
             self._rows = _Rows(self)
         return self._rows

@@ -102,6 +102,33 @@ def limit_conditions(
     return c, d
 
 
+def folded_limits(op_code: IntA, limit: FloatA, deadband: FloatA) -> tuple[FloatA, FloatA, FloatA]:
+    """Per-rule constants (sign, raise_above, clear_below) for `folded_conditions`.
+
+    With v' = sign * v: c = v' > raise_above and d = v' < clear_below, exactly equal to the literal
+    comparisons of `limit_conditions` (a non-strict `>=` is `>` the next float down; `<=` is `<` the
+    next float up; negation and the symmetric rounding of `-L - db` are exact).
+    """
+    sign, strict = signed_limit(op_code)
+    lim = sign * limit
+    clr = lim - deadband
+    raise_above = np.where(strict, lim, np.nextafter(lim, -np.inf))
+    clear_below = np.where(strict, np.nextafter(clr, np.inf), clr)
+    return sign, raise_above, clear_below
+
+
+def folded_conditions(value: FloatA, sign: FloatA, raise_above: FloatA, clear_below: FloatA) -> tuple[BoolA, BoolA]:
+    """Same result as `limit_conditions`, in three array operations (constants from `folded_limits`).
+
+    >>> s, a, b = folded_limits(np.array([0, 1, 2, 3]), np.full(4, 4.0), np.full(4, 1.0))
+    >>> v = np.array([4.0, 4.0, 5.0, 5.0])
+    >>> [x.tolist() for x in folded_conditions(v, s, a, b)] == [x.tolist() for x in limit_conditions(v, np.array([0, 1, 2, 3]), np.full(4, 4.0), np.full(4, 1.0))]
+    True
+    """
+    v = value * sign
+    return v > raise_above, v < clear_below
+
+
 @dataclass(slots=True)
 class DelayOutput:
     """Events chosen by `delay_kernel` plus the new carried state of the instances it saw."""
@@ -146,22 +173,26 @@ def delay_kernel(
     ar = np.arange(n, dtype=np.int64)
 
     def run_start(cond: BoolA, carried: IntA) -> IntA:
-        prev = np.empty(n, dtype=bool)
-        prev[1:] = cond[:-1]
+        """Start ts of the run of `cond` each point belongs to (meaningful only where cond holds)."""
         carried_here = carried[seg_inst]
+        prev = np.empty(n, dtype=bool)
+        prev[0] = False
+        prev[1:] = cond[:-1]
         prev[first_pos] = carried_here != NONE_TS
-        starts = cond & ~prev
-        cont = np.zeros(n, dtype=bool)
-        cont[first_pos] = cond[first_pos] & prev[first_pos]
-        start_val = np.where(starts, ts_ms, NONE_TS)
-        start_val[first_pos] = np.where(cont[first_pos], carried_here, start_val[first_pos])
-        idx = np.maximum.accumulate(np.where(starts | cont, ar, 0))
-        return np.where(cond, start_val[idx], NONE_TS)
+        marks = cond & ~prev
+        cont = first_pos[cond[first_pos] & prev[first_pos]]  # runs carried over from the last batch
+        ts_x = ts_ms
+        if len(cont):
+            marks[cont] = True
+            ts_x = ts_ms.copy()
+            ts_x[cont] = carried[inst[cont]]
+        return ts_x[np.maximum.accumulate(ar * marks)]
 
     c_start = run_start(c, c_start_prev_ms)
     d_start = run_start(d, d_start_prev_ms)
-    elig_r = c & (ts_ms - c_start >= on_delay_ms[inst])
-    elig_d = d & (ts_ms - d_start >= off_delay_ms[inst])
+    # zero delays (the common case for many rules) need no duration check at all
+    elig_r = c & (ts_ms - c_start >= on_delay_ms[inst]) if on_delay_ms[seg_inst].any() else c
+    elig_d = d & (ts_ms - d_start >= off_delay_ms[inst]) if off_delay_ms[seg_inst].any() else d
 
     e = np.flatnonzero(elig_r | elig_d)
     typ = elig_r[e]
@@ -184,8 +215,8 @@ def delay_kernel(
         event_pos=e[sel],
         event_raise=typ[sel],
         inst=seg_inst,
-        c_start_ms=c_start[last],
-        d_start_ms=d_start[last],
+        c_start_ms=np.where(c[last], c_start[last], NONE_TS),
+        d_start_ms=np.where(d[last], d_start[last], NONE_TS),
         active=active_new,
     )
 

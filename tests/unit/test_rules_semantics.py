@@ -1,0 +1,163 @@
+"""Table-driven edge cases of the rule semantics (product.md §5, engine.py docstring).
+
+Each case: rules of one site, readings (tag, ts_ms, value[, quality]) cut into batches, and the expected
+signals as (kind, ts_ms) pairs. Every case also runs through the scalar reference, so the two can never
+drift apart on these edges.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from earlywarn.model import ReadingBatch, Severity, SignalKind
+from earlywarn.rules.engine import RuleEngine
+from earlywarn.rules.types import Cmp, RuleKind, RuleSpec
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from rules_reference import ReferenceEngine  # noqa: E402
+
+R, C = "raise", "clear"
+
+
+def rule(kind: RuleKind, **kw: Any) -> RuleSpec:
+    return RuleSpec(id=kw.pop("id", "r"), kind=kind, plant="t", severity=kw.pop("severity", Severity.RED), **kw)
+
+
+def hi(**kw: Any) -> RuleSpec:
+    return rule(RuleKind.THRESHOLD, tag="v", op=kw.pop("op", ">"), limit=kw.pop("limit", 5.0), **kw)
+
+
+def batch(rows: list[tuple[Any, ...]]) -> ReadingBatch:
+    return ReadingBatch.from_columns(
+        ["s"] * len(rows), [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows],
+        [r[3] if len(r) > 3 else 0 for r in rows],
+    )
+
+
+def run(rules: list[RuleSpec], batches: list[list[tuple[Any, ...]]], now: str = "replay",
+        tick: int | None = None) -> list[tuple[str, int]]:
+    eng, ref = RuleEngine({"s": rules}), ReferenceEngine({"s": rules})
+    got: list[tuple[str, int]] = []
+    want: list[tuple[str, int]] = []
+    for rows in batches:
+        now_ms = max((r[1] for r in rows), default=0) if now == "replay" else 0
+        got += [(str(s.kind), s.ts_ms) for s in eng.evaluate(batch(rows), now_ms).signals]
+        tuples = [("s", r[0], r[1], r[2], r[3] if len(r) > 3 else 0) for r in rows]
+        want += [(str(s.kind), s.ts_ms) for s in ref.evaluate(tuples, now_ms)[0]]
+    if tick is not None:
+        got += [(str(s.kind), s.ts_ms) for s in eng.tick(tick)]
+        want += [(str(s.kind), s.ts_ms) for s in ref.tick(tick)]
+    assert got == want, "engine and reference disagree"
+    return got
+
+
+CASES: list[tuple[str, list[RuleSpec], list[list[tuple[Any, ...]]], list[tuple[str, int]]]] = [
+    ("on-delay exactly met", [hi(on_delay_ms=10)], [[("v", 0, 6.0), ("v", 10, 6.0)]], [(R, 10)]),
+    ("on-delay one ms short", [hi(on_delay_ms=10)], [[("v", 0, 6.0), ("v", 9, 6.0)]], []),
+    ("run broken one reading before the delay", [hi(on_delay_ms=10)],
+     [[("v", 0, 6.0), ("v", 5, 6.0), ("v", 9, 5.0), ("v", 10, 6.0), ("v", 19, 6.0), ("v", 20, 6.0)]], [(R, 20)]),
+    ("on-delay run spans batches", [hi(on_delay_ms=10)], [[("v", 0, 6.0)], [("v", 5, 6.0)], [("v", 10, 6.0)]],
+     [(R, 10)]),
+    ("on_delay 0: first true reading raises", [hi()], [[("v", 0, 4.0), ("v", 1, 5.5)]], [(R, 1)]),
+    ("deadband: clear exactly at limit - db (>)", [hi(deadband=1.0)], [[("v", 0, 6.0), ("v", 1, 4.5), ("v", 2, 4.0)]],
+     [(R, 0), (C, 2)]),
+    ("deadband: >= needs strictly below limit - db", [hi(op=">=", deadband=1.0)],
+     [[("v", 0, 5.0), ("v", 1, 4.0), ("v", 2, 3.5)]], [(R, 0), (C, 2)]),
+    ("deadband: < clears exactly at limit + db", [hi(op="<", deadband=1.0)],
+     [[("v", 0, 4.0), ("v", 1, 5.5), ("v", 2, 6.0)]], [(R, 0), (C, 2)]),
+    ("deadband zone breaks the off-delay run", [hi(deadband=1.0, off_delay_ms=10)],
+     [[("v", 0, 6.0), ("v", 1, 3.0), ("v", 5, 4.5), ("v", 6, 3.0), ("v", 15, 3.0), ("v", 16, 3.0)]],
+     [(R, 0), (C, 16)]),
+    ("off-delay exactly met", [hi(off_delay_ms=10)], [[("v", 0, 6.0), ("v", 1, 4.0), ("v", 11, 4.0)]],
+     [(R, 0), (C, 11)]),
+    ("gate turning false while active clears at the next reading of the tag",
+     [hi(when=Cmp("g", "==", 1.0))],
+     [[("g", 0, 1.0), ("v", 1, 6.0), ("g", 2, 0.0), ("v", 3, 6.0), ("g", 4, 1.0), ("v", 5, 6.0)]],
+     [(R, 1), (C, 3), (R, 5)]),
+    ("gate without a value is false", [hi(when=Cmp("g", "!=", 1.0))], [[("v", 1, 6.0), ("g", 2, 0.0), ("v", 3, 6.0)]],
+     [(R, 3)]),
+    ("bad quality readings do not break a run", [hi(on_delay_ms=10)],
+     [[("v", 0, 6.0), ("v", 5, 1.0, 2), ("v", 7, None), ("v", 10, 6.0)]], [(R, 10)]),
+    ("late reading ignored", [hi()], [[("v", 10, 4.0)], [("v", 5, 9.0)], [("v", 11, 4.0)]], []),
+    ("duplicate ignored (first of equal timestamps wins)", [hi()], [[("v", 10, 4.0), ("v", 10, 9.0)]], []),
+    ("stale raised at last_ts + timeout during a replay", [rule(RuleKind.STALE, tag="*", timeout_ms=30)],
+     [[("v", 0, 1.0), ("v", 20, 1.0), ("v", 100, 1.0)]], [(R, 50), (C, 100)]),
+    ("stale gap exactly the timeout is not stale", [rule(RuleKind.STALE, tag="v", timeout_ms=30)],
+     [[("v", 0, 1.0), ("v", 30, 1.0)]], []),
+    ("stale across batches: another tag of the site moves the clock", [rule(RuleKind.STALE, tag="v", timeout_ms=30)],
+     [[("v", 0, 1.0)], [("w", 31, 1.0)], [("v", 40, 1.0)]], [(R, 30), (C, 40)]),
+    ("interlock effect just inside within", [rule(RuleKind.INTERLOCK, trigger=Cmp("a", "==", 1.0),
+                                                  expect=Cmp("b", "==", 1.0), within_ms=10)],
+     [[("b", 0, 0.0), ("a", 0, 1.0), ("b", 10, 1.0), ("a", 20, 1.0)]], []),
+    ("interlock effect just outside within", [rule(RuleKind.INTERLOCK, trigger=Cmp("a", "==", 1.0),
+                                                   expect=Cmp("b", "==", 1.0), within_ms=10)],
+     [[("b", 0, 0.0), ("a", 0, 1.0), ("b", 11, 1.0)]], [(R, 10), (C, 11)]),
+    ("interlock: expect already true at the edge", [rule(RuleKind.INTERLOCK, trigger=Cmp("a", "==", 1.0),
+                                                          expect=Cmp("b", "==", 1.0), within_ms=0)],
+     [[("b", 0, 1.0), ("a", 5, 1.0), ("a", 50, 1.0)]], []),
+    ("rate over the window", [rule(RuleKind.RATE, tag="v", op=">", limit=60.0, window_ms=2000)],
+     [[("v", 0, 0.0), ("v", 1000, 0.5), ("v", 2000, 2.5), ("v", 3000, 2.0)]], [(R, 2000), (C, 3000)]),
+    ("flatline only once the window is covered", [rule(RuleKind.FLATLINE, tag="v", window_ms=20, epsilon=0.0)],
+     [[("v", 0, 3.0), ("v", 10, 3.0), ("v", 20, 3.0), ("v", 30, 3.5)]], [(R, 20), (C, 30)]),
+    ("vote 2oo3", [rule(RuleKind.VOTE, tags=("a", "b", "c"), k=2, op=">=", limit=5.0)],
+     [[("a", 0, 5.0), ("b", 1, 4.0), ("c", 2, 6.0), ("a", 3, 1.0)]], [(R, 2), (C, 3)]),
+    ("quality: bad code, then out of range", [rule(RuleKind.QUALITY, tag="v", range=(0.0, 10.0))],
+     [[("v", 0, 1.0, 2), ("v", 1, 5.0), ("v", 2, 11.0)]], [(R, 0), (C, 1), (R, 2)]),
+]
+
+
+@pytest.mark.parametrize(("name", "rules", "batches", "expected"), CASES, ids=[c[0] for c in CASES])
+def test_semantics(name: str, rules: list[RuleSpec], batches: list[list[tuple[Any, ...]]],
+                   expected: list[tuple[str, int]]) -> None:
+    assert run(rules, batches) == expected
+
+
+def test_stale_tick_strictly_after_timeout() -> None:
+    st = [rule(RuleKind.STALE, tag="v", timeout_ms=30)]
+    assert run(st, [[("v", 0, 1.0)]], now="none", tick=30) == []
+    assert run(st, [[("v", 0, 1.0)]], now="none", tick=31) == [(R, 30)]
+
+
+def test_interlock_deadline_passed_by_tick() -> None:
+    il = [rule(RuleKind.INTERLOCK, trigger=Cmp("a", "==", 1.0), expect=Cmp("b", "==", 1.0), within_ms=10)]
+    assert run(il, [[("a", 0, 1.0)]], now="none", tick=10) == []
+    assert run(il, [[("a", 0, 1.0)]], now="none", tick=11) == [(R, 10)]
+
+
+def _trend(min_r2: float) -> RuleSpec:
+    return rule(RuleKind.TREND, tag="v", op=">", limit=10.0, window_ms=5000, horizon_ms=5000, min_r2=min_r2)
+
+
+def test_trend_rising_line_forecasts_the_crossing() -> None:
+    rows = [("v", 1000 * i, 1.0 * i) for i in range(8)]  # forecast at t+5 s = v + 5
+    assert run([_trend(0.9)], [rows]) == [(R, 6000)]  # at 5 s: 5 + 5 = 10 is not > 10; at 6 s: 11 is
+
+
+def test_trend_flat_data_never_raises() -> None:
+    assert run([_trend(0.0)], [[("v", 1000 * i, 20.0) for i in range(8)]]) == []
+
+
+def test_trend_noisy_data_below_min_r2_does_not_raise() -> None:
+    noisy = [0.0, 9.0, 1.0, 9.5, 0.5, 9.0, 1.0, 9.5]
+    assert run([_trend(0.9)], [[("v", 1000 * i, x) for i, x in enumerate(noisy)]]) == []
+    assert run([_trend(0.0)], [[("v", 1000 * i, x) for i, x in enumerate(noisy)]]) != []
+
+
+def test_counts_late_and_evaluated_and_ignores_sites_without_rules() -> None:
+    eng = RuleEngine({"s": [hi()]})
+    b1 = ReadingBatch.from_columns(["s", "s", "other"], ["v", "v", "v"], [10, 10, 5], [1.0, 2.0, 9.0], [0, 0, 0])
+    res = eng.evaluate(b1, 10)
+    assert (res.late, res.evaluated) == (1, 1)
+    res = eng.evaluate(ReadingBatch.from_columns(["s"], ["v"], [9], [9.0], [0]), 10)
+    assert (res.late, res.evaluated, res.signals) == (1, 0, [])
+
+
+def test_signal_fields() -> None:
+    r = hi(id="temp_hi", message="too hot", severity=Severity.ORANGE, on_delay_ms=0)
+    (sig,) = RuleEngine({"s": [r]}).evaluate(batch([("v", 7, 6.5)]), 7).signals
+    assert (sig.site, sig.tag, sig.rule_id, sig.severity, sig.kind, sig.ts_ms, sig.value, sig.message) == (
+        "s", "v", "temp_hi", Severity.ORANGE, SignalKind.RAISE, 7, 6.5, "too hot")
