@@ -403,7 +403,8 @@ def test_online() -> None:
     con = _db()
 
     def reading(site: str, tag: str, ts: str, quality: str = "good") -> None:
-        con.execute("INSERT INTO readings VALUES (?, ?, ?, 1.0, ?, 0)", [site, tag, _ts(t(ts)), quality])
+        con.execute("INSERT INTO readings (site, tag, ts, value, quality, batch_seq) VALUES (?, ?, ?, 1.0, ?, 0)",
+                    [site, tag, _ts(t(ts)), quality])  # fmt: skip
 
     for s in range(6):
         reading("o1", "a", f"2026-11-02T00:00:{s * 10:02d}Z", "bad" if s == 0 else "good")
@@ -463,10 +464,12 @@ def risk_db() -> duckdb.DuckDBPyConnection:
     con = _db()
 
     def reading(site: str, tag: str, ts: str, value: float) -> None:
-        con.execute("INSERT INTO readings VALUES (?, ?, ?, ?, 'good', 0)", [site, tag, _ts(t(ts)), value])
+        con.execute("INSERT INTO readings (site, tag, ts, value, quality, batch_seq) VALUES (?, ?, ?, ?, 'good', 0)",
+                    [site, tag, _ts(t(ts)), value])  # fmt: skip
 
     def signal(site: str, tag: str, rule: str, ts: str, detail: str = "") -> None:
-        con.execute("INSERT INTO signals VALUES (?, ?, ?, 'red', 'raise', ?, 1.0, '', ?)",
+        con.execute("INSERT INTO signals (site, tag, rule_id, severity, kind, ts, value, message, detail) "
+                    "VALUES (?, ?, ?, 'red', 'raise', ?, 1.0, '', ?)",
                     [site, tag, rule, _ts(t(ts)), detail])  # fmt: skip
 
     add_alarm(con, "k1-0", "k1", "red", "2026-11-02T10:00:00Z", rule="interlock_cw_gate", tag="cw",
@@ -676,3 +679,33 @@ def test_registry_and_window_checks(history: duckdb.DuckDBPyConnection) -> None:
         reports.closure(history, since_ms=t(UNTIL), until_ms=t(SINCE), as_of_ms=t(AS_OF))
     with pytest.raises(ValueError):
         reports.bad_actors(history, since_ms=t(SINCE), until_ms=t(UNTIL), limit=0)
+
+
+@pytest.mark.parametrize("by", [(), ("site",), ("site", "week"), ("severity", "day"), ("rule", "month", "plant")], ids=str)
+def test_closure_quantiles_equal_duckdb_quantile_cont(
+    history: duckdb.DuckDBPyConnection, monkeypatch: pytest.MonkeyPatch, by: tuple[str, ...]
+) -> None:
+    # the numpy quantiles (the fast path) against DuckDB's own quantile_cont (the hash-collision fallback)
+    for as_of in (AS_OF, UNTIL):
+        args = {"since_ms": t(SINCE), "until_ms": t(UNTIL), "as_of_ms": t(as_of), "by": by}
+        fast = reports.closure(history, **args)
+        monkeypatch.setattr(reports, "_SQL_QUANTILES", True)
+        slow = reports.closure(history, **args)
+        monkeypatch.setattr(reports, "_SQL_QUANTILES", False)
+        assert fast.columns == slow.columns
+        for a, e in zip(rows(fast), rows(slow), strict=True):
+            assert_row(a, e)
+
+
+def test_group_quantiles_edge_cases() -> None:
+    import numpy as np
+
+    gid = np.array([0, 0, 0, 2, 2, 1], dtype=np.int64)
+    none = reports._NONE
+    # group 0: 1 s, 3 s, 2 s -> median 2, p90 pos 1.8 -> 2 + .8 = 2.8; group 1: only "no value"; group 2:
+    # a negative duration (clock skew) takes the lexsort path: -1 s and 4 s -> median 1.5, p90 3.5
+    med, p90 = reports._group_quantiles(gid, np.array([1000, 3000, 2000, -1000, 4000, none]), 3)
+    assert med[0] == 2.0 and p90[0] == pytest.approx(2.8) and math.isnan(med[1]) and med[2] == 1.5
+    assert p90[2] == pytest.approx(3.5)
+    med, p90 = reports._group_quantiles(gid, np.full(6, none), 3)
+    assert all(math.isnan(x) for x in (*med, *p90))
