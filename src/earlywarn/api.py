@@ -241,7 +241,8 @@ def build_app(cfg: Config, runner: Any, *, link_verify: Callable[[str, int], tup
         need(p, READ)
         q = request.query_params
         limit = q.get("limit", "500")
-        if not limit.isdigit() or not 0 < int(limit) <= 10_000:
+        # str.isdigit() is true for "²" and other non-ASCII digits that int() refuses: ASCII only
+        if not (limit.isascii() and limit.isdigit()) or not 0 < int(limit) <= 10_000:
             raise _err(422, "limit must be an integer from 1 to 10000", field="limit")
         rows = engine.store.list_alarms(
             site=q.get("site"), state=q.get("state"), severity=q.get("severity"),
