@@ -362,33 +362,41 @@ class RuleEngine:
             return EvalResult(self._sorted(out), 0, 0)
         sid_all = self._map_sids(frame)
         keep = self._sensor_site[sid_all] >= 0
-        sid = sid_all[keep]
+        all_kept = bool(keep.all())
+        sid = sid_all if all_kept else sid_all[keep]
         m = len(sid)
         if m == 0:
             st.clock_ms = max(clock_prev, now_ms)
             self._end_of_batch(out, None)
             return EvalResult(self._sorted(out), 0, 0)
-        ts = frame["ts_ms"].to_numpy()[keep].astype(_I64, copy=False)
-        val = frame["value"].to_numpy()[keep].astype(np.float64, copy=False)
-        qual = frame["quality"].to_numpy()[keep]
+        ts = frame["ts_ms"].to_numpy().astype(_I64, copy=False)
+        val = frame["value"].to_numpy().astype(np.float64, copy=False)
+        qual = frame["quality"].to_numpy()
+        if not all_kept:
+            ts, val, qual = ts[keep], val[keep], qual[keep]
 
         # sensor order (sid, ts), stable: radix sort on sid, full sort only if a sensor is out of order
         if len(st.sensor_keys) < 65536:
             so = np.argsort(sid.astype(np.uint16), kind="stable")
             s_sid, s_ts = sid[so], ts[so]
-            if np.any((s_sid[1:] == s_sid[:-1]) & (s_ts[1:] < s_ts[:-1])):
+            if np.any((s_ts[1:] < s_ts[:-1]) & (s_sid[1:] == s_sid[:-1])):
                 so = np.lexsort((ts, sid))
+                s_sid, s_ts = sid[so], ts[so]
         else:
             so = np.lexsort((ts, sid))
-        s_sid, s_ts = sid[so], ts[so]
+            s_sid, s_ts = sid[so], ts[so]
         first = segment_first(s_sid)
         dup = np.zeros(m, bool)
         dup[1:] = ~first[1:] & (s_ts[1:] == s_ts[:-1])
         late = dup | (s_ts <= st.sensor_last_ts_ms[s_sid])
-        ok = ~late
-        ra = so[ok]  # arrival index of each evaluated reading, in sensor order
+        if late.any():
+            ok = ~late
+            ra = so[ok]  # arrival index of each evaluated reading, in sensor order
+            s_sid, s_ts = s_sid[ok], s_ts[ok]
+        else:
+            ra = so
         b = _Batch(
-            sid=s_sid[ok], ts=s_ts[ok], val=val[ra], q=qual[ra], a=ra, n_arrival=m,
+            sid=s_sid, ts=s_ts, val=val[ra], q=qual[ra], a=ra, n_arrival=m,
             site_of_sid=self._sensor_site, tag_of_sid=self._sensor_tag,
         )
         b.interest_sensor = self._interest_sensor
@@ -581,9 +589,11 @@ class RuleEngine:
             st.c_start_ms[res.inst] = res.c_start_ms
             st.d_start_ms[res.inst] = res.d_start_ms
             st.active[res.inst] = res.active
-            for pos, is_raise in zip(res.event_pos.tolist(), res.event_raise.tolist()):
-                mt = self._meta[int(inst[pos])]
-                out.append(self._sig(mt, int(ts[pos]), float(v[pos]), is_raise))
+            ep = res.event_pos
+            meta, sig = self._meta, self._sig
+            for i, t, x, is_raise in zip(inst[ep].tolist(), ts[ep].tolist(), v[ep].tolist(),
+                                         res.event_raise.tolist()):
+                out.append(sig(meta[i], t, x, is_raise))
 
         self._stale_in_batch(b, last_ts_prev, site_newest_prev, clock_prev, out)
         if self._il_groups:
