@@ -67,6 +67,8 @@ class Broker:
         self._proc: subprocess.Popen[bytes] | None = None
         self._loop: Any = None
         exe = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None)
+        if os.environ.get("EARLYWARN_DEMO_BROKER") == "embedded":  # e.g. to try the fallback where mosquitto is
+            exe = None
         if exe:
             conf = workdir / "mosquitto.conf"
             conf.write_text(
@@ -105,7 +107,7 @@ class Broker:
             loop.run_until_complete(broker.start())
             loop.run_forever()
 
-        logging.getLogger("amqtt").setLevel(logging.ERROR)
+        logging.getLogger("amqtt").setLevel(logging.CRITICAL)  # it logs every client disconnect as an error
         logging.getLogger("transitions").setLevel(logging.ERROR)
         threading.Thread(target=run, name="demo-broker", daemon=True).start()
 
