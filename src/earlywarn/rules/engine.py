@@ -484,7 +484,6 @@ class RuleEngine:
         last_ts_prev = st.sensor_last_ts_ms.copy()
         site_newest_prev = st.site_newest_ms.copy()
         b.clock_prev, b.site_newest_prev = clock_prev, site_newest_prev
-        first_seg = segment_first(b.sid)
         last_seg = segment_last(b.sid)
         # sensor-level state updates (used by later kernels only through the *_prev copies)
         st.sensor_last_ts_ms[b.sid[last_seg]] = b.ts[last_seg]
@@ -493,7 +492,7 @@ class RuleEngine:
             g_sid, g_ts, g_val = b.sid, b.ts, b.val
         else:
             g_sid, g_ts, g_val = b.sid[good], b.ts[good], b.val[good]
-        g_last = segment_last(g_sid)
+        g_last = last_seg if all_good else segment_last(g_sid)
         g_first = segment_first(g_sid)
         st.sensor_last_good[g_sid[g_last]] = g_val[g_last]
         fg = st.sensor_first_good_ts_ms
@@ -908,8 +907,9 @@ class RuleEngine:
 
 
 def _pair_hash(frame: pl.DataFrame) -> np.ndarray:
-    """64-bit hash of (site, tag) per row (polars' fixed-seed hash: stable within a process)."""
-    return frame.select(pl.struct("site", "tag").hash(seed=0)).to_series().to_numpy()
+    """64-bit hash of (site, tag) per row: xor of two independently seeded column hashes (polars'
+    fixed-seed hashes are stable within a process; different seeds keep (a, b) and (b, a) apart)."""
+    return frame.select(pl.col("site").hash(seed=1) ^ pl.col("tag").hash(seed=2)).to_series().to_numpy()
 
 
 def _trend_prefix(e_sid: np.ndarray, e_ts: np.ndarray, e_val: np.ndarray) -> dict[str, np.ndarray]:
