@@ -15,7 +15,9 @@ from __future__ import annotations
 import logging
 import queue
 import ssl
+import sys
 import threading
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -80,7 +82,9 @@ class MqttIngest:
                 tls_version=ssl.PROTOCOL_TLS_CLIENT,
             )
         self.client.on_connect = self._on_connect
+        self.client.on_connect_fail = self._on_connect_fail
         self.client.on_disconnect = self._on_disconnect
+        self._last_fail: tuple[str, float] = ("", 0.0)
         self.client.on_message = self._on_message
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -152,6 +156,18 @@ class MqttIngest:
         self._connected.set()
         self.metrics.broker_connected.set(1)
 
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        # paho retries a failed TCP/TLS connect (refused, unreachable, certificate rejected) silently; it
+        # calls this inside its `except OSError`, so the exception is at hand: say why, once per reason
+        # and then at most once a minute, so that an operator sees a wrong CA file or a dead broker
+        err = sys.exc_info()[1]
+        why = f"{type(err).__name__}: {err}" if err is not None else "unknown error"
+        now = time.monotonic()
+        last_why, last_t = self._last_fail
+        if why != last_why or now - last_t >= 60:
+            self._last_fail = (why, now)
+            log.warning("cannot connect to %s:%s (%s); retrying", self.cfg.host, self.cfg.port, why)
+
     def _on_disconnect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any
     ) -> None:
@@ -182,7 +198,11 @@ _CHUNK_MESSAGES = 2000
 
 def _child_main(cfg: BrokerConfig, conn: Any) -> None:  # runs in the child process
     import os
-    import sys
+
+    # a spawned child starts with unconfigured logging: without this its warnings (refused connection,
+    # certificate rejected, disconnects) would reach stderr bare or not at all
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s[mqtt]: %(message)s")
 
     inbox: queue.SimpleQueue[RawMessage] = queue.SimpleQueue()
     send_lock = threading.Lock()
