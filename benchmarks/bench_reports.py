@@ -200,7 +200,9 @@ def _quantile_cont(values: list[float], q: float) -> float | None:
     return v[lo] + (v[hi] - v[lo]) * (pos - lo)
 
 
-def naive_closure_site_week(con: duckdb.DuckDBPyConnection, since_ms: int, until_ms: int, as_of_ms: int) -> dict:
+def naive_closure_site_week(
+    con: duckdb.DuckDBPyConnection, since_ms: int, until_ms: int, as_of_ms: int
+) -> dict:
     rows = con.execute(
         """SELECT site, epoch_ms(raised_at), epoch_ms(acked_at), epoch_ms(closed_at), epoch_ms(ack_due_at),
                   epoch_ms(close_due_at), disposition
@@ -340,7 +342,10 @@ def main(argv: list[str] | None = None) -> int:
                      "events": c.execute("SELECT count(*) FROM alarm_events").fetchone()[0], "sites": sites,
                      "generated_s": None, "file_mb": round(db.stat().st_size / 2**20, 1), "reused": True}  # fmt: skip
         if built["alarms"] != alarms:
-            print(f"{db} holds {built['alarms']} alarms, not {alarms}: regenerate without --keep", file=sys.stderr)
+            print(
+                f"{db} holds {built['alarms']} alarms, not {alarms}: regenerate without --keep",
+                file=sys.stderr,
+            )
             return 2
     else:
         print(f"generating {alarms:,} alarms, {alarms * events_per_alarm:,} events, {sites} sites -> {db}")
@@ -380,21 +385,36 @@ def main(argv: list[str] | None = None) -> int:
             out = {}
             for r in df.to_dicts():
                 key = tuple(r.pop(c) for c in cols)
-                out[key if len(key) > 1 else key[0]] = {k: v for k, v in r.items() if k not in ("plant", "district")}
+                out[key if len(key) > 1 else key[0]] = {
+                    k: v for k, v in r.items() if k not in ("plant", "district")
+                }
             return out
 
         return conv
 
     load_before = os.getloadavg()
-    print(f"timing on {threads} DuckDB thread(s), {args.repeat} runs after a cold one; load average {load_before}")
-    record("closure(by=site,week)",
-           lambda: reports.closure(con, **window, as_of_ms=as_of_ms, by=("site", "week")),
-           lambda: naive_closure_site_week(con, since_ms, until_ms, as_of_ms), by_key(["site", "week"]))
-    record("load", lambda: reports.load(con, **window, as_of_ms=as_of_ms),
-           lambda: naive_load(con, since_ms, until_ms, as_of_ms), by_key(["site"]))
+    print(
+        f"timing on {threads} DuckDB thread(s), {args.repeat} runs after a cold one; load average {load_before}"
+    )
+    record(
+        "closure(by=site,week)",
+        lambda: reports.closure(con, **window, as_of_ms=as_of_ms, by=("site", "week")),
+        lambda: naive_closure_site_week(con, since_ms, until_ms, as_of_ms),
+        by_key(["site", "week"]),
+    )
+    record(
+        "load",
+        lambda: reports.load(con, **window, as_of_ms=as_of_ms),
+        lambda: naive_load(con, since_ms, until_ms, as_of_ms),
+        by_key(["site"]),
+    )
     record("closure(total)", lambda: reports.closure(con, **window, as_of_ms=as_of_ms), None, None)
-    record("closure(by=district,month)",
-           lambda: reports.closure(con, **window, as_of_ms=as_of_ms, by=("district", "month")), None, None)
+    record(
+        "closure(by=district,month)",
+        lambda: reports.closure(con, **window, as_of_ms=as_of_ms, by=("district", "month")),
+        None,
+        None,
+    )
     record("non_responding", lambda: reports.non_responding(con, **window, as_of_ms=as_of_ms), None, None)
     record("bad_actors", lambda: reports.bad_actors(con, **window), None, None)
     record("risk", lambda: reports.risk(con, **window, as_of_ms=as_of_ms), None, None)

@@ -42,7 +42,6 @@ import polars as pl
 
 from earlywarn.config import DEFAULT_DEADLINES
 from earlywarn.errors import EarlywarnError
-from earlywarn.model import Severity
 
 __all__ = [
     "BUCKETS",
@@ -116,18 +115,24 @@ def _window(since_ms: int, until_ms: int, as_of_ms: int | None = None) -> dict[s
     return p
 
 
+def _cursor(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+    """A cursor of ``con`` in ``con``'s current catalog.
+
+    A cursor keeps the caller's connection free of our result sets (the engine shares its connection);
+    a new cursor starts in the default catalog, while the engine's store works in an ATTACHed one.
+    """
+    [(catalog,)] = con.execute("SELECT current_database()").fetchall()
+    cur = con.cursor()
+    cur.execute(f'USE "{catalog}"')  # a catalog name from DuckDB itself, not user input
+    return cur
+
+
 def _query(con: duckdb.DuckDBPyConnection, sql: str, params: Mapping[str, Any]) -> pl.DataFrame:
     """Run one named query, binding exactly the parameters it names (DuckDB refuses extra ones)."""
     names = con.extract_statements(sql)[0].named_parameters
-    bound = {k: params[k] for k in names}
-    # A cursor keeps the caller's connection free of our result set (the engine shares its connection).
-    # A new cursor starts in the default catalog; the engine's store works in an ATTACHed one, so follow
-    # the caller's current catalog.
-    catalog = con.execute("SELECT current_database()").fetchone()[0]
-    cur = con.cursor()
-    cur.execute(f'USE "{catalog}"')
+    cur = _cursor(con)
     try:
-        return _frame(cur.sql(sql, params=bound))
+        return _frame(cur.sql(sql, params={k: params[k] for k in names}))
     finally:
         cur.close()
 
@@ -135,7 +140,7 @@ def _query(con: duckdb.DuckDBPyConnection, sql: str, params: Mapping[str, Any]) 
 def _arrow(con: duckdb.DuckDBPyConnection, sql: str, params: Mapping[str, Any]) -> Any:
     """Run one named query into an Arrow table (for columns numpy takes over without a copy)."""
     names = con.extract_statements(sql)[0].named_parameters
-    cur = con.cursor()
+    cur = _cursor(con)
     try:
         return cur.sql(sql, params={k: params[k] for k in names}).to_arrow_table()
     finally:
@@ -151,9 +156,7 @@ def _frame(rel: duckdb.DuckDBPyRelation) -> pl.DataFrame:
     out = pl.from_arrow(rel.to_arrow_table())
     assert isinstance(out, pl.DataFrame)
     fix = [
-        pl.col(n).cast(pl.Int64)
-        for n, t in out.schema.items()
-        if isinstance(t, pl.Decimal) and t.scale == 0
+        pl.col(n).cast(pl.Int64) for n, t in out.schema.items() if isinstance(t, pl.Decimal) and t.scale == 0
     ]
     return out.with_columns(fix) if fix else out
 
@@ -392,7 +395,9 @@ def closure(
     return pl.concat([counts, quant], how="horizontal").select(*group_cols, *CLOSURE_COLUMNS)
 
 
-def _closure_sql_quantiles(con: duckdb.DuckDBPyConnection, sql: str, params: Mapping[str, Any]) -> pl.DataFrame:
+def _closure_sql_quantiles(
+    con: duckdb.DuckDBPyConnection, sql: str, params: Mapping[str, Any]
+) -> pl.DataFrame:
     """The closure report with quantiles from DuckDB's quantile_cont (slower; used on a hash collision)."""
     sql = sql.replace(
         " AS gkey\n    FROM facts",
@@ -577,7 +582,12 @@ LOAD_COLUMNS: tuple[str, ...] = (
 
 def _interval_counts(keys: np.ndarray, n_slots: int) -> pl.DataFrame:
     """Per site number: busiest 10-minute interval, busiest hour, intervals in flood (keys = sid*n_slots+slot)."""
-    schema = {"sid": pl.Int64, "max_per_10min": pl.Int64, "max_per_hour": pl.Int64, "flood_intervals": pl.Int64}
+    schema = {
+        "sid": pl.Int64,
+        "max_per_10min": pl.Int64,
+        "max_per_hour": pl.Int64,
+        "flood_intervals": pl.Int64,
+    }
     if keys.size == 0:
         return pl.DataFrame(schema=schema)
     k = np.sort(keys.astype(np.int32) if keys.max() < 2**31 else keys)  # int32 sorts ~3x faster
@@ -596,7 +606,9 @@ def _interval_counts(keys: np.ndarray, n_slots: int) -> pl.DataFrame:
             "sid": sid[site_starts],
             "max_per_10min": np.maximum.reduceat(per_slot, site_starts),
             "max_per_hour": np.maximum.reduceat(per_hour, h_site_starts),
-            "flood_intervals": np.add.reduceat((per_slot > FLOOD_ALARMS_PER_10MIN).astype(np.int64), site_starts),
+            "flood_intervals": np.add.reduceat(
+                (per_slot > FLOOD_ALARMS_PER_10MIN).astype(np.int64), site_starts
+            ),
         },
         schema=schema,
     )
@@ -1035,7 +1047,7 @@ def _sandbox_from(con: duckdb.DuckDBPyConnection, sql: str) -> duckdb.DuckDBPyCo
     tables it names are copied as Arrow (costly for large tables: prefer a snapshot file with a path).
     """
     box = duckdb.connect(":memory:", config=dict(_LOCKED))
-    cur = con.cursor()
+    cur = _cursor(con)
     try:
         tables = cur.execute(
             "SELECT table_name, sql FROM duckdb_tables() WHERE database_name = current_database() "

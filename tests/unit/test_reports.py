@@ -125,37 +125,139 @@ AS_OF = "2026-11-02T12:00:00Z"
 def history() -> duckdb.DuckDBPyConnection:
     con = _db()
     s1 = {"site": "s1", "plant": "hazchem", "district": "d1"}
-    add_alarm(con, "a1", severity="red", rule="r_hi", tag="t1", raised="2026-10-31T23:50:00Z",
-              acked="2026-10-31T23:52:00Z", cleared="2026-11-01T00:00:00Z", closed="2026-11-01T00:10:00Z",
-              disposition="real_handled", **s1)
-    add_alarm(con, "a2", severity="red", rule="r_hi", tag="t1", raised="2026-11-01T00:05:00Z",
-              acked="2026-11-01T00:12:00Z", cleared="2026-11-01T00:35:00Z", closed="2026-11-01T00:50:00Z",
-              disposition="false_alarm", chattering=True, **s1)
+    add_alarm(
+        con,
+        "a1",
+        severity="red",
+        rule="r_hi",
+        tag="t1",
+        raised="2026-10-31T23:50:00Z",
+        acked="2026-10-31T23:52:00Z",
+        cleared="2026-11-01T00:00:00Z",
+        closed="2026-11-01T00:10:00Z",
+        disposition="real_handled",
+        **s1,
+    )
+    add_alarm(
+        con,
+        "a2",
+        severity="red",
+        rule="r_hi",
+        tag="t1",
+        raised="2026-11-01T00:05:00Z",
+        acked="2026-11-01T00:12:00Z",
+        cleared="2026-11-01T00:35:00Z",
+        closed="2026-11-01T00:50:00Z",
+        disposition="false_alarm",
+        chattering=True,
+        **s1,
+    )
     add_alarm(con, "a3", severity="orange", rule="r_lo", tag="t2", raised="2026-11-02T11:30:00Z", **s1)
-    add_alarm(con, "a4", severity="orange", rule="r_lo", tag="t2", raised="2026-11-02T10:00:00Z",
-              acked="2026-11-02T10:05:00Z", cleared="2026-11-02T10:30:00Z", occurrences=3, chattering=True, **s1)
-    add_alarm(con, "a5", severity="yellow", rule="r_hi", tag="t1", raised="2026-11-02T08:00:00Z",
-              acked="2026-11-02T08:40:00Z", cleared="2026-11-02T09:00:00Z", closed="2026-11-02T13:00:00Z",
-              disposition="false_alarm", shelved_until="2026-11-02T20:00:00Z", **s1)
-    add_alarm(con, "a6", severity="blue", rule="r_hi", tag="t1", raised="2026-11-02T11:59:00Z",
-              acked="2026-11-02T12:00:00Z", **s1)
+    add_alarm(
+        con,
+        "a4",
+        severity="orange",
+        rule="r_lo",
+        tag="t2",
+        raised="2026-11-02T10:00:00Z",
+        acked="2026-11-02T10:05:00Z",
+        cleared="2026-11-02T10:30:00Z",
+        occurrences=3,
+        chattering=True,
+        **s1,
+    )
+    add_alarm(
+        con,
+        "a5",
+        severity="yellow",
+        rule="r_hi",
+        tag="t1",
+        raised="2026-11-02T08:00:00Z",
+        acked="2026-11-02T08:40:00Z",
+        cleared="2026-11-02T09:00:00Z",
+        closed="2026-11-02T13:00:00Z",
+        disposition="false_alarm",
+        shelved_until="2026-11-02T20:00:00Z",
+        **s1,
+    )
+    add_alarm(
+        con,
+        "a6",
+        severity="blue",
+        rule="r_hi",
+        tag="t1",
+        raised="2026-11-02T11:59:00Z",
+        acked="2026-11-02T12:00:00Z",
+        **s1,
+    )
     add_alarm(con, "a7", severity="red", rule="r_hi", tag="t1", raised="2026-11-02T13:00:00Z", **s1)
-    add_alarm(con, "a8", "s3", "red", "2026-10-25T23:59:00Z", rule="r_hi", tag="t1",
-              acked="2026-10-26T00:01:00Z", cleared="2026-10-26T00:02:00Z", closed="2026-10-26T00:03:00Z",
-              disposition="real_handled")
+    add_alarm(
+        con,
+        "a8",
+        "s3",
+        "red",
+        "2026-10-25T23:59:00Z",
+        rule="r_hi",
+        tag="t1",
+        acked="2026-10-26T00:01:00Z",
+        cleared="2026-10-26T00:02:00Z",
+        closed="2026-10-26T00:03:00Z",
+        disposition="real_handled",
+    )
     s2 = {"site": "s2", "plant": "dust", "district": "d2"}
-    add_alarm(con, "b1", severity="blue", rule="r_dp", tag="t3", raised="2026-10-28T00:00:00Z",
-              acked="2026-10-28T00:30:00Z", cleared="2026-10-28T00:20:00Z", closed="2026-10-28T12:00:00Z",
-              disposition="instrument_fault", with_dues=False, **s2)
-    add_alarm(con, "b2", severity="yellow", rule="r_dp", tag="t3", raised="2026-10-30T06:00:00Z",
-              acked="2026-10-30T06:10:00Z", cleared="2026-10-30T06:30:00Z", closed="2026-10-30T09:00:00Z",
-              disposition="process_normal", **s2)
-    add_alarm(con, "b3", severity="red", rule="r_x", tag="t4", raised="2026-11-02T11:50:00Z",
-              acked="2026-11-02T11:54:00Z", cleared="2026-11-02T11:52:00Z", **s2)
-    add_alarm(con, "c1", "s4", "red", "2026-11-02T09:00:00Z", plant="aluminum", district="d1", rule="r_cw",
-              tag="t5", acked="2026-11-02T09:10:00Z", cleared="2026-11-02T09:15:00Z",
-              closed="2026-11-02T09:25:00Z", disposition="real_handled")
-    # fmt: skip
+    add_alarm(
+        con,
+        "b1",
+        severity="blue",
+        rule="r_dp",
+        tag="t3",
+        raised="2026-10-28T00:00:00Z",
+        acked="2026-10-28T00:30:00Z",
+        cleared="2026-10-28T00:20:00Z",
+        closed="2026-10-28T12:00:00Z",
+        disposition="instrument_fault",
+        with_dues=False,
+        **s2,
+    )
+    add_alarm(
+        con,
+        "b2",
+        severity="yellow",
+        rule="r_dp",
+        tag="t3",
+        raised="2026-10-30T06:00:00Z",
+        acked="2026-10-30T06:10:00Z",
+        cleared="2026-10-30T06:30:00Z",
+        closed="2026-10-30T09:00:00Z",
+        disposition="process_normal",
+        **s2,
+    )
+    add_alarm(
+        con,
+        "b3",
+        severity="red",
+        rule="r_x",
+        tag="t4",
+        raised="2026-11-02T11:50:00Z",
+        acked="2026-11-02T11:54:00Z",
+        cleared="2026-11-02T11:52:00Z",
+        **s2,
+    )
+    add_alarm(
+        con,
+        "c1",
+        "s4",
+        "red",
+        "2026-11-02T09:00:00Z",
+        plant="aluminum",
+        district="d1",
+        rule="r_cw",
+        tag="t5",
+        acked="2026-11-02T09:10:00Z",
+        cleared="2026-11-02T09:15:00Z",
+        closed="2026-11-02T09:25:00Z",
+        disposition="real_handled",
+    )
     return con
 
 
@@ -191,27 +293,27 @@ def test_closure_by_site_and_week_spans_boundaries(history: duckdb.DuckDBPyConne
     expected = [
         # s1 wk1: a1 a2 both closed; ack 120 420 -> median 270, p90 120 + .9*300 = 390;
         # close 1200 2700 -> median 1950, p90 1200 + .9*1500 = 2550
-        dict(site="s1", week=wk1, raised=2, due=2, pending=0, closed=2, closure_rate=1.0, acked_on_time=1,
-             on_time_ack_rate=0.5, on_time_close_rate=0.5, median_ack_s=270.0, p90_ack_s=390.0,
-             median_close_s=1950.0, p90_close_s=2550.0, overdue=0, false_alarm_share=0.5),
+        {"site": "s1", "week": wk1, "raised": 2, "due": 2, "pending": 0, "closed": 2, "closure_rate": 1.0, "acked_on_time": 1,
+             "on_time_ack_rate": 0.5, "on_time_close_rate": 0.5, "median_ack_s": 270.0, "p90_ack_s": 390.0,
+             "median_close_s": 1950.0, "p90_close_s": 2550.0, "overdue": 0, "false_alarm_share": 0.5},
         # s1 wk2: a3 pending, a4 overdue (acked on time), a5 overdue (acked late), a6 pending
         # ack 60 300 2400 -> median 300, p90 pos 1.8 = 300 + .8*2100 = 1980
-        dict(site="s1", week=wk2, raised=4, due=2, pending=2, closed=0, closure_rate=0.0, acked_on_time=1,
-             on_time_ack_rate=0.5, on_time_close_rate=0.0, median_ack_s=300.0, p90_ack_s=1980.0,
-             median_close_s=None, p90_close_s=None, overdue=2, false_alarm_share=None),
+        {"site": "s1", "week": wk2, "raised": 4, "due": 2, "pending": 2, "closed": 0, "closure_rate": 0.0, "acked_on_time": 1,
+             "on_time_ack_rate": 0.5, "on_time_close_rate": 0.0, "median_ack_s": 300.0, "p90_ack_s": 1980.0,
+             "median_close_s": None, "p90_close_s": None, "overdue": 2, "false_alarm_share": None},
         # s2 wk1: b1 b2; ack 1800 600 -> median 1200, p90 600 + .9*1200 = 1680
         # close 43200 10800 -> median 27000, p90 10800 + .9*32400 = 39960
-        dict(site="s2", week=wk1, raised=2, due=2, pending=0, closed=2, closure_rate=1.0, acked_on_time=2,
-             on_time_ack_rate=1.0, on_time_close_rate=1.0, median_ack_s=1200.0, p90_ack_s=1680.0,
-             median_close_s=27000.0, p90_close_s=39960.0, overdue=0, false_alarm_share=0.5),
+        {"site": "s2", "week": wk1, "raised": 2, "due": 2, "pending": 0, "closed": 2, "closure_rate": 1.0, "acked_on_time": 2,
+             "on_time_ack_rate": 1.0, "on_time_close_rate": 1.0, "median_ack_s": 1200.0, "p90_ack_s": 1680.0,
+             "median_close_s": 27000.0, "p90_close_s": 39960.0, "overdue": 0, "false_alarm_share": 0.5},
         # s2 wk2: b3 only, pending: nothing due so every rate is NULL; its ack time still counts
-        dict(site="s2", week=wk2, raised=1, due=0, pending=1, closed=0, closure_rate=None, acked_on_time=0,
-             on_time_ack_rate=None, on_time_close_rate=None, median_ack_s=240.0, p90_ack_s=240.0,
-             median_close_s=None, p90_close_s=None, overdue=0, false_alarm_share=None),
+        {"site": "s2", "week": wk2, "raised": 1, "due": 0, "pending": 1, "closed": 0, "closure_rate": None, "acked_on_time": 0,
+             "on_time_ack_rate": None, "on_time_close_rate": None, "median_ack_s": 240.0, "p90_ack_s": 240.0,
+             "median_close_s": None, "p90_close_s": None, "overdue": 0, "false_alarm_share": None},
         # s4 wk2: c1 acked late, closed on time
-        dict(site="s4", week=wk2, raised=1, due=1, pending=0, closed=1, closure_rate=1.0, acked_on_time=0,
-             on_time_ack_rate=0.0, on_time_close_rate=1.0, median_ack_s=600.0, p90_ack_s=600.0,
-             median_close_s=1500.0, p90_close_s=1500.0, overdue=0, false_alarm_share=0.0),
+        {"site": "s4", "week": wk2, "raised": 1, "due": 1, "pending": 0, "closed": 1, "closure_rate": 1.0, "acked_on_time": 0,
+             "on_time_ack_rate": 0.0, "on_time_close_rate": 1.0, "median_ack_s": 600.0, "p90_ack_s": 600.0,
+             "median_close_s": 1500.0, "p90_close_s": 1500.0, "overdue": 0, "false_alarm_share": 0.0},
     ]  # fmt: skip
     assert len(got) == len(expected)
     for a, e in zip(got, expected, strict=True):
@@ -225,16 +327,16 @@ def test_closure_by_month_splits_the_weekend(history: duckdb.DuckDBPyConnection)
     expected = [
         # October: a1 b1 b2 all closed on time; ack 120 600 1800 -> median 600, p90 600 + .8*1200 = 1560
         # close 1200 10800 43200 -> median 10800, p90 10800 + .8*32400 = 36720; FA b1 -> 1/3
-        dict(month=dt.date(2026, 10, 1), raised=3, due=3, pending=0, closed=3, closure_rate=1.0,
-             acked_on_time=3, on_time_ack_rate=1.0, on_time_close_rate=1.0, median_ack_s=600.0,
-             p90_ack_s=1560.0, median_close_s=10800.0, p90_close_s=36720.0, overdue=0,
-             false_alarm_share=1 / 3),
+        {"month": dt.date(2026, 10, 1), "raised": 3, "due": 3, "pending": 0, "closed": 3, "closure_rate": 1.0,
+             "acked_on_time": 3, "on_time_ack_rate": 1.0, "on_time_close_rate": 1.0, "median_ack_s": 600.0,
+             "p90_ack_s": 1560.0, "median_close_s": 10800.0, "p90_close_s": 36720.0, "overdue": 0,
+             "false_alarm_share": 1 / 3},
         # November: a2 a3 a4 a5 a6 b3 c1; due a2 a4 a5 c1; closed a2 c1; ack on time a4; close on time c1
         # ack 60 240 300 420 600 2400 -> median 360, p90 pos 4.5 = 600 + .5*1800 = 1500
         # close 1500 2700 -> median 2100, p90 1500 + .9*1200 = 2580; FA a2 -> 1/2
-        dict(month=dt.date(2026, 11, 1), raised=7, due=4, pending=3, closed=2, closure_rate=0.5,
-             acked_on_time=1, on_time_ack_rate=0.25, on_time_close_rate=0.25, median_ack_s=360.0,
-             p90_ack_s=1500.0, median_close_s=2100.0, p90_close_s=2580.0, overdue=2, false_alarm_share=0.5),
+        {"month": dt.date(2026, 11, 1), "raised": 7, "due": 4, "pending": 3, "closed": 2, "closure_rate": 0.5,
+             "acked_on_time": 1, "on_time_ack_rate": 0.25, "on_time_close_rate": 0.25, "median_ack_s": 360.0,
+             "p90_ack_s": 1500.0, "median_close_s": 2100.0, "p90_close_s": 2580.0, "overdue": 2, "false_alarm_share": 0.5},
     ]  # fmt: skip
     for a, e in zip(got, expected, strict=True):
         assert_row(a, e)
@@ -267,7 +369,10 @@ def test_closure_by_severity_in_rank_order(history: duckdb.DuckDBPyConnection) -
 def test_closure_by_rule_plant_district(history: duckdb.DuckDBPyConnection) -> None:
     by_rule = [(r["rule"], r["raised"]) for r in run_closure(history, ("rule",))]
     assert by_rule == [("r_cw", 1), ("r_dp", 2), ("r_hi", 4), ("r_lo", 2), ("r_x", 1)]
-    by = [(r["district"], r["plant"], r["raised"], r["due"]) for r in run_closure(history, ("district", "plant"))]
+    by = [
+        (r["district"], r["plant"], r["raised"], r["due"])
+        for r in run_closure(history, ("district", "plant"))
+    ]
     assert by == [("d1", "aluminum", 1, 1), ("d1", "hazchem", 6, 4), ("d2", "dust", 3, 2)]
 
 
@@ -284,11 +389,11 @@ def test_closure_empty_groups_and_window(history: duckdb.DuckDBPyConnection) -> 
     empty = {"since_ms": t("2025-01-01T00:00:00Z"), "until_ms": t("2025-02-01T00:00:00Z")}
     assert run_closure(history, ("site",), **empty) == []
     [total] = run_closure(history, **empty)
-    assert_row(total, dict(
-        raised=0, due=0, pending=0, closed=0, closure_rate=None, acked_on_time=0, on_time_ack_rate=None,
-        on_time_close_rate=None, median_ack_s=None, p90_ack_s=None, median_close_s=None, p90_close_s=None,
-        overdue=0, false_alarm_share=None,
-    ))  # fmt: skip
+    assert_row(total, {
+        "raised": 0, "due": 0, "pending": 0, "closed": 0, "closure_rate": None, "acked_on_time": 0, "on_time_ack_rate": None,
+        "on_time_close_rate": None, "median_ack_s": None, "p90_ack_s": None, "median_close_s": None, "p90_close_s": None,
+        "overdue": 0, "false_alarm_share": None,
+    })  # fmt: skip
     assert "s3" not in {r["site"] for r in run_closure(history, ("site",))}
 
 
@@ -307,16 +412,16 @@ def test_non_responding(history: duckdb.DuckDBPyConnection) -> None:
     # worst: overdue red/orange first (a4), then by severity (a2 red, a5 yellow).
     # s2: nothing overdue, ack rate 2/2 -> not listed. s4: c1 acked late -> 0 % -> listed second.
     assert len(got) == 2
-    assert_row(got[0], dict(
-        site="s1", plant="hazchem", district="d1", raised=6, due=4, overdue=2, overdue_red_orange=1,
-        acked_on_time=2, on_time_ack_rate=0.5,
-        reasons=["1 overdue red/orange alarm(s)", "on-time ack rate 50.0% < 90.0%"],
-        worst_alarms=["a4", "a2", "a5"],
-    ))  # fmt: skip
-    assert_row(got[1], dict(
-        site="s4", plant="aluminum", district="d1", raised=1, due=1, overdue=0, overdue_red_orange=0,
-        acked_on_time=0, on_time_ack_rate=0.0, reasons=["on-time ack rate 0.0% < 90.0%"], worst_alarms=["c1"],
-    ))  # fmt: skip
+    assert_row(got[0], {
+        "site": "s1", "plant": "hazchem", "district": "d1", "raised": 6, "due": 4, "overdue": 2, "overdue_red_orange": 1,
+        "acked_on_time": 2, "on_time_ack_rate": 0.5,
+        "reasons": ["1 overdue red/orange alarm(s)", "on-time ack rate 50.0% < 90.0%"],
+        "worst_alarms": ["a4", "a2", "a5"],
+    })  # fmt: skip
+    assert_row(got[1], {
+        "site": "s4", "plant": "aluminum", "district": "d1", "raised": 1, "due": 1, "overdue": 0, "overdue_red_orange": 0,
+        "acked_on_time": 0, "on_time_ack_rate": 0.0, "reasons": ["on-time ack rate 0.0% < 90.0%"], "worst_alarms": ["c1"],
+    })  # fmt: skip
 
 
 def test_bad_actors(history: duckdb.DuckDBPyConnection) -> None:
@@ -324,11 +429,11 @@ def test_bad_actors(history: duckdb.DuckDBPyConnection) -> None:
     # standing (active 24 h or more at 11-09): a3, a6, a7 never cleared; chattering: a2 (r_hi), a4 (r_lo)
     got = rows(reports.bad_actors(history, since_ms=t(SINCE), until_ms=t(UNTIL)))
     expected = [
-        dict(rule="r_hi", tag="t1", sites=1, alarms=5, share=5 / 11, activations=5, chattering=1, standing=2),
-        dict(rule="r_lo", tag="t2", sites=1, alarms=2, share=2 / 11, activations=4, chattering=1, standing=1),
-        dict(rule="r_dp", tag="t3", sites=1, alarms=2, share=2 / 11, activations=2, chattering=0, standing=0),
-        dict(rule="r_cw", tag="t5", sites=1, alarms=1, share=1 / 11, activations=1, chattering=0, standing=0),
-        dict(rule="r_x", tag="t4", sites=1, alarms=1, share=1 / 11, activations=1, chattering=0, standing=0),
+        {"rule": "r_hi", "tag": "t1", "sites": 1, "alarms": 5, "share": 5 / 11, "activations": 5, "chattering": 1, "standing": 2},
+        {"rule": "r_lo", "tag": "t2", "sites": 1, "alarms": 2, "share": 2 / 11, "activations": 4, "chattering": 1, "standing": 1},
+        {"rule": "r_dp", "tag": "t3", "sites": 1, "alarms": 2, "share": 2 / 11, "activations": 2, "chattering": 0, "standing": 0},
+        {"rule": "r_cw", "tag": "t5", "sites": 1, "alarms": 1, "share": 1 / 11, "activations": 1, "chattering": 0, "standing": 0},
+        {"rule": "r_x", "tag": "t4", "sites": 1, "alarms": 1, "share": 1 / 11, "activations": 1, "chattering": 0, "standing": 0},
     ]  # fmt: skip
     assert len(got) == len(expected)
     for a, e in zip(got, expected, strict=True):
@@ -378,15 +483,15 @@ def test_load(load_db: duckdb.DuckDBPyConnection) -> None:
                       as_of_ms=t("2026-11-03T00:00:00Z"))  # fmt: skip
     got = rows(df)
     expected = [
-        dict(site="f1", plant="hazchem", district="d1", alarms=17, avg_per_10min=17 / 12, max_per_10min=11,
-             avg_per_hour=8.5, max_per_hour=16, flood_intervals=1, flood_share=1 / 12, stale_open_24h=2,
-             red_share=1 / 17, orange_share=2 / 17, yellow_share=8 / 17, blue_share=6 / 17),
-        dict(site="f2", plant="dust", district="d2", alarms=1, avg_per_10min=1 / 12, max_per_10min=1,
-             avg_per_hour=0.5, max_per_hour=1, flood_intervals=0, flood_share=0.0, stale_open_24h=0,
-             red_share=1.0, orange_share=0.0, yellow_share=0.0, blue_share=0.0),
-        dict(site="f3", plant="steel", district="d3", alarms=0, avg_per_10min=0.0, max_per_10min=0,
-             avg_per_hour=0.0, max_per_hour=0, flood_intervals=0, flood_share=0.0, stale_open_24h=1,
-             red_share=None, orange_share=None, yellow_share=None, blue_share=None),
+        {"site": "f1", "plant": "hazchem", "district": "d1", "alarms": 17, "avg_per_10min": 17 / 12, "max_per_10min": 11,
+             "avg_per_hour": 8.5, "max_per_hour": 16, "flood_intervals": 1, "flood_share": 1 / 12, "stale_open_24h": 2,
+             "red_share": 1 / 17, "orange_share": 2 / 17, "yellow_share": 8 / 17, "blue_share": 6 / 17},
+        {"site": "f2", "plant": "dust", "district": "d2", "alarms": 1, "avg_per_10min": 1 / 12, "max_per_10min": 1,
+             "avg_per_hour": 0.5, "max_per_hour": 1, "flood_intervals": 0, "flood_share": 0.0, "stale_open_24h": 0,
+             "red_share": 1.0, "orange_share": 0.0, "yellow_share": 0.0, "blue_share": 0.0},
+        {"site": "f3", "plant": "steel", "district": "d3", "alarms": 0, "avg_per_10min": 0.0, "max_per_10min": 0,
+             "avg_per_hour": 0.0, "max_per_hour": 0, "flood_intervals": 0, "flood_share": 0.0, "stale_open_24h": 1,
+             "red_share": None, "orange_share": None, "yellow_share": None, "blue_share": None},
     ]  # fmt: skip
     assert len(got) == len(expected)
     for a, e in zip(got, expected, strict=True):
@@ -423,16 +528,16 @@ def test_online() -> None:
         return dt.datetime.fromisoformat(s)
 
     expected = [
-        dict(site="o1", tag="c", period_ms=10_000, received=0, received_good=0, expected=6, online_rate=0.0,
-             last_seen=at("2026-11-01T23:00:00+00:00")),
-        dict(site="o1", tag="b", period_ms=10_000, received=3, received_good=3, expected=6, online_rate=0.5,
-             last_seen=at("2026-11-02T00:00:20+00:00")),
-        dict(site="o2", tag="ev", period_ms=30_000, received=1, received_good=1, expected=2, online_rate=0.5,
-             last_seen=at("2026-11-02T00:00:05+00:00")),
-        dict(site="o1", tag="a", period_ms=10_000, received=6, received_good=5, expected=6, online_rate=1.0,
-             last_seen=at("2026-11-02T00:00:50+00:00")),
-        dict(site="o2", tag="burst", period_ms=10_000, received=8, received_good=8, expected=6,
-             online_rate=1.0, last_seen=at("2026-11-02T00:00:07+00:00")),
+        {"site": "o1", "tag": "c", "period_ms": 10_000, "received": 0, "received_good": 0, "expected": 6, "online_rate": 0.0,
+             "last_seen": at("2026-11-01T23:00:00+00:00")},
+        {"site": "o1", "tag": "b", "period_ms": 10_000, "received": 3, "received_good": 3, "expected": 6, "online_rate": 0.5,
+             "last_seen": at("2026-11-02T00:00:20+00:00")},
+        {"site": "o2", "tag": "ev", "period_ms": 30_000, "received": 1, "received_good": 1, "expected": 2, "online_rate": 0.5,
+             "last_seen": at("2026-11-02T00:00:05+00:00")},
+        {"site": "o1", "tag": "a", "period_ms": 10_000, "received": 6, "received_good": 5, "expected": 6, "online_rate": 1.0,
+             "last_seen": at("2026-11-02T00:00:50+00:00")},
+        {"site": "o2", "tag": "burst", "period_ms": 10_000, "received": 8, "received_good": 8, "expected": 6,
+             "online_rate": 1.0, "last_seen": at("2026-11-02T00:00:07+00:00")},
     ]  # fmt: skip
     got = rows(df)
     assert len(got) == len(expected)
@@ -441,7 +546,13 @@ def test_online() -> None:
     # one period for every tag
     flat = reports.online(con, since_ms=t("2026-11-02T00:00:00Z"), until_ms=t("2026-11-02T00:01:00Z"),
                           expected_period_ms=30_000)  # fmt: skip
-    assert dict(zip(flat["tag"], flat["expected"], strict=True)) == {"c": 2, "b": 2, "ev": 2, "a": 2, "burst": 2}
+    assert dict(zip(flat["tag"], flat["expected"], strict=True)) == {
+        "c": 2,
+        "b": 2,
+        "ev": 2,
+        "a": 2,
+        "burst": 2,
+    }
     with pytest.raises(ValueError):
         reports.online(con, since_ms=0, until_ms=1, expected_period_ms=0)
 
@@ -485,8 +596,16 @@ def risk_db() -> duckdb.DuckDBPyConnection:
     reading("k4", "sis_bypass_active", "2026-11-02T13:00:00Z", 0.0)
     reading("k4", "tank_level_pct", "2026-11-02T05:00:00Z", 50.0)
     for i in range(11):
-        add_alarm(con, f"k5-{i}", "k5", "blue", f"2026-11-02T09:0{i % 6}:{i:02d}Z",
-                  cleared="2026-11-02T09:20:00Z", closed="2026-11-02T09:30:00Z", disposition="process_normal")
+        add_alarm(
+            con,
+            f"k5-{i}",
+            "k5",
+            "blue",
+            f"2026-11-02T09:0{i % 6}:{i:02d}Z",
+            cleared="2026-11-02T09:20:00Z",
+            closed="2026-11-02T09:30:00Z",
+            disposition="process_normal",
+        )
     add_alarm(con, "k6-0", "k6", "orange", "2026-11-02T11:30:00Z")
     reading("k7", "x", "2026-11-02T10:00:00Z", 1.0)
     add_alarm(con, "k8-0", "k8", "blue", "2026-11-02T08:00:00Z", cleared="2026-11-02T08:10:00Z",
@@ -500,26 +619,26 @@ def test_risk(risk_db: duckdb.DuckDBPyConnection) -> None:
     df = reports.risk(risk_db, since_ms=t("2026-11-02T00:00:00Z"), until_ms=t("2026-11-03T00:00:00Z"),
                       as_of_ms=t("2026-11-02T12:00:00Z"))  # fmt: skip
     got = rows(df)
-    base = dict(plant="hazchem", district="d1", failed_interlocks=0, overdue_red=0, overdue_orange=0,
-                open_red_orange=0, bypass_tags=[], flood_intervals=0, alarms=0, stale_tags=0)  # fmt: skip
+    base = {"plant": "hazchem", "district": "d1", "failed_interlocks": 0, "overdue_red": 0, "overdue_orange": 0,
+                "open_red_orange": 0, "bypass_tags": [], "flood_intervals": 0, "alarms": 0, "stale_tags": 0}  # fmt: skip
     expected = [
-        base | dict(site="k1", plant="aluminum", level="high", failed_interlocks=2, alarms=1,
-                    reasons=["2 failed interlock(s)"]),
-        base | dict(site="k2", level="high", overdue_red=1, alarms=1, reasons=["1 overdue red alarm(s)"]),
-        base | dict(site="k3", level="high", open_red_orange=1, bypass_tags=["sis_bypass_active"], alarms=1,
-                    stale_tags=1, reasons=["bypass active: sis_bypass_active", "1 open red/orange alarm(s)",
-                                           "1 stale tag(s)"]),
-        base | dict(site="k9", level="elevated", overdue_orange=1, alarms=1,
-                    reasons=["1 overdue orange alarm(s)"]),
-        base | dict(site="k4", plant=None, district=None, level="elevated", bypass_tags=["sis_bypass_active"],
-                    stale_tags=2, reasons=["bypass active: sis_bypass_active", "2 stale tag(s)"]),
-        base | dict(site="k5", level="elevated", flood_intervals=1, alarms=11,
-                    reasons=["alarm flood in 1 ten-minute interval(s)"]),
-        base | dict(site="k6", level="medium", open_red_orange=1, alarms=1,
-                    reasons=["1 open red/orange alarm(s)"]),
-        base | dict(site="k7", plant=None, district=None, level="medium", stale_tags=1,
-                    reasons=["1 stale tag(s)"]),
-        base | dict(site="k8", level="low", alarms=1, reasons=[]),
+        base | {"site": "k1", "plant": "aluminum", "level": "high", "failed_interlocks": 2, "alarms": 1,
+                    "reasons": ["2 failed interlock(s)"]},
+        base | {"site": "k2", "level": "high", "overdue_red": 1, "alarms": 1, "reasons": ["1 overdue red alarm(s)"]},
+        base | {"site": "k3", "level": "high", "open_red_orange": 1, "bypass_tags": ["sis_bypass_active"], "alarms": 1,
+                    "stale_tags": 1, "reasons": ["bypass active: sis_bypass_active", "1 open red/orange alarm(s)",
+                                           "1 stale tag(s)"]},
+        base | {"site": "k9", "level": "elevated", "overdue_orange": 1, "alarms": 1,
+                    "reasons": ["1 overdue orange alarm(s)"]},
+        base | {"site": "k4", "plant": None, "district": None, "level": "elevated", "bypass_tags": ["sis_bypass_active"],
+                    "stale_tags": 2, "reasons": ["bypass active: sis_bypass_active", "2 stale tag(s)"]},
+        base | {"site": "k5", "level": "elevated", "flood_intervals": 1, "alarms": 11,
+                    "reasons": ["alarm flood in 1 ten-minute interval(s)"]},
+        base | {"site": "k6", "level": "medium", "open_red_orange": 1, "alarms": 1,
+                    "reasons": ["1 open red/orange alarm(s)"]},
+        base | {"site": "k7", "plant": None, "district": None, "level": "medium", "stale_tags": 1,
+                    "reasons": ["1 stale tag(s)"]},
+        base | {"site": "k8", "level": "low", "alarms": 1, "reasons": []},
     ]  # fmt: skip
     assert [r["site"] for r in got] == [e["site"] for e in expected]
     for a, e in zip(got, expected, strict=True):
@@ -576,7 +695,9 @@ def test_run_sql_refuses(db_file: Path, sql: str, tmp_path: Path, monkeypatch: p
 
 
 @pytest.mark.parametrize("sql", REFUSED)
-def test_run_sql_refuses_on_a_live_connection(sql: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_run_sql_refuses_on_a_live_connection(
+    sql: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     con = _db()
     add_alarm(con, "x1", "s1", "red", "2026-11-02T00:00:00Z")
@@ -606,7 +727,9 @@ def test_run_sql_allows_select(db_file: Path) -> None:
     con = _db()
     add_alarm(con, "x1", "s1", "red", "2026-11-02T00:00:00Z")
     add_alarm(con, "x2", "s1", "blue", "2026-11-02T00:00:00Z")
-    df = reports.run_sql(con, "WITH a AS (SELECT * FROM alarms) SELECT count(*) AS n FROM a JOIN alarms USING (alarm_id)")
+    df = reports.run_sql(
+        con, "WITH a AS (SELECT * FROM alarms) SELECT count(*) AS n FROM a JOIN alarms USING (alarm_id)"
+    )
     assert rows(df) == [{"n": 2}]
 
 
@@ -620,7 +743,9 @@ def test_run_sql_missing_file(tmp_path: Path) -> None:
 
 
 def test_render_formats(history: duckdb.DuckDBPyConnection, tmp_path: Path) -> None:
-    df = reports.closure(history, since_ms=t(SINCE), until_ms=t(UNTIL), as_of_ms=t(AS_OF), by=("site", "week"))
+    df = reports.closure(
+        history, since_ms=t(SINCE), until_ms=t(UNTIL), as_of_ms=t(AS_OF), by=("site", "week")
+    )
     data = json.loads(reports.render(df, "json") or "")
     assert isinstance(data, list) and len(data) == 5
     assert list(data[0]) == ["site", "week", *reports.CLOSURE_COLUMNS]
@@ -681,7 +806,9 @@ def test_registry_and_window_checks(history: duckdb.DuckDBPyConnection) -> None:
         reports.bad_actors(history, since_ms=t(SINCE), until_ms=t(UNTIL), limit=0)
 
 
-@pytest.mark.parametrize("by", [(), ("site",), ("site", "week"), ("severity", "day"), ("rule", "month", "plant")], ids=str)
+@pytest.mark.parametrize(
+    "by", [(), ("site",), ("site", "week"), ("severity", "day"), ("rule", "month", "plant")], ids=str
+)
 def test_closure_quantiles_equal_duckdb_quantile_cont(
     history: duckdb.DuckDBPyConnection, monkeypatch: pytest.MonkeyPatch, by: tuple[str, ...]
 ) -> None:
@@ -709,3 +836,18 @@ def test_group_quantiles_edge_cases() -> None:
     assert p90[2] == pytest.approx(3.5)
     med, p90 = reports._group_quantiles(gid, np.full(6, none), 3)
     assert all(math.isnan(x) for x in (*med, *p90))
+
+
+def test_reports_follow_the_callers_catalog() -> None:
+    # the engine's store works in an ATTACHed catalog; reports on its connection must read that one
+    con = duckdb.connect(":memory:")
+    con.execute("ATTACH ':memory:' AS store")
+    con.execute("USE store")
+    con.execute(SCHEMA)
+    add_alarm(con, "x1", "s1", "red", "2026-11-02T00:00:00Z", acked="2026-11-02T00:01:00Z")
+    window = {"since_ms": t("2026-11-01T00:00:00Z"), "until_ms": t("2026-11-03T00:00:00Z")}
+    [row] = rows(reports.closure(con, **window, as_of_ms=t("2026-11-03T00:00:00Z"), by=("site",)))
+    assert (row["site"], row["raised"], row["overdue"], row["median_ack_s"]) == ("s1", 1, 1, 60.0)
+    assert reports.load(con, **window, as_of_ms=t("2026-11-03T00:00:00Z"))["max_per_10min"].to_list() == [1]
+    assert rows(reports.run_sql(con, "SELECT count(*) AS n FROM alarms")) == [{"n": 1}]
+    assert con.execute("SELECT current_database()").fetchall() == [("store",)]
