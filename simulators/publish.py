@@ -131,7 +131,7 @@ class MqttPublisher:
     """
 
     def __init__(self, host: str, port: int, *, qos: int = 1, connections: int = 1, client_id_prefix: str = "ew-sim",
-                 protocol: str = "5", keepalive_s: int = 30, max_inflight: int = 1000) -> None:
+                 protocol: str = "5", keepalive_s: int = 30, max_inflight: int = 1000, max_pending: int = 20_000) -> None:
         import paho.mqtt.client as mqtt
 
         self._mqtt = mqtt
@@ -142,6 +142,7 @@ class MqttPublisher:
         self.published = 0
         self.acked = 0
         self.failed: list[str] = []
+        self.max_pending = max_pending
         proto = mqtt.MQTTv5 if protocol == "5" else mqtt.MQTTv311
         for k in range(max(1, connections)):
             c = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
@@ -179,6 +180,19 @@ class MqttPublisher:
         return self
 
     def publish(self, topic: str, payload: bytes) -> None:
+        """Queue one message; blocks while `max_pending` messages await their PUBACK.
+
+        Without that bound paho's queue would absorb any rate (the publish call only enqueues), the measured
+        rate would be the enqueue rate rather than the wire rate, and past 65 535 pending messages paho's
+        16-bit message ids collide ("queue full").
+        """
+        if self.published - self.acked >= self.max_pending:
+            deadline = time.monotonic() + 60.0
+            while self.published - self.acked >= self.max_pending:
+                if time.monotonic() > deadline:
+                    msg = f"no PUBACK for 60 s with {self.published - self.acked} messages pending"
+                    raise TimeoutError(msg)
+                time.sleep(0.0005)
         c = self._clients[self._rr]
         self._rr = (self._rr + 1) % len(self._clients)
         info = c.publish(topic, payload, qos=self.qos)
