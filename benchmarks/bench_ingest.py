@@ -167,7 +167,7 @@ def _engine_config(tmp: Path, broker: Mosquitto, client_id: str, mode: str) -> P
 
 def run_engine(broker: Mosquitto, tmp: Path, msgs: list[tuple[str, bytes]], per: int, live: bool, tag: str,
                mode: str) -> float:
-    from earlywarn.cli import start_runner
+    from earlywarn.app import start_runner
     from earlywarn.config import load_config
 
     n_readings = len(msgs) * per

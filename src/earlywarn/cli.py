@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from earlywarn import __version__
+from earlywarn.app import build_engine, start_runner  # noqa: F401  (light; re-exported for scripts and tests)
 from earlywarn.errors import ConfigError, ConfigErrors, EarlywarnError
 
 log = logging.getLogger("earlywarn")
@@ -39,54 +40,9 @@ def _load_config(path: str | None) -> Any:
 # run
 
 
-def build_engine(cfg: Any, *, replay: bool = False, clock: Any = None, metrics: Any = None) -> Any:
-    from earlywarn.pipeline import Engine, load_site_rules
-    from earlywarn.store import Store
-
-    sites, site_rules = load_site_rules(cfg)
-    store = Store.open(cfg.store.path)
-    return Engine(cfg, sites=sites, site_rules=site_rules, store=store, replay=replay, clock=clock, metrics=metrics)
-
-
-def start_runner(cfg: Any, *, clock: Any = None) -> Any:
-    """Build and start everything `earlywarn run` runs; returns the Runner (and its API server, if on)."""
-    import queue
-
-    from earlywarn.ingest import MqttIngest, ProcessIngest
-    from earlywarn.metrics import Metrics
-    from earlywarn.pipeline import Runner
-
-    metrics = Metrics()
-    engine = build_engine(cfg, clock=clock, metrics=metrics)
-    inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
-    ingest_cls = ProcessIngest if cfg.ingest.mode == "process" else MqttIngest
-    ingest = ingest_cls(cfg.broker, inbox, metrics=metrics, clock=engine.clock)
-    engine.dispatcher = _build_dispatcher(cfg, engine, ingest, metrics)
-    runner = Runner(cfg, engine=engine, metrics=metrics, ingest=ingest, inbox=inbox)
-    if cfg.metrics.listen:
-        from prometheus_client import start_http_server
-
-        host, port = cfg.metrics.listen.rsplit(":", 1)
-        start_http_server(int(port), addr=host, registry=metrics.registry)
-    runner.start()
-    runner.api_server = None
-    if cfg.http.listen:
-        try:
-            from earlywarn.api import serve_in_thread
-        except ImportError:  # the API lands separately; the engine runs without it
-            log.warning("HTTP API not available in this build")
-        else:
-            runner.api_server = serve_in_thread(cfg, runner)
-    return runner
-
-
-def _build_dispatcher(cfg: Any, engine: Any, ingest: Any, metrics: Any) -> Any:
-    from earlywarn.pipeline import build_dispatcher
-
-    return build_dispatcher(cfg, engine=engine, publish=ingest.publish, metrics=metrics)
-
-
 def cmd_run(args: argparse.Namespace) -> int:
+    from earlywarn.app import start_runner
+
     cfg = _load_config(args.config)
     runner = start_runner(cfg)
     stop = threading.Event()
@@ -118,6 +74,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_replay(args: argparse.Namespace) -> int:
     import time
 
+    from earlywarn.app import build_engine
     from earlywarn.pipeline import read_replay_files, run_replay
 
     cfg = _load_config(args.config)

@@ -205,7 +205,7 @@ def run_demo(*, duration_s: float = 120.0, speed: float = 60.0, seed: int = 7, w
 
     import simulators
     from earlywarn import reports
-    from earlywarn.cli import start_runner
+    from earlywarn.app import start_runner
     from earlywarn.config import load_config
 
     wd = Path(workdir).resolve()

@@ -34,7 +34,7 @@ def sha(t: str) -> str:
 
 @pytest.fixture
 def engine(tmp_path: Path, mosquitto, monkeypatch):
-    from earlywarn.cli import start_runner
+    from earlywarn.app import start_runner
     from earlywarn.config import load_config
 
     monkeypatch.setenv("EARLYWARN_LINK_SECRET", "s" * 40)

@@ -80,7 +80,7 @@ def readings_stats(db: Path) -> tuple[int, int]:
 
 
 def start_engine(cfg_path: Path):
-    from earlywarn.cli import start_runner
+    from earlywarn.app import start_runner
     from earlywarn.config import load_config
 
     runner = start_runner(load_config(cfg_path))

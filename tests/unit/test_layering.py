@@ -1,6 +1,6 @@
 """The layers of style.md, enforced by reading imports: stages never import each other.
 
-    cli -> [pipeline, api, demo] -> stages -> config, metrics -> model, errors, clock
+    cli -> demo -> app -> [pipeline, api] -> stages -> config, metrics -> model, errors, clock
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ LAYER = {
     "model": 0, "errors": 0, "clock": 0,
     "config": 1, "metrics": 1,
     "ingest": 2, "decode": 2, "batch": 2, "rules": 2, "alarms": 2, "notify": 2, "store": 2, "reports": 2,
-    "pipeline": 3, "api": 3, "demo": 3, "simulate": 3,
-    "cli": 4, "__main__": 5, "__init__": 5,
+    "pipeline": 3, "api": 3, "app": 4, "demo": 5,
+    "cli": 6, "__main__": 7, "__init__": 7,
 }
 STAGES = {name for name, layer in LAYER.items() if layer == 2}
 
