@@ -16,9 +16,10 @@ that every id named here exists there.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,6 +87,39 @@ def write_ground_truth_json(path: str | Path, truths: list[GroundTruth]) -> Path
     path.write_text(json.dumps([t.to_dict() for t in truths], indent=2, sort_keys=True, allow_nan=False) + "\n",
                     encoding="utf-8")
     return path
+
+
+def check_against_truth(truth: GroundTruth, raises: Iterable[tuple[str, int]]) -> list[str]:
+    """Compare an engine's raises `(rule_id, ts_ms)` of the truth's site with the ground truth.
+
+    Returns the problems (empty = pass): an expected alarm with no raise inside its window, expected
+    alarms first raised out of order (across ranks), a forbidden rule raised inside the observation
+    window, or more raises than `max_raises`. Raises outside `[window_start_ms, window_end_ms)` are ignored.
+    """
+    t0 = truth.injected_at_ms
+    inside = sorted((ts, rid) for rid, ts in raises if truth.window_start_ms <= ts < truth.window_end_ms)
+    problems: list[str] = []
+    first_in_window: dict[str, float] = {}
+    for e in truth.expected:
+        hits = [(ts - t0) / 1000 for ts, rid in inside if rid == e.rule_id and e.lo_s <= (ts - t0) / 1000 <= e.hi_s]
+        if hits:
+            first_in_window[e.rule_id] = hits[0]
+        else:
+            got = [round((ts - t0) / 1000, 1) for ts, rid in inside if rid == e.rule_id][:5]
+            problems.append(f"{truth.scenario}: {e.rule_id} not raised within [{e.lo_s}, {e.hi_s}] s (raised at {got})")
+    ranked = sorted((e.order, first_in_window[e.rule_id], e.rule_id) for e in truth.expected if e.rule_id in first_in_window)
+    for (o1, t1, r1), (o2, t2, r2) in itertools.pairwise(ranked):
+        if o1 < o2 and t2 < t1:
+            problems.append(f"{truth.scenario}: {r2} (rank {o2}) raised before {r1} (rank {o1})")
+    for rid in truth.forbidden:
+        got = [round((ts - t0) / 1000, 1) for ts, r in inside if r == rid]
+        if got:
+            problems.append(f"{truth.scenario}: forbidden {rid} raised at {got[:5]} s")
+    for rid, most in truth.max_raises.items():
+        n = sum(1 for _, r in inside if r == rid)
+        if n > most:
+            problems.append(f"{truth.scenario}: {rid} raised {n} times, at most {most} expected")
+    return problems
 
 
 def read_ground_truth_json(path: str | Path) -> list[GroundTruth]:

@@ -20,7 +20,13 @@ from simulators.payload import encode, render
 from simulators.plants import PHASE_STEADY, build_trace
 from simulators.publish import TokenBucket, readings_frame, write_csv, write_ndjson, write_parquet
 from simulators.run import DEFAULT_START_MS, auto_schedule, run_scenario, simulate_site, simulate_sites
-from simulators.scenarios import SCENARIOS, read_ground_truth_json, scenarios_for, write_ground_truth_json
+from simulators.scenarios import (
+    SCENARIOS,
+    check_against_truth,
+    read_ground_truth_json,
+    scenarios_for,
+    write_ground_truth_json,
+)
 from simulators.transport import MALFORMED_KINDS, TransportFaults, apply
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -291,6 +297,21 @@ def test_ground_truth_json_round_trip(tmp_path: Path) -> None:
     assert read_ground_truth_json(path) == truths
     data = json.loads(path.read_text())
     assert data[0]["expected"][0]["rule_id"]
+
+
+def test_check_against_truth() -> None:
+    (gt,) = run_scenario("cw_pump_trip_interlock_fails", seed=1).truths
+    t0 = gt.injected_at_ms
+    perfect = [(e.rule_id, t0 + int((e.lo_s + e.hi_s) / 2 * 1000)) for e in gt.expected]
+    assert check_against_truth(gt, perfect) == []
+    missing = [r for r in perfect if r[0] != "interlock_cw_cutoff"]
+    assert any("interlock_cw_cutoff not raised" in p for p in check_against_truth(gt, missing))
+    forbidden = [*perfect, ("interlock_cw_tilt", t0 + 30_000)]
+    assert any("forbidden interlock_cw_tilt" in p for p in check_against_truth(gt, forbidden))
+    outside = [*perfect, ("interlock_cw_tilt", gt.window_end_ms + 1)]
+    assert check_against_truth(gt, outside) == []
+    too_early = [(r, t0 + 1000 if r == "emergency_tank_level_l" else ts) for r, ts in perfect]
+    assert any("emergency_tank_level_l not raised" in p for p in check_against_truth(gt, too_early))
 
 
 def test_scheduled_scenarios_on_one_site() -> None:
