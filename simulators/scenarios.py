@@ -36,7 +36,7 @@ from simulators.plants import (
     lpg_pressure_mpa,
     reactor_pressure_mpa,
 )
-from simulators.signals import StateSeries, Trace, first_order
+from simulators.signals import QUALITY_BAD, StateSeries, Trace, first_order
 
 # ---------------------------------------------------------------------------------------------
 # Ground truth
@@ -512,6 +512,21 @@ def _gw_outage(c: InjectContext) -> None:
           pre_s=900, post_s=3600, feedback="comm_fault")
 def _gw_outage_lost(c: InjectContext) -> None:
     _outage(c, "stale_gateway", 45, False, ())
+
+
+@scenario("hazchem", "level_transmitter_bad_quality",
+          title="Tank level transmitter fault: quality bad for 10 min, DCS holds the last value", pre_s=900, post_s=1200,
+          feedback="instrument_fault")
+def _level_bad(c: InjectContext) -> None:
+    t0 = c.t0_s
+    # The DCS holds the last good value and flags it bad (NAMUR NE43: loop current out of 3.8–20.5 mA).
+    held = c.truth_at("tank_level_pct", t0)
+    c.trace.freeze("tank_level_pct", t0, t0 + 600, held)
+    c.trace.set_quality("tank_level_pct", t0, t0 + 600, QUALITY_BAD)
+    c.description = f"tank_level_pct published with q=bad for 10 min, value held at {held:.1f} %"
+    c.details = {"bad_s": 600, "held_value_pct": round(held, 2)}
+    c.expect("tank_level_fault", 9, 30, "bad quality for 10 s")
+    c.forbid("tank_level_l", "tank_level_ll", "tank_level_h", "tank_level_hh", "interlock_tank_esd")
 
 
 @scenario("hazchem", "summer_heat", title="Summer heat on the LPG sphere: 26 -> 42 degC over 5 h, spray cooling",
@@ -1020,6 +1035,22 @@ def _frozen_p(c: InjectContext) -> None:
     c.expect("cw_pressure_flatline", 900 - 5, 900 + 30, "flat for 15 min while casting")
     c.forbid("cw_pressure_l", "cw_pressure_ll", "interlock_cw_cutoff", "interlock_cw_discharge", "interlock_cw_tilt",
              "cw_flow_l")
+
+
+@scenario("aluminum", "flow_transmitter_bad_quality",
+          title="cw_flow transmitter fault while casting: reads 0 with quality bad for 5 min", pre_s=900, post_s=900,
+          feedback="instrument_fault", arrange=_arr_cast(1500, 780))
+def _flow_bad(c: InjectContext) -> None:
+    t0 = c.t0_s
+    # A broken loop reads 0 m3/h (below LL!) but the card flags it bad: bad readings take part in no
+    # value rule, so the engine must report the instrument, not a cooling-water LL.
+    c.trace.freeze("cw_flow_m3h", t0, t0 + 300, 0.0)
+    c.trace.set_quality("cw_flow_m3h", t0, t0 + 300, QUALITY_BAD)
+    c.description = "cw_flow_m3h reads 0 with q=bad for 5 min during a steady cast (pressure stays normal)"
+    c.details = {"bad_s": 300}
+    c.expect("cw_flow_fault", 1, 15, "bad quality for 2 s")
+    c.forbid("cw_flow_l", "cw_flow_ll", "cw_flow_trend_l", "interlock_cw_cutoff", "interlock_cw_discharge",
+             "interlock_cw_tilt", "start_no_cooling")
 
 
 @scenario("aluminum", "power_loss_tilt_back", title="Mains power lost during a cast; furnace tilts back in 12 s",
