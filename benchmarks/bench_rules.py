@@ -25,16 +25,16 @@ from pathlib import Path
 
 os.environ.setdefault("POLARS_MAX_THREADS", "1")
 
-import numpy as np  # noqa: E402
-import polars as pl  # noqa: E402
+import numpy as np
+import polars as pl
 
-from earlywarn.model import READING_SCHEMA, ReadingBatch, Severity  # noqa: E402
-from earlywarn.rules.engine import RuleEngine  # noqa: E402
-from earlywarn.rules.types import Cmp, RuleKind, RuleSpec  # noqa: E402
+from earlywarn.model import READING_SCHEMA, ReadingBatch, Severity
+from earlywarn.rules.engine import RuleEngine
+from earlywarn.rules.types import Cmp, RuleKind, RuleSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-from rules_reference import ReferenceEngine  # noqa: E402
+from rules_reference import ReferenceEngine
 
 N_SITES, N_TAGS = 100, 100
 T0_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z

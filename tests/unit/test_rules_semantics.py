@@ -18,7 +18,7 @@ from earlywarn.rules.engine import RuleEngine
 from earlywarn.rules.types import Cmp, RuleKind, RuleSpec
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from rules_reference import ReferenceEngine  # noqa: E402
+from rules_reference import ReferenceEngine
 
 R, C = "raise", "clear"
 

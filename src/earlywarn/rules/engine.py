@@ -55,7 +55,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from earlywarn.model import Quality, ReadingBatch, Severity, Signal, SignalKind
+from earlywarn.model import Quality, ReadingBatch, Signal, SignalKind
 from earlywarn.rules.kernels import (
     NONE_TS,
     OP_CODES,
@@ -108,17 +108,10 @@ class _Meta:
 
 
 def _cmp(v: np.ndarray, op: str, x: float) -> np.ndarray:
-    if op == "==":
-        return v == x
-    if op == "!=":
-        return v != x
-    if op == "<":
-        return v < x
-    if op == "<=":
-        return v <= x
-    if op == ">":
-        return v > x
-    return v >= x
+    """`v op x` for an expression operator (NaN compares false except for `!=`: callers mask it)."""
+    fn = {"==": np.equal, "!=": np.not_equal, "<": np.less, "<=": np.less_equal, ">": np.greater,
+          ">=": np.greater_equal}[op]
+    return np.asarray(fn(v, x), dtype=bool)
 
 
 class RuleEngine:
@@ -447,25 +440,25 @@ class RuleEngine:
                 st.site_newest_ms[i] = arrays["site_newest_ms"][old_sites[s]]
         new_inst = {(m.site, m.spec.id, m.tag): i for i, m in enumerate(eng._meta)}
         for j, key in enumerate(doc["inst_keys"]):
-            i = new_inst.get(tuple(key))
-            if i is not None:
-                st.c_start_ms[i] = arrays["c_start_ms"][j]
-                st.d_start_ms[i] = arrays["d_start_ms"][j]
-                st.active[i] = arrays["active"][j]
+            ni = new_inst.get(tuple(key))
+            if ni is not None:
+                st.c_start_ms[ni] = arrays["c_start_ms"][j]
+                st.d_start_ms[ni] = arrays["d_start_ms"][j]
+                st.active[ni] = arrays["active"][j]
         new_il = {(m.site, m.spec.id): i for i, m in enumerate(eng._il_meta)}
         for j, key in enumerate(doc["il_keys"]):
-            i = new_il.get(tuple(key))
-            if i is not None:
-                st.il_trig_last[i] = arrays["il_trig_last"][j]
-                st.il_active[i] = arrays["il_active"][j]
+            ni = new_il.get(tuple(key))
+            if ni is not None:
+                st.il_trig_last[ni] = arrays["il_trig_last"][j]
+                st.il_active[ni] = arrays["il_active"][j]
                 pend = doc["il_pending"].get(str(j))
                 if pend:
-                    st.il_pending[i] = [(int(a), int(b)) for a, b in pend]
+                    st.il_pending[ni] = [(int(a), int(b)) for a, b in pend]
         new_stale = {k: i for i, k in enumerate(eng._stale_keys)}
         for j, key in enumerate(doc["stale_keys"]):
-            i = new_stale.get(tuple(key))
-            if i is not None:
-                st.stale_active[i] = arrays["stale_active"][j]
+            ni = new_stale.get(tuple(key))
+            if ni is not None:
+                st.stale_active[ni] = arrays["stale_active"][j]
         keep = eng._maxwin[arrays["hist_sid"]] >= 0 if len(arrays["hist_sid"]) else np.zeros(0, bool)
         st.hist_sid = arrays["hist_sid"][keep]
         st.hist_ts_ms = arrays["hist_ts_ms"][keep]
@@ -705,7 +698,7 @@ class RuleEngine:
     def _eval_expr(self, b: _Batch, e: Expr, pts: np.ndarray) -> np.ndarray:
         if isinstance(e, Cmp):
             v = self._asof(b, e.tag)[pts]
-            return ~np.isnan(v) & _cmp(v, e.op, e.value)
+            return np.asarray(~np.isnan(v) & _cmp(v, e.op, e.value), dtype=bool)
         if isinstance(e, And):
             r = self._eval_expr(b, e.items[0], pts)
             for it in e.items[1:]:
@@ -782,113 +775,122 @@ class RuleEngine:
         st = self._st
         site_clock = np.maximum(st.site_newest_ms, st.clock_ms)
         for spec, il_by_site in self._il_groups.items():
-            assert spec.trigger is not None and spec.expect is not None
-            within = spec.within_ms
-            if b is not None:
-                rows = b.site_rows()
-                ttags = [self._tag_idx[t] for t in expr_tags(spec.trigger) if t in self._tag_idx]
-                xtags = [self._tag_idx[t] for t in expr_tags(spec.expect) if t in self._tag_idx]
-                sel = rows.good & (il_by_site[rows.site] >= 0) & np.isin(rows.tag, ttags + xtags)
-                pts = np.flatnonzero(sel)
-            else:
-                pts = np.zeros(0, _I64)
-            n = len(pts)
-            if n:
-                assert b is not None
-                inst = il_by_site[rows.site[pts]]
-                ts = rows.ts[pts]
-                # the site clock at each point: what decides "before the deadline passed"
-                clk = np.maximum(np.maximum(b.clock_prev, b.site_newest_prev[rows.site[pts]]), ts)
-                trig = self._eval_expr(b, spec.trigger, pts)
-                expect = self._eval_expr(b, spec.expect, pts)
-                is_t = np.isin(rows.tag[pts], ttags)
-                is_x = np.isin(rows.tag[pts], xtags)
-                tp = np.flatnonzero(is_t)
-                tinst = inst[tp]
-                prev_t = np.empty(len(tp), bool)
-                if len(tp):
-                    prev_t[1:] = trig[tp[:-1]]
-                    tf = segment_first(tinst)
-                    prev_t[tf] = st.il_trig_last[tinst[tf]]
-                    tl = segment_last(tinst)
-                    st.il_trig_last[tinst[tl]] = trig[tp[tl]]
-                edges = tp[trig[tp] & ~prev_t]
-                seg_f = segment_first(inst)
-                seg_lo = np.flatnonzero(seg_f)
-                seg_hi = np.append(seg_lo[1:], n)
-                bounds = {int(inst[lo]): (int(lo), int(hi)) for lo, hi in zip(seg_lo, seg_hi)}
-                cand = np.flatnonzero(is_x & expect)
-                clear_cand = np.flatnonzero(expect | ~trig)
-                vals = rows.val[pts]
-            else:
-                edges = np.zeros(0, _I64)
-                bounds, cand, clear_cand = {}, np.zeros(0, _I64), np.zeros(0, _I64)
-                inst = ts = vals = clk = np.zeros(0, _I64)
-                trig = expect = np.zeros(0, bool)
+            self._interlock_group(spec, il_by_site, b, site_clock, out)
 
-            def satisfied(i: int, q: int, deadline: int) -> bool:
-                k = int(np.searchsorted(cand, q))
-                return k < len(cand) and cand[k] < bounds[i][1] and int(clk[cand[k]]) <= deadline
+    def _interlock_group(
+        self, spec: RuleSpec, il_by_site: np.ndarray, b: _Batch | None, site_clock: np.ndarray,
+        out: list[tuple[Any, ...]],
+    ) -> None:
+        """All instances (sites) of one interlock rule."""
+        st = self._st
+        assert spec.trigger is not None and spec.expect is not None
+        within = spec.within_ms
+        if b is not None:
+            rows = b.site_rows()
+            ttags = [self._tag_idx[t] for t in expr_tags(spec.trigger) if t in self._tag_idx]
+            xtags = [self._tag_idx[t] for t in expr_tags(spec.expect) if t in self._tag_idx]
+            sel = rows.good & (il_by_site[rows.site] >= 0) & np.isin(rows.tag, ttags + xtags)
+            pts = np.flatnonzero(sel)
+        else:
+            pts = np.zeros(0, _I64)
+        n = len(pts)
+        if n:
+            assert b is not None
+            inst = il_by_site[rows.site[pts]]
+            ts = rows.ts[pts]
+            # the site clock at each point: what decides "before the deadline passed"
+            clk = np.maximum(np.maximum(b.clock_prev, b.site_newest_prev[rows.site[pts]]), ts)
+            trig = self._eval_expr(b, spec.trigger, pts)
+            expect = self._eval_expr(b, spec.expect, pts)
+            is_t = np.isin(rows.tag[pts], ttags)
+            is_x = np.isin(rows.tag[pts], xtags)
+            tp = np.flatnonzero(is_t)
+            tinst = inst[tp]
+            prev_t = np.empty(len(tp), bool)
+            if len(tp):
+                prev_t[1:] = trig[tp[:-1]]
+                tf = segment_first(tinst)
+                prev_t[tf] = st.il_trig_last[tinst[tf]]
+                tl = segment_last(tinst)
+                st.il_trig_last[tinst[tl]] = trig[tp[tl]]
+            edges = tp[trig[tp] & ~prev_t]
+            seg_f = segment_first(inst)
+            seg_lo = np.flatnonzero(seg_f)
+            seg_hi = np.append(seg_lo[1:], n)
+            bounds = {int(inst[lo]): (int(lo), int(hi)) for lo, hi in zip(seg_lo, seg_hi)}
+            cand = np.flatnonzero(is_x & expect)
+            clear_cand = np.flatnonzero(expect | ~trig)
+            vals = rows.val[pts]
+        else:
+            edges = np.zeros(0, _I64)
+            bounds, cand, clear_cand = {}, np.zeros(0, _I64), np.zeros(0, _I64)
+            inst = ts = vals = clk = np.zeros(0, _I64)
+            trig = expect = np.zeros(0, bool)
 
-            # Each arm is (deadline, first point after it was armed). A failed arm is detected at the
-            # first site reading after arming whose clock exceeds the deadline; in points, `start` =
-            # max(arming point + 1, first point with clock > deadline). Clears are looked for from there.
-            failed: dict[int, list[tuple[int, int]]] = {}  # inst -> [(start, deadline)]
-            insts_here = set(bounds)
+        def satisfied(i: int, q: int, deadline: int) -> bool:
+            k = int(np.searchsorted(cand, q))
+            return k < len(cand) and cand[k] < bounds[i][1] and int(clk[cand[k]]) <= deadline
 
-            def detect(i: int, after: int, dl: int) -> None:
-                lo, hi = bounds.get(i, (0, 0))
-                start = max(after, lo + int(np.searchsorted(clk[lo:hi], dl, "right"))) if hi > lo else 0
-                failed.setdefault(i, []).append((start, dl))
+        # Each arm is (deadline, first point after it was armed). A failed arm is detected at the
+        # first site reading after arming whose clock exceeds the deadline; in points, `start` =
+        # max(arming point + 1, first point with clock > deadline). Clears are looked for from there.
+        failed: dict[int, list[tuple[int, int]]] = {}  # inst -> [(start, deadline)]
+        insts_here = set(bounds)
 
-            for i in list(st.il_pending):
-                if int(il_by_site[self._il_site[i]]) != i:
-                    continue
-                arms = st.il_pending.pop(i)
-                keep: list[tuple[int, int]] = []
-                for t0, dl in arms:
-                    if i in insts_here and satisfied(i, bounds[i][0], dl):
-                        continue
-                    if site_clock[self._il_site[i]] > dl:
-                        detect(i, bounds.get(i, (0, 0))[0], dl)
-                    else:
-                        keep.append((t0, dl))
-                if keep:
-                    st.il_pending[i] = keep
-            for e in edges.tolist():
-                i = int(inst[e])
-                t0 = int(ts[e])
-                dl = t0 + within
-                if expect[e] or satisfied(i, e + 1, dl):
+        def detect(i: int, after: int, dl: int) -> None:
+            lo, hi = bounds.get(i, (0, 0))
+            start = max(after, lo + int(np.searchsorted(clk[lo:hi], dl, "right"))) if hi > lo else 0
+            failed.setdefault(i, []).append((start, dl))
+
+        for i in list(st.il_pending):
+            if int(il_by_site[self._il_site[i]]) != i:
+                continue
+            arms = st.il_pending.pop(i)
+            keep: list[tuple[int, int]] = []
+            for t0, dl in arms:
+                if i in insts_here and satisfied(i, bounds[i][0], dl):
                     continue
                 if site_clock[self._il_site[i]] > dl:
-                    detect(i, e + 1, dl)
+                    detect(i, bounds.get(i, (0, 0))[0], dl)
                 else:
-                    st.il_pending.setdefault(i, []).append((t0, dl))
-            # carried active alarms clear at their first clear point; failures raise (unless the alarm is
-            # still active when they are detected) and then clear at the first clear point after that
-            todo = set(failed) | {i for i in insts_here if st.il_active[i]}
-            for i in sorted(todo):
-                mt = self._il_meta[i]
-                lo, hi = bounds.get(i, (0, 0))
+                    keep.append((t0, dl))
+            if keep:
+                st.il_pending[i] = keep
+        for e in edges.tolist():
+            i = int(inst[e])
+            t0 = int(ts[e])
+            dl = t0 + within
+            if expect[e] or satisfied(i, e + 1, dl):
+                continue
+            if site_clock[self._il_site[i]] > dl:
+                detect(i, e + 1, dl)
+            else:
+                st.il_pending.setdefault(i, []).append((t0, dl))
+        # carried active alarms clear at their first clear point; failures raise (unless the alarm is
+        # still active when they are detected) and then clear at the first clear point after that
+        todo = set(failed) | {i for i in insts_here if st.il_active[i]}
+        for i in sorted(todo):
+            mt = self._il_meta[i]
+            lo, hi = bounds.get(i, (0, 0))
 
-                def next_clear(start: int, hi: int = hi) -> int | None:
-                    k = int(np.searchsorted(clear_cand, start))
-                    return int(clear_cand[k]) if k < len(clear_cand) and clear_cand[k] < hi else None
+            def next_clear(start: int, hi: int = hi) -> int | None:
+                k = int(np.searchsorted(clear_cand, start))
+                return int(clear_cand[k]) if k < len(clear_cand) and clear_cand[k] < hi else None
 
-                active = bool(st.il_active[i])
-                clear_pos = next_clear(lo) if active and lo < hi else None
+            active = bool(st.il_active[i])
+            clear_pos = next_clear(lo) if active and lo < hi else None
+            if clear_pos is not None:
+                out.append(self._sig(mt, int(ts[clear_pos]), float(vals[clear_pos]), False))
+            for start, dl in sorted(failed.get(i, [])):
+                if active and (clear_pos is None or clear_pos >= start):
+                    continue  # still active when this failure is detected: same episode
+                out.append(self._sig(mt, dl, float("nan"), True, "interlock_failed"))
+                active = True
+                clear_pos = next_clear(start) if lo < hi else None
                 if clear_pos is not None:
                     out.append(self._sig(mt, int(ts[clear_pos]), float(vals[clear_pos]), False))
-                for start, dl in sorted(failed.get(i, [])):
-                    if active and (clear_pos is None or clear_pos >= start):
-                        continue  # still active when this failure is detected: same episode
-                    out.append(self._sig(mt, dl, float("nan"), True, "interlock_failed"))
-                    active = True
-                    clear_pos = next_clear(start) if lo < hi else None
-                    if clear_pos is not None:
-                        out.append(self._sig(mt, int(ts[clear_pos]), float(vals[clear_pos]), False))
-                st.il_active[i] = active and clear_pos is None
+            st.il_active[i] = active and clear_pos is None
+
 
     # --- signals --------------------------------------------------------------------------------
 
