@@ -66,8 +66,11 @@ class SiteRun:
 
 
 def simulate_site(site: str, plant: str, *, start_ms: int = DEFAULT_START_MS, duration_s: int = 3600,
-                  seed: int = 0, scenarios: Sequence[tuple[str, float]] = ()) -> SiteRun:
-    """Simulate one site for `duration_s`, injecting `scenarios` as `(name, at_offset_s)` pairs."""
+                  seed: int = 0, scenarios: Sequence[tuple[str, float]] = (), state_refresh_s: float = 10.0) -> SiteRun:
+    """Simulate one site for `duration_s`, injecting `scenarios` as `(name, at_offset_s)` pairs.
+
+    Discrete tags are published on change and re-published every `state_refresh_s` (0 = on change only).
+    """
     if plant not in PLANTS:
         msg = f"unknown plant {plant!r}; known: {sorted(PLANTS)}"
         raise ValueError(msg)
@@ -84,6 +87,7 @@ def simulate_site(site: str, plant: str, *, start_ms: int = DEFAULT_START_MS, du
     chosen.sort(key=lambda x: x[1])
     arrange = [(lambda p, sc=sc, at=at: sc.arrange(p, at)) for sc, at in chosen if sc.arrange is not None]
     trace, plan = build_trace(plant, site, start_ms, duration_s, seed, arrange)
+    trace.state_refresh_s = state_refresh_s
     truths, outages = [], []
     for sc, at_s in chosen:
         ctx = InjectContext(trace, plan, at_s, seed, rng_for(seed, site, "scenario", sc.name, str(at_s)))

@@ -210,8 +210,9 @@ class InjectContext:
             raise AssertionError(msg)
         arr = self.trace.analog[tag]
         i = self.i(tc)
-        lo_i, hi_i = max(i - 60, 0), min(i + 60, self.trace.n - 1)
-        slope = abs(float(arr[hi_i] - arr[lo_i])) / max(hi_i - lo_i, 1)
+        # steepest truth step near the crossing (per second): a step reads as steep, a slow ramp as slow
+        lo_i, hi_i = max(i - 30, 0), min(i + 30, self.trace.n - 1)
+        slope = float(np.abs(np.diff(arr[lo_i:hi_i + 1])).max()) if hi_i > lo_i else 0.0
         sigma = self.trace.specs[tag].noise
         if sigma > 0 and slope > 0:
             slack_s = max(slack_s, min(4.0 * sigma / slope, 3600.0))
