@@ -497,6 +497,17 @@ class RuleEngine:
         # chunks of evaluation points: (kind, inst, ts, c, d, value, arrival index)
         chunks: list[tuple[Any, ...]] = []
 
+        n_sensors = len(self._sensor_site)
+        bounds_cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+        def seg_bounds(seg_sid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            """(first index, count) of every sensor's readings in a sid-sorted array (by counting)."""
+            key = id(seg_sid)
+            if key not in bounds_cache:
+                cnt = np.bincount(seg_sid, minlength=n_sensors)
+                bounds_cache[key] = (np.cumsum(cnt) - cnt, cnt)
+            return bounds_cache[key]
+
         def expand(kind: int, seg_sid: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
             """Points of every (sensor, rule) pair of `kind`: positions into seg_sid and instances.
 
@@ -506,9 +517,8 @@ class RuleEngine:
             psid, pinst = self._pair_arr[kind]
             if len(psid) == 0 or len(seg_sid) == 0:
                 return np.zeros(0, _I64), np.zeros(0, _I64)
-            lo = np.searchsorted(seg_sid, psid, "left")
-            hi = np.searchsorted(seg_sid, psid, "right")
-            lens = hi - lo
+            starts, counts = seg_bounds(seg_sid)
+            lo, lens = starts[psid], counts[psid]
             inst = np.repeat(pinst, lens)
             if self._pair_one[kind] and len(inst) == len(seg_sid):
                 return None, inst
@@ -983,7 +993,7 @@ class _Rows:
         self.good = b.good[m][o][order]
         self.row_of_a = np.full(b.n_arrival, -1, _I64)
         self.row_of_a[self.a] = np.arange(len(self.a))
-        self.seg_first = np.searchsorted(self.site, self.site, "left")
+        self.seg_first = ffill_index(segment_first(self.site))
 
 
 class _Batch:
