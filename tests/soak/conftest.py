@@ -6,3 +6,10 @@ from pathlib import Path
 # tests/chaos/enginekit.py is shared by the chaos, security and soak tests
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "chaos"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+def pytest_addoption(parser) -> None:  # noqa: ANN001
+    # honoured when tests/soak is on the command line (`pytest tests/soak --soak`); from the repo root use
+    # EARLYWARN_SOAK_SECONDS=1800 instead (a non-initial conftest cannot add options)
+    parser.addoption("--soak", action="store_true", default=False, help="run the full soak test")
+    parser.addoption("--soak-seconds", type=float, default=1800.0, help="duration of the full soak test")
