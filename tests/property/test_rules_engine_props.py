@@ -192,7 +192,7 @@ def test_engine_matches_reference_per_kind(kind: RuleKind, data: Any) -> None:
     check_equal(pack, batches, data.draw(st.integers(0, 2)), data.draw(st.sampled_from([5, 40])))
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_engine_matches_reference_mixed_pack(data: Any) -> None:
     pack = data.draw(rule_packs(ALL_KINDS))
@@ -200,7 +200,7 @@ def test_engine_matches_reference_mixed_pack(data: Any) -> None:
     check_equal(pack, batches, data.draw(st.integers(0, 2)), data.draw(st.sampled_from([5, 40])))
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_any_split_into_batches_gives_the_same_signals(data: Any) -> None:
     pack = data.draw(rule_packs(ALL_KINDS))
@@ -217,7 +217,7 @@ def test_any_split_into_batches_gives_the_same_signals(data: Any) -> None:
     assert all(a[0] <= b[0] for a, b in itertools.pairwise(one))
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_snapshot_restore_mid_stream_continues_exactly(data: Any) -> None:
     pack = data.draw(rule_packs(ALL_KINDS))
