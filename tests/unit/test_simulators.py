@@ -506,3 +506,16 @@ def test_token_bucket_paces_on_a_fake_clock() -> None:
         bucket.take(100)
     rate = 10_000 * 100 / now[0]
     assert math.isclose(rate, 100_000, rel_tol=0.01)
+
+
+def test_cli_writes_replay_and_truth(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from simulators import cli_main
+
+    assert cli_main(["--list-scenarios"]) == 0
+    assert "cw_pump_trip" in capsys.readouterr().out
+    out, truth = tmp_path / "r.csv", tmp_path / "t.json"
+    assert cli_main(["--plants", "hazchem", "--scenario", "span_gas_test", "--out", str(out), "--truth", str(truth)]) == 0
+    df = pl.read_csv(out)
+    assert df.columns == ["site", "tag", "ts", "value", "quality"] and df.height > 1000
+    assert read_ground_truth_json(truth)[0].scenario == "span_gas_test"
+    assert cli_main(["--rate", "0", "--port", "1"]) == 2  # a bad rate is refused before any connection
