@@ -15,7 +15,7 @@ from pathlib import Path
 
 from hypothesis import HealthCheck, settings
 
-EXAMPLES = int(os.environ.get("EARLYWARN_FUZZ_EXAMPLES", "300"))
+EXAMPLES = int(os.environ.get("EARLYWARN_FUZZ_EXAMPLES", "200"))
 #: per input: generous, because a busy 2-core CI box is slow; a real hang is far beyond it
 TIME_LIMIT_S = float(os.environ.get("EARLYWARN_FUZZ_TIME_LIMIT", "5"))
 CORPUS = Path(__file__).resolve().parent / "corpus"
