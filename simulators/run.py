@@ -12,6 +12,7 @@ compressed-clock multi-site plant run.
 from __future__ import annotations
 
 import heapq
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -36,6 +37,8 @@ class SiteRun:
     trace: Trace
     truths: list[GroundTruth]
     outages_ms: list[tuple[int, int, bool]] = field(default_factory=list)
+    schedule: list[tuple[str, float]] = field(default_factory=list)  # (scenario, injection offset s)
+    state_refresh_s: float = 10.0
     _readings: Readings | None = None
 
     @property
@@ -110,7 +113,7 @@ def simulate_site(site: str, plant: str, *, start_ms: int = DEFAULT_START_MS, du
             details=ctx.details, max_raises=dict(ctx.max_raises), mode=ctx.mode,
         ))
         outages += [(start_ms + int(a * 1000), start_ms + int(b * 1000), flush) for a, b, flush in ctx.outages]
-    return SiteRun(site, plant, seed, trace, truths, outages)
+    return SiteRun(site, plant, seed, trace, truths, outages, [(sc.name, at) for sc, at in chosen], state_refresh_s)
 
 
 def _snapshot_tail(trace: Trace, end_i: int) -> dict[str, Any]:
@@ -168,6 +171,9 @@ class SitesRun:
     speed: float
     batch_window_ms: int | None = 1000
     transport: TransportFaults | None = None
+    _pending: list[tuple[int, SiteRun]] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _last_ms: int | None = None
 
     @property
     def truths(self) -> list[GroundTruth]:
@@ -177,11 +183,63 @@ class SitesRun:
     def end_ms(self) -> int:
         return max((r.end_ms for r in self.runs), default=self.start_ms)
 
+    def inject(self, site: str, scenario: str, at_ms: int | None = None) -> GroundTruth:
+        """Inject a scenario on demand while `messages()` is being consumed (thread-safe).
+
+        Default injection time: the newest event time already yielded plus the scenario's reach (its set-up
+        time), so everything the scenario arranges lies in the future and what was published stays valid.
+        Scheduled scenarios of that site whose windows would overlap the new one are dropped. The site is
+        re-simulated from the same seed; the stream switches to it after the last yielded message.
+        """
+        k = next((i for i, r in enumerate(self.runs) if r.site == site), None)
+        if k is None:
+            msg = f"unknown site {site!r}; sites: {[r.site for r in self.runs]}"
+            raise ValueError(msg)
+        sc = SCENARIOS[scenario]
+        old = self.runs[k]
+        now_s = ((self._last_ms if self._last_ms is not None else self.start_ms) - self.start_ms) / 1000.0
+        # a scenario already injected keeps its window: the new one is set up after it
+        busy_s = max([now_s] + [t + SCENARIOS[n].post_s for n, t in old.schedule if t <= now_s])
+        at_s = (at_ms - self.start_ms) / 1000.0 if at_ms is not None else busy_s + sc.reach_s
+        lo, hi = at_s - sc.reach_s, at_s + sc.post_s
+        if hi > old.trace.n:
+            msg = (f"{scenario} needs {sc.reach_s + sc.post_s:.0f} s of event time from now (set-up and observation); "
+                   f"the run ends {old.trace.n - now_s:.0f} s from now")
+            raise ValueError(msg)
+        keep = [(n, t) for n, t in old.schedule
+                if t + SCENARIOS[n].post_s < lo or t - SCENARIOS[n].reach_s > hi or t <= now_s]
+        new = simulate_site(site, old.plant, start_ms=self.start_ms, duration_s=old.trace.n, seed=old.seed,
+                            scenarios=[*keep, (scenario, at_s)], state_refresh_s=old.state_refresh_s)
+        with self._lock:
+            self._pending.append((k, new))
+            self.runs[k] = new
+        return next(t for t in new.truths if t.scenario == scenario and t.injected_at_ms == self.start_ms + round(at_s * 1000))
+
     def messages(self) -> Iterator[TimedMessage]:
         """All sites' messages merged in publish order; `at_s` = event offset / speed."""
         per_site = [r.messages(batch_window_ms=self.batch_window_ms, transport=self.transport)[0] for r in self.runs]
-        merged = heapq.merge(*[[(m.publish_ms, k, j, m) for j, m in enumerate(ms)] for k, ms in enumerate(per_site)])
-        for publish_ms, _, _, m in merged:
+        pos = [0] * len(per_site)
+        heap = [(ms[0].publish_ms, k) for k, ms in enumerate(per_site) if ms]
+        heapq.heapify(heap)
+        while heap:
+            if self._pending:
+                with self._lock:
+                    pending, self._pending = self._pending, []
+                last = self._last_ms if self._last_ms is not None else self.start_ms - 1
+                for k, run in pending:
+                    ms = run.messages(batch_window_ms=self.batch_window_ms, transport=self.transport)[0]
+                    per_site[k] = ms
+                    pos[k] = next((j for j, m in enumerate(ms) if m.publish_ms > last), len(ms))
+                heap = [(per_site[k][pos[k]].publish_ms, k) for k in range(len(per_site)) if pos[k] < len(per_site[k])]
+                heapq.heapify(heap)
+                if not heap:
+                    return
+            publish_ms, k = heapq.heappop(heap)
+            m = per_site[k][pos[k]]
+            pos[k] += 1
+            if pos[k] < len(per_site[k]):
+                heapq.heappush(heap, (per_site[k][pos[k]].publish_ms, k))
+            self._last_ms = publish_ms
             yield TimedMessage((publish_ms - self.start_ms) / 1000.0 / self.speed, m.topic, m.payload, publish_ms)
 
 

@@ -519,3 +519,21 @@ def test_cli_writes_replay_and_truth(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert df.columns == ["site", "tag", "ts", "value", "quality"] and df.height > 1000
     assert read_ground_truth_json(truth)[0].scenario == "span_gas_test"
     assert cli_main(["--rate", "0", "--port", "1"]) == 2  # a bad rate is refused before any connection
+
+
+def test_inject_on_demand_keeps_the_published_past() -> None:
+    sites = [("HZ-1", "hazchem"), ("AL-1", "aluminum")]
+    plain = list(simulate_sites(sites, DEFAULT_START_MS, duration_s=120, seed=2, speed=60).messages())
+    live = simulate_sites(sites, DEFAULT_START_MS, duration_s=120, seed=2, speed=60)
+    out, truth = [], None
+    for i, m in enumerate(live.messages()):
+        out.append(m)
+        if i == 500:
+            truth = live.inject("AL-1", "launder_surge")
+    assert out[:501] == plain[:501]
+    assert out != plain
+    assert truth is not None and truth in live.truths
+    assert truth.injected_at_ms - SCENARIOS["launder_surge"].reach_s * 1000 >= out[500].publish_ms
+    assert all(a.at_s <= b.at_s for a, b in itertools.pairwise(out))
+    with pytest.raises(ValueError, match="run ends"):
+        live.inject("HZ-1", "bypass_left_on")
