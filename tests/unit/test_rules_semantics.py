@@ -161,3 +161,20 @@ def test_signal_fields() -> None:
     (sig,) = RuleEngine({"s": [r]}).evaluate(batch([("v", 7, 6.5)]), 7).signals
     assert (sig.site, sig.tag, sig.rule_id, sig.severity, sig.kind, sig.ts_ms, sig.value, sig.message) == (
         "s", "v", "temp_hi", Severity.ORANGE, SignalKind.RAISE, 7, 6.5, "too hot")
+
+
+def test_sensor_lookup_by_hash_equals_the_exact_join() -> None:
+    """20 000 sensors: the two-choice hash table (plus its overflow table) maps like the string join."""
+    import polars as pl
+
+    tags = [f"t{i}" for i in range(2000)]
+    eng = RuleEngine({f"s{k}": [hi()] for k in range(10)})
+    sites = [f"s{k}" for k in range(10) for _ in tags] + ["nobody"] * 5
+    frame = pl.DataFrame({"site": sites, "tag": tags * 10 + tags[:5]})
+    first = eng._map_sids(frame)  # registers every pair
+    again = eng._map_sids(frame.reverse()).tolist()[::-1]
+    assert again == first.tolist() == eng._map_sids_exact(frame).tolist()
+    assert len(set(first.tolist())) == len(frame)
+    assert len(eng._ovf_h) > 0  # the side table is exercised at this load
+    eng._hash_exact_only = True  # what a 64-bit collision would switch on
+    assert eng._map_sids(frame).tolist() == first.tolist()

@@ -291,10 +291,10 @@ class RuleEngine:
 
         Hashing two string columns in polars and two gathers cost a fraction of a string join; a lookup
         matches on the full 64-bit hash, and if two known sensors ever shared one, the engine would fall
-        back to the exact join for good. Keys that find no slot (both taken) go the exact way too.
+        back to the exact join for good. Keys that find no slot (both taken) go to a small sorted table.
         """
         n = self._sensor_df.height
-        size = 1 << max(16, int(np.ceil(np.log2(max(16 * n, 1)))))
+        size = 1 << max(12, int(np.ceil(np.log2(max(4 * n, 1)))))  # small: the lookups stay in cache
         bits = int(np.log2(size))
         h = _pair_hash(self._sensor_df)
         self._hash_exact_only = len(np.unique(h)) != n
@@ -313,6 +313,9 @@ class RuleEngine:
             placed[todo[i]] = True
             todo = todo[~placed[todo]]
         self._hk, self._hv = hk, hv
+        # the few keys that found no free slot: a sorted side table, searched only for missed rows
+        o = np.argsort(h[todo])
+        self._ovf_h, self._ovf_sid = h[todo][o], todo[o].astype(_I64)
 
     def _map_sids(self, frame: pl.DataFrame) -> np.ndarray:
         self._refresh()
@@ -326,7 +329,11 @@ class RuleEngine:
             s2 = (h[miss] & self._h_mask).astype(_I64)
             sid[miss] = np.where(self._hk[1][s2] == h[miss], self._hv[1][s2], -1)
             miss = miss[sid[miss] < 0]
-        if len(miss):  # new sensors, or keys without a slot: the exact way, for those rows only
+        if len(miss) and len(self._ovf_h):
+            k = np.minimum(np.searchsorted(self._ovf_h, h[miss]), len(self._ovf_h) - 1)
+            sid[miss] = np.where(self._ovf_h[k] == h[miss], self._ovf_sid[k], -1)
+            miss = miss[sid[miss] < 0]
+        if len(miss):  # new sensors: the exact way, for those rows only
             sid[miss] = self._map_sids_exact(frame[miss])
         return sid
 
