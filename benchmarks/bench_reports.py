@@ -309,16 +309,22 @@ def _same(fast: dict, naive: dict, what: str) -> None:
 # Timing
 
 
-def _time(fn: Callable[[], Any], repeat: int) -> tuple[Any, float, list[float]]:
+def _time(fn: Callable[[], Any], repeat: int) -> tuple[Any, float, list[float], list[float]]:
+    """Wall and CPU seconds (all threads of the process) of each run after a cold first one.
+
+    The CPU figure matters on a shared machine: other processes' load stretches wall time but not the
+    work done; CPU seconds / threads is what a quiet machine with that many cores would take.
+    """
     t0 = time.perf_counter()
     out = fn()
     cold = time.perf_counter() - t0
-    runs = []
+    runs, cpus = [], []
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         out = fn()
         runs.append(time.perf_counter() - t0)
-    return out, cold, runs
+        cpus.append(time.process_time() - c0)
+    return out, cold, runs, cpus
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -362,10 +368,11 @@ def main(argv: list[str] | None = None) -> int:
 
     def record(name: str, fn: Callable[[], pl.DataFrame], naive: Callable[[], dict] | None,
                to_dict: Callable[[pl.DataFrame], dict] | None) -> None:  # fmt: skip
-        df, cold, runs = _time(fn, args.repeat)
+        df, cold, runs, cpus = _time(fn, args.repeat)
         entry: dict[str, Any] = {
             "query": name, "rows_out": df.height, "cold_s": round(cold, 4),
             "median_s": round(statistics.median(runs), 4), "best_s": round(min(runs), 4),
+            "median_cpu_s": round(statistics.median(cpus), 4),
         }  # fmt: skip
         if name in TARGETS_S:
             entry["target_s"] = TARGETS_S[name]
@@ -421,11 +428,12 @@ def main(argv: list[str] | None = None) -> int:
     con.close()
 
     print()
-    print(f"{'query':<28} {'rows':>8} {'cold s':>8} {'median s':>9} {'best s':>8} {'naive s':>8} "
+    print(f"{'query':<28} {'rows':>8} {'cold s':>8} {'median s':>9} {'best s':>8} {'cpu s':>7} {'naive s':>8} "
           f"{'ratio':>7} {'target':>7}")  # fmt: skip
     for r in results:
         target = f"{'ok' if r['meets_target'] else 'MISS'} {r['target_s']:g}" if "target_s" in r else ""
         print(f"{r['query']:<28} {r['rows_out']:>8} {r['cold_s']:>8.3f} {r['median_s']:>9.3f} {r['best_s']:>8.3f} "
+              f"{r['median_cpu_s']:>7.3f} "
               f"{r.get('naive_s', ''):>8} {r.get('ratio_naive_over_fast', ''):>7} {target:>7}")  # fmt: skip
 
     out = {
