@@ -55,6 +55,12 @@ class SiteRun:
             self._readings = render(self.trace, self.seed)
         return self._readings
 
+    def publish_order(self, *, batch_window_ms: int | None = 1000,
+                      transport: TransportFaults | None = None) -> Iterator[tuple[str, bytes]]:
+        """`(topic, payload_bytes)` in publish order (what an MQTT publisher sends, in that order)."""
+        for m in self.messages(batch_window_ms=batch_window_ms, transport=transport)[0]:
+            yield m.topic, m.payload
+
     def messages(self, *, batch_window_ms: int | None = 1000,
                  transport: TransportFaults | None = None) -> tuple[list[Message], TransportLog]:
         """MQTT messages in publish order. Scenario outages with a backlog flush are applied even with

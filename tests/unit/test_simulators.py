@@ -92,6 +92,8 @@ def test_same_seed_gives_identical_bytes() -> None:
     a, b = once(11), once(11)
     assert a == b
     assert once(12) != a
+    pairs = list(run_scenario("flange_leak", seed=11).publish_order())
+    assert pairs == [(m.topic, m.payload) for m in run_scenario("flange_leak", seed=11).messages()[0]]
 
 
 def test_same_seed_same_demo_stream_and_truth(tmp_path: Path) -> None:
