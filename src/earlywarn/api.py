@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
@@ -405,7 +406,13 @@ def build_app(cfg: Config, runner: Any, *, link_verify: Callable[[str, int], tup
         Route("/ack/{token}", handle(ack_link_page), methods=["GET"]),
         Route("/ack/{token}", handle(ack_link), methods=["POST"]),
     ]
-    return Starlette(routes=routes)
+    async def http_error(request: Request, exc: Exception) -> Response:
+        # the router's own 404 / 405 answers are plain text by default; clients of a JSON API get JSON
+        status = getattr(exc, "status_code", 500)
+        return JSONResponse({"error": str(getattr(exc, "detail", "error"))}, status_code=status,
+                            headers=getattr(exc, "headers", None))
+
+    return Starlette(routes=routes, exception_handlers={StarletteHTTPException: http_error})
 
 
 class ApiServer:
