@@ -13,7 +13,6 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import duckdb
-
 from brokers import free_port
 
 SITES = ["SZ-HC-0001", "SZ-DU-0001", "SZ-AL-0001", "SZ-AL-0002"]
@@ -73,7 +72,7 @@ def metric(port: int, name: str) -> float:
     if text is None:
         return -1.0
     for line in text.splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{"):
+        if line.startswith((name + " ", name + "{")):
             return float(line.rsplit(" ", 1)[1])
     return 0.0
 

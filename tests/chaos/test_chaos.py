@@ -8,7 +8,6 @@ restart, as systemd would do; a broker restart and a full disk need nothing at a
 from __future__ import annotations
 
 import logging
-import os
 import random
 import subprocess
 import threading
@@ -17,10 +16,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from brokers import Mosquitto
 from enginekit import (
-    SITES, EngineProc, new_metrics_port, readings_stats, stored_keys, wait_until, write_config,
+    SITES,
+    EngineProc,
+    new_metrics_port,
+    readings_stats,
+    stored_keys,
+    wait_until,
+    write_config,
 )
 from publish import Publisher, telemetry_messages
 
@@ -148,7 +151,7 @@ class DiskFull:
     @staticmethod
     def mount(where: Path) -> DiskFull | None:
         where.mkdir(parents=True, exist_ok=True)
-        r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(where)], capture_output=True)
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(where)], capture_output=True, check=False)
         return DiskFull(where) if r.returncode == 0 else None
 
     def fill(self) -> None:
@@ -165,20 +168,20 @@ class DiskFull:
         self.filler.unlink()
 
     def unmount(self) -> None:
-        subprocess.run(["umount", "-l", str(self.dir)], capture_output=True)
+        subprocess.run(["umount", "-l", str(self.dir)], capture_output=True, check=False)
 
 
 class StoreFault:
     """Fallback where mount(2) is not allowed: Store.commit raises StoreError while `failing` is set (the
     same contract as a real I/O error: nothing of the batch stored, the caller keeps it and retries)."""
 
-    def __init__(self, store) -> None:  # noqa: ANN001
+    def __init__(self, store) -> None:
         from earlywarn.errors import StoreError
 
         self.failing = threading.Event()
         real = store.commit
 
-        def commit(cb):  # noqa: ANN001, ANN202
+        def commit(cb):
             if self.failing.is_set():
                 raise StoreError("injected: No space left on device (test fault)")
             return real(cb)
@@ -193,7 +196,7 @@ class StoreFault:
 
 
 @pytest.fixture(params=["disk_full_tmpfs", "store_raises"])
-def fault_kind(request) -> str:  # noqa: ANN001
+def fault_kind(request) -> str:
     return request.param
 
 
@@ -232,7 +235,7 @@ def test_a_failing_store_write_stops_acks_keeps_the_backlog_and_recovers_by_itse
     acks: list[tuple[float, int]] = []
     real_ack = runner.ingest.ack
 
-    def recording_ack(messages):  # noqa: ANN001, ANN202 - observes, changes nothing
+    def recording_ack(messages):
         msgs = list(messages)
         acks.append((time.monotonic(), len(msgs)))
         return real_ack(msgs)

@@ -62,7 +62,7 @@ def corpus(target: str) -> list[Path]:
 # into the parsers, because most of each input stays well-formed. Each target runs both: the structured
 # test at EXAMPLES // 20 and the mutation test at EXAMPLES.
 
-from hypothesis import strategies as st  # noqa: E402
+from hypothesis import strategies as st
 
 NASTY = [b"\x00", b"\xff", b"\xc3", b"\"", b"\\", b"{", b"}", b"[", b"]", b",", b":", b"=", b"\n", b"'''",
          b'"""', b"NaN", b"Infinity", b"-0", b"1e999", b"9" * 40, b"null", b"true", b"#", b"\\u0000", b"\xe2\x80\xae",

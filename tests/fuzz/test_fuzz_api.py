@@ -11,13 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fuzzkit import EXAMPLES, FUZZ, corpus, count, mutate, mutations, time_limit
 from hypothesis import given
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
 from earlywarn.model import RawMessage, ReadingBatch
 from earlywarn.pipeline import Action
-from fuzzkit import EXAMPLES, FUZZ, corpus, count, mutate, mutations, time_limit
 
 TOKENS = {"admin-t": ("admin", ""), "plant-t": ("plant", 'sites = ["S1"]'), "analyst-t": ("analyst", ""),
           "sup-t": ("supervisor", 'districts = ["d2"]')}
@@ -97,16 +97,18 @@ def check(method: str, path: str, headers: dict[str, str], body: bytes) -> None:
         r = _client().request(method, path, headers=headers, content=body)
     assert r.status_code < 500, (r.status_code, method, path, body[:200], r.text[:500])
     ctype = r.headers.get("content-type", "")
-    if path.startswith("/ack/") and method == "GET":
-        assert "text/html" in ctype
-    elif r.status_code not in (404, 405) or path.startswith(("/api/", "/health")):
-        if "json" in ctype:
-            json.loads(r.content)
+    if path.startswith("/ack/") and method == "GET" and r.status_code != 405:
+        assert "text/html" in ctype, (path, r.status_code, ctype)
+    elif "format=csv" in path and r.status_code == 200:
+        assert "text/csv" in ctype
+    else:  # everything else, errors and unknown routes included, answers JSON
+        assert "application/json" in ctype, (method, path, r.status_code, ctype, r.text[:200])
+        json.loads(r.content)
 
 
 ids = st.one_of(st.sampled_from(ALARM_IDS or ["x"]), st.text(max_size=30), st.just("../../etc/passwd"))
 segments = st.text(alphabet=st.characters(blacklist_categories=["Cs"], blacklist_characters="/?#"), max_size=20)
-from urllib.parse import quote  # noqa: E402
+from urllib.parse import quote
 
 
 def _q(s: str) -> str:

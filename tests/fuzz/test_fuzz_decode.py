@@ -8,12 +8,12 @@ import math
 import re
 
 import pytest
+from fuzzkit import EXAMPLES, FUZZ, corpus, count, mutate, mutations, time_limit
 from hypothesis import given
 from hypothesis import strategies as st
 
 from earlywarn.decode import Decoder
 from earlywarn.model import RawMessage
-from fuzzkit import EXAMPLES, FUZZ, corpus, count, mutate, mutations, time_limit
 
 NOW_MS = 1_764_316_800_000
 SITES = frozenset({"S1", "S-2.x"})

@@ -4,12 +4,12 @@ with a column inside the text; never another exception, never a hang (deep nesti
 from __future__ import annotations
 
 import pytest
+from fuzzkit import EXAMPLES, FUZZ, corpus, count, mutate, mutations, time_limit
 from hypothesis import given
 from hypothesis import strategies as st
 
 from earlywarn.errors import ExprError
 from earlywarn.rules.expr import format_expr, parse_expr
-from fuzzkit import EXAMPLES, FUZZ, corpus, count, mutate, mutations, time_limit
 
 
 def check(text: str) -> None:

@@ -9,15 +9,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fuzzkit import EXAMPLES, FUZZ, corpus, count, mutate, mutations, time_limit
 from hypothesis import given
 from hypothesis import strategies as st
+from tomlgen import dumps
 
 from earlywarn.config import Config, load_config, load_sites
 from earlywarn.errors import ConfigError, ConfigErrors
 from earlywarn.rules.spec import load_pack
 from earlywarn.rules.types import RuleKind, RulePack
-from fuzzkit import EXAMPLES, FUZZ, corpus, count, mutate, mutations, time_limit
-from tomlgen import dumps
 
 REPO = Path(__file__).resolve().parents[2]
 WORK = Path(tempfile.mkdtemp(prefix="ew-fuzz-"))

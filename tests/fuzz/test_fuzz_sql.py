@@ -11,11 +11,11 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from fuzzkit import EXAMPLES, FUZZ, corpus, count, mutate, mutations, time_limit
 from hypothesis import given
 from hypothesis import strategies as st
 
 from earlywarn import reports
-from fuzzkit import EXAMPLES, FUZZ, corpus, count, mutate, mutations, time_limit
 
 # Each input opens a guarded DuckDB connection (~40-80 ms): a tenth of the other targets' count, so the
 # default suite stays fast; EARLYWARN_FUZZ_SQL_EXAMPLES overrides it.

@@ -16,11 +16,10 @@ from pathlib import Path
 import duckdb
 import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
-
 from enginekit import wait_until, write_config
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from publish import Publisher
-from tlsbroker import REPO, SecureMosquitto, make_ca, make_server_cert
+from tlsbroker import REPO, SecureMosquitto
 
 pytestmark = pytest.mark.integration
 
@@ -44,7 +43,7 @@ class V5Publisher:
         self.c.loop_start()
         assert up.wait(10), f"{user} could not connect"
 
-    def _on_publish(self, client, userdata, mid, rc, props) -> None:  # noqa: ANN001
+    def _on_publish(self, client, userdata, mid, rc, props) -> None:
         with self._cv:
             self.results[mid] = str(rc)
             self._cv.notify_all()

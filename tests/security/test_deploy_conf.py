@@ -13,10 +13,9 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
-
 from brokers import free_port, mosquitto_binary, wait_for_port
 from enginekit import EngineProc, new_metrics_port, readings_stats, wait_until, write_config
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from tlsbroker import REPO, make_ca, make_server_cert, write_password_file
 
 pytestmark = pytest.mark.integration
@@ -40,7 +39,7 @@ def test_the_documented_mosquitto_conf_runs_and_the_engine_ingests_through_it(tm
     }.items():
         assert old in conf, old
         conf = conf.replace(old, new)
-    assert re.search(r"^max_inflight_messages 1000$", conf, re.M)
+    assert re.search(r"^max_inflight_messages 1000$", conf, re.MULTILINE)
     if os.geteuid() == 0:
         conf = "user root\n" + conf  # as root mosquitto would drop to `mosquitto`, who cannot write tmp_path
     (tmp_path / "mosquitto.conf").write_text(conf)

@@ -12,9 +12,8 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
-
 from enginekit import EngineProc, metric, new_metrics_port, readings_stats, wait_until, write_config
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from tlsbroker import SecureMosquitto, make_ca, make_server_cert
 
 pytestmark = pytest.mark.integration

@@ -10,12 +10,11 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from brokers import Mosquitto
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-
-from brokers import Mosquitto
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -8,7 +8,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "chaos"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
-def pytest_addoption(parser) -> None:  # noqa: ANN001
+def pytest_addoption(parser) -> None:
     # honoured when tests/soak is on the command line (`pytest tests/soak --soak`); from the repo root use
     # EARLYWARN_SOAK_SECONDS=1800 instead (a non-initial conftest cannot add options)
     parser.addoption("--soak", action="store_true", default=False, help="run the full soak test")
