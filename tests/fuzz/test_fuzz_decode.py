@@ -92,8 +92,8 @@ def test_any_message_gives_readings_or_rejects(items: list[tuple[str, bytes]], f
 SEEDS = [
     b'{"tag": "cw_pressure_mpa", "ts": 1764316800250, "value": 0.25}',
     b'{"tag": "a", "ts": "2026-11-28T08:00:00.250+08:00", "value": true, "q": "uncertain"}',
-    b'{"ts": 1764316800000, "readings": [{"tag": "a", "value": 1.0}, {"tag": "b", "ts": 1764316800001, '
-    b'"value": null, "q": "bad"}, {"tag": "c", "ts": "2026-11-28T00:00:00Z", "value": -3e5}]}',
+    (b'{"ts": 1764316800000, "readings": [{"tag": "a", "value": 1.0}, {"tag": "b", "ts": 1764316800001, '
+     b'"value": null, "q": "bad"}, {"tag": "c", "ts": "2026-11-28T00:00:00Z", "value": -3e5}]}'),
 ]
 
 
