@@ -42,6 +42,14 @@ Semantics (product.md §5 is authoritative; the choices below fill in what it le
   exceeds t0 + within (at a later reading of the site, or at the end of a batch / a tick), the rule
   raises at t0 + within (detail "interlock_failed", value NaN), unless its alarm is still active; it
   clears at the first evaluation point after that where expect holds or trigger is false.
+* Batch-split invariance: for streams in which each site's readings are in non-decreasing ts order, any
+  cut into batches gives the same signals, because every clock used in a batch is per site and now_ms
+  only counts at the end of the batch. A now_ms ahead of a lagging site's data (live wall clock, or the
+  replay convention max(now, batch max ts) over interleaved sites) is real information about that site
+  and can legitimately make a gap stale or an interlock overdue earlier; with globally ts-ordered
+  replays the convention is split-invariant too (both are property-tested).
+* Signal tags: the rule's tag; vote: first member; expr: first tag of the expression; interlock: first
+  trigger tag; stale "*": the silent sensor's tag.
 * Signals of one call are sorted by (ts, site, rule position in the site's list, tag, raise before
   clear). A signal found in a later batch (e.g. stale detected late) may carry an older ts.
 """
