@@ -757,9 +757,12 @@ WITH open_now AS (
         UNION
         SELECT a.site, a.tag, a.rule_id, a.raised_at FROM alarms a
         WHERE a.raised_at >= $since AND a.raised_at < $until AND a.raised_at <= $as_of
-          AND (a.rule_id ILIKE 'interlock%' OR EXISTS (
-                SELECT 1 FROM alarm_events e
-                WHERE e.alarm_id = a.alarm_id AND e.kind = 'raised' AND e.detail ILIKE '%interlock%'))
+          AND (a.rule_id ILIKE 'interlock%' OR a.alarm_id IN (
+                -- a semi-join against the (few) matching events; their ts is the raise time, so the
+                -- window prunes most of a 100 M-row alarm_events table by zone maps
+                SELECT e.alarm_id FROM alarm_events e
+                WHERE e.kind = 'raised' AND e.ts >= $since AND e.ts < $until AND e.ts <= $as_of
+                  AND e.detail ILIKE '%interlock%'))
     ) GROUP BY site
 ), latest AS (
     SELECT site, tag, max(ts) AS last_ts, arg_max(value, ts) AS last_value

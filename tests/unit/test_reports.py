@@ -851,3 +851,22 @@ def test_reports_follow_the_callers_catalog() -> None:
     assert reports.load(con, **window, as_of_ms=t("2026-11-03T00:00:00Z"))["max_per_10min"].to_list() == [1]
     assert rows(reports.run_sql(con, "SELECT count(*) AS n FROM alarms")) == [{"n": 1}]
     assert con.execute("SELECT current_database()").fetchall() == [("store",)]
+
+
+def test_risk_interlock_named_by_the_raised_event() -> None:
+    # a rule not named interlock*, whose raised event says the interlock failed: 1 failed interlock;
+    # an event outside the window or of another kind does not count
+    con = _db()
+    add_alarm(con, "i1", "k", "red", "2026-11-02T10:00:00Z", rule="cw_gate_check", cleared="2026-11-02T10:05:00Z",
+              closed="2026-11-02T10:10:00Z", disposition="real_handled")  # fmt: skip
+    add_alarm(con, "i2", "k", "red", "2026-11-02T11:00:00Z", rule="cw_gate_check", cleared="2026-11-02T11:05:00Z",
+              closed="2026-11-02T11:10:00Z", disposition="real_handled")  # fmt: skip
+    events = [("i1", "2026-11-02T10:00:00Z", "raised", "interlock_failed"),
+              ("i2", "2026-11-02T11:00:00Z", "raised", ""),
+              ("i2", "2026-11-02T11:01:00Z", "commented", "interlock checked")]  # fmt: skip
+    for alarm_id, ts, kind, detail in events:
+        con.execute("INSERT INTO alarm_events (alarm_id, ts, kind, actor, detail) VALUES (?, ?, ?, 'engine', ?)",
+                    [alarm_id, _ts(t(ts)), kind, detail])  # fmt: skip
+    [row] = rows(reports.risk(con, since_ms=t("2026-11-02T00:00:00Z"), until_ms=t("2026-11-03T00:00:00Z"),
+                              as_of_ms=t("2026-11-02T12:00:00Z")))  # fmt: skip
+    assert (row["level"], row["failed_interlocks"], row["reasons"]) == ("high", 1, ["1 failed interlock(s)"])
