@@ -1,0 +1,322 @@
+"""The whole path through a real mosquitto at QoS 1, every plant pack active; and publish -> alarm latency.
+
+    python benchmarks/bench_e2e.py [--quick]
+
+Workload (seeded, built before any timing): the readings of simulated plants of all four types
+(240 sites, `simulators.simulate_sites` via bench_replay's cached file, so the shipped rule packs
+evaluate their real tags), cut per site into 100-reading batch payloads and into single-reading payloads,
+timestamps moved to start at the run's wall time. The engine is `earlywarn.app.start_runner` (ingest in
+its own process, the shipped packs, a fresh DuckDB file) and is timed until the last reading is stored.
+
+Throughput, same broker, same messages, in the same run (drain: the broker holds everything for a
+persistent session before the subscriber connects; live: an unpaced publisher process while connected):
+- engine: readings stored per second;
+- bare paho: a paho subscriber that only counts and acknowledges on receipt (what the client library can
+  take: benchmarks/bench_ingest.py's `Bare`);
+- mosquitto_sub -q 1 -C N > /dev/null: what the broker alone delivers to a C client.
+Targets: >= 1 M readings/s for batch payloads and >= 0.8 x bare paho (batch and single, drain and live).
+
+Latency: a publisher process paced at 10 %, 50 % and 90 % of the engine's live batch rate sends the same
+background traffic plus, every 50 ms, a probe: one reading on a probe site (a hazchem site whose
+`tank_level_hh` has on_delay 0) above its limit, stamped with its publish wall time. The engine's
+`store.commit` is wrapped (in this process, not in src/) to note the wall time at which the transaction
+holding each probe site's new alarm row returned: latency = that time - the probe's publish time, i.e.
+publish -> alarm row committed in DuckDB (visible to every reader). Probes that raise nothing are counted.
+Target: p99 <= 250 ms at 50 %. Writes benchmarks/results/e2e.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from common import Figure, engine_config, env_block, mosquitto, mosquitto_sub_binary, write_json  # noqa: E402
+
+PROBE_RULE = "tank_level_hh"  # hazchem: tank_level_pct > 90 (deadband 2); on_delay set to 0 for probe sites
+PROBE_TAG = "tank_level_pct"
+PROBE_EVERY_S = 0.05
+TOPIC_FILTER = "ew/+/telemetry/#"
+
+
+# ---------------------------------------------------------------------------------------------
+# workload
+
+
+def build_messages(n_readings: int, per_msg: int, start_ms: int) -> tuple[list[tuple[str, bytes]], list[tuple[str, str]]]:
+    """`(topic, payload)` in event-time order and the sites; each message holds one site's next readings."""
+    import msgspec
+    import polars as pl
+
+    from bench_replay import workload
+
+    path, sites = workload(max(n_readings, 1_000_000))
+    df = pl.read_parquet(path).head(n_readings)
+    df = df.with_columns((pl.col("ts") - pl.col("ts").min() + start_ms).alias("ts"))
+    df = df.with_columns((pl.int_range(pl.len()).over("site") // per_msg).alias("chunk"))
+    enc = msgspec.json.Encoder()
+    msgs: list[tuple[int, str, bytes]] = []
+    for (site, _chunk), g in df.group_by(["site", "chunk"], maintain_order=True):
+        tags, tss, vals = g["tag"].to_list(), g["ts"].to_list(), g["value"].to_list()
+        topic = f"ew/{site}/telemetry"
+        if per_msg == 1:
+            payload = enc.encode({"tag": tags[0], "ts": tss[0], "value": vals[0]})
+        else:
+            payload = enc.encode({"ts": tss[0], "readings": [
+                {"tag": t, "ts": s, "value": v} for t, s, v in zip(tags, tss, vals, strict=True)]})
+        msgs.append((tss[0], topic, payload))
+    msgs.sort(key=lambda m: m[0])
+    return [(t, p) for _, t, p in msgs], sites
+
+
+def probe_overrides(n: int) -> str:
+    return "".join(f'[[site]]\nid = "PRB-{i:04d}"\nplant = "hazchem"\ndistrict = "bench"\n'
+                   f'[site.overrides.{PROBE_RULE}]\non_delay = "0s"\n' for i in range(n))
+
+
+# ---------------------------------------------------------------------------------------------
+# subscribers: engine, mosquitto_sub (bare paho comes from bench_ingest)
+
+
+def _engine_cfg(tmp: Path, broker: Any, name: str, sites: list[tuple[str, str]], n_probes: int = 0) -> Any:
+    from earlywarn.config import load_config
+
+    # notify.log off: the log channel prints every notice to stdout, which would bury the benchmark's output
+    path = engine_config(tmp, name, sites, broker_url=broker.url, mode="process", extra="[notify]\nlog = false\n")
+    if n_probes:
+        sf = tmp / f"{name}-sites.toml"
+        sf.write_text(sf.read_text() + probe_overrides(n_probes))
+    return load_config(path)
+
+
+def _stored(r: Any) -> float:
+    return r.metrics.registry.get_sample_value("earlywarn_store_readings_total") or 0.0
+
+
+def run_engine(broker: Any, tmp: Path, msgs: list[tuple[str, bytes]], n_readings: int, live: bool, name: str,
+               sites: list[tuple[str, str]]) -> dict[str, Any]:
+    from bench_ingest import publish
+
+    from earlywarn.app import start_runner
+
+    cfg = _engine_cfg(tmp, broker, name, sites)
+    if not live:  # the first connection creates the persistent session; then the broker fills up
+        r = start_runner(cfg)
+        r.ingest.wait_connected(20)
+        time.sleep(0.3)
+        r.stop()
+        r.engine.store.close()
+        p, done = publish(broker.host, broker.port, msgs)
+        done.wait()
+        p.join()
+    t0 = time.perf_counter()
+    r = start_runner(cfg)
+    r.ingest.wait_connected(20)
+    if live:
+        time.sleep(0.3)
+        p, _ = publish(broker.host, broker.port, msgs)
+    first = None
+    deadline = time.monotonic() + 600
+    while _stored(r) < n_readings:
+        if first is None and _stored(r) > 0:
+            first = time.perf_counter()
+        if r.error is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"engine failed or stalled at {_stored(r)} of {n_readings}: {r.error}")
+        time.sleep(0.002)
+    t_end = time.perf_counter()
+    if live:
+        p.join()
+    signals = sum(s.value for m in r.metrics.registry.collect() if m.name == "earlywarn_rules_signals"
+                  for s in m.samples if s.name.endswith("_total"))
+    r.stop()
+    r.engine.store.close()
+    start = (first or t0) if live else t0
+    return {"readings_s": n_readings / (t_end - start), "seconds": t_end - start, "signals": signals}
+
+
+def run_mosquitto_sub(broker: Any, msgs: list[tuple[str, bytes]], per: int, live: bool, name: str) -> float | None:
+    """Readings/s the broker delivers to `mosquitto_sub -q 1` writing to /dev/null."""
+    from bench_ingest import publish
+
+    exe = mosquitto_sub_binary()
+    if exe is None:
+        return None
+    base = [exe, "-h", broker.host, "-p", str(broker.port), "-q", "1", "-t", TOPIC_FILTER, "-i", f"sub-{name}"]
+    n = len(msgs)
+    if not live:
+        # a persistent session (-c) created, left, filled, then drained: -C N exits after N messages
+        subprocess.run([*base, "-c", "-W", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+        p, done = publish(broker.host, broker.port, msgs)
+        done.wait()
+        p.join()
+        t0 = time.perf_counter()
+        subprocess.run([*base, "-c", "-C", str(n)], stdout=subprocess.DEVNULL, check=True, timeout=600)
+        return n * per / (time.perf_counter() - t0)
+    sub = subprocess.Popen([*base, "-C", str(n)], stdout=subprocess.DEVNULL)
+    time.sleep(0.5)
+    t0 = time.perf_counter()
+    p, _ = publish(broker.host, broker.port, msgs)
+    sub.wait(timeout=600)
+    dt = time.perf_counter() - t0  # includes the publisher's start: a conservative (low) broker figure
+    p.join()
+    return n * per / dt
+
+
+# ---------------------------------------------------------------------------------------------
+# latency
+
+
+def _paced_publisher(host: str, port: int, msgs: list[tuple[str, bytes, int]], rate: float, n_probes: int,
+                     probe0: int, out: Any) -> None:
+    """Background messages paced at `rate` readings/s, and a probe every PROBE_EVERY_S; reports probe times."""
+    from simulators.publish import MqttPublisher, TokenBucket
+
+    pub = MqttPublisher(host, port, qos=1, client_id_prefix=f"bench-lat-{os.getpid()}").connect()
+    bucket = TokenBucket(rate, max(100.0, rate * 0.02))
+    sent: dict[str, int] = {}
+    start = time.monotonic()
+    k = 0
+    i = 0
+    while k < n_probes:
+        if time.monotonic() >= start + k * PROBE_EVERY_S:
+            site = f"PRB-{probe0 + k:04d}"
+            now_ms = int(time.time() * 1000)
+            pub.publish(f"ew/{site}/telemetry", b'{"tag":"%s","ts":%d,"value":99.0}' % (PROBE_TAG.encode(), now_ms))
+            sent[site] = now_ms
+            k += 1
+            continue
+        topic, payload, n = msgs[i % len(msgs)]
+        bucket.take(n)
+        pub.publish(topic, payload)
+        i += 1
+    seconds = time.monotonic() - start
+    pub.flush(30)
+    pub.close()
+    out.put({"sent": sent, "background_messages": i, "seconds": seconds})
+
+
+def run_latency(broker: Any, tmp: Path, msgs: list[tuple[str, bytes]], per: int, rate: float, n_probes: int,
+                probe0: int, name: str, sites: list[tuple[str, str]], total_probes: int) -> dict[str, Any]:
+    import numpy as np
+
+    from earlywarn.app import start_runner
+
+    cfg = _engine_cfg(tmp, broker, name, sites, n_probes=total_probes)
+    r = start_runner(cfg)
+    r.ingest.wait_connected(20)
+    store = r.engine.store
+    orig = store.commit
+    committed: dict[str, float] = {}
+
+    def commit(cb: Any) -> Any:  # the engine thread calls this; the row is visible once it returns
+        res = orig(cb)
+        t = time.time()
+        for a in cb.alarms:
+            if a.site.startswith("PRB-") and a.site not in committed:
+                committed[a.site] = t
+        return res
+
+    store.commit = commit
+    time.sleep(0.5)
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    items = [(t, p, per) for t, p in msgs]
+    p = ctx.Process(target=_paced_publisher, args=(broker.host, broker.port, items, rate, n_probes, probe0, q),
+                    daemon=True)
+    p.start()
+    rep = q.get(timeout=300)
+    p.join(30)
+    deadline = time.monotonic() + 10
+    while len(committed) < n_probes and time.monotonic() < deadline:
+        time.sleep(0.01)
+    stored = _stored(r)
+    r.stop()
+    store.close()
+    lat = np.array([(committed[s] * 1000 - t) for s, t in rep["sent"].items() if s in committed])
+    achieved = rep["background_messages"] * per / rep["seconds"]
+    return {
+        "requested_readings_s": rate, "achieved_readings_s": achieved, "probes": n_probes,
+        "probes_with_alarm": int(len(lat)), "stored": stored,
+        "p50_ms": float(np.percentile(lat, 50)) if len(lat) else None,
+        "p99_ms": float(np.percentile(lat, 99)) if len(lat) else None,
+        "max_ms": float(lat.max()) if len(lat) else None,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def run(quick: bool) -> dict[str, Any]:
+    from bench_ingest import run_bare
+
+    n_batch = 300_000 if quick else 2_000_000
+    n_single = 10_000 if quick else 50_000
+    probes_per_level = 40 if quick else 200
+    start_ms = int(time.time() * 1000)
+    shapes = {}
+    for shape, per, n in (("batch100", 100, n_batch), ("single", 1, n_single)):
+        msgs, sites = build_messages(n, per, start_ms)
+        shapes[shape] = (per, n, msgs)
+    rows: list[dict[str, Any]] = []
+    figs: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="bench_e2e_") as d:
+        tmp = Path(d)
+        for shape, (per, n, msgs) in shapes.items():
+            for live in (False, True):
+                label = f"{shape}-{'live' if live else 'drain'}"
+                with mosquitto(tmp / f"b-{label}") as broker:
+                    bare = run_bare(broker, msgs, per, live, label)
+                    sub = run_mosquitto_sub(broker, msgs, per, live, label)
+                    eng = run_engine(broker, tmp, msgs, n, live, f"ew-{label}", sites)
+                row = {"case": label, "readings": n, "messages": len(msgs), "engine_readings_s": eng["readings_s"],
+                       "bare_paho_readings_s": bare, "mosquitto_sub_readings_s": sub, "signals": eng["signals"],
+                       "ratio_vs_bare": eng["readings_s"] / bare,
+                       "ratio_vs_mosquitto_sub": eng["readings_s"] / sub if sub else None}
+                rows.append(row)
+                print(f"  {label:15} engine {eng['readings_s']:>11,.0f} r/s  bare paho {bare:>11,.0f}  "
+                      f"mosquitto_sub {sub or 0:>11,.0f}  ratio {row['ratio_vs_bare']:.2f}  "
+                      f"signals {eng['signals']:.0f}", flush=True)
+                figs.append(Figure("e2e", f"{label} through mosquitto, QoS 1", eng["readings_s"], "readings/s",
+                                   baseline=bare, baseline_label="bare paho subscriber", target_ratio=0.8,
+                                   target=1e6 if shape == "batch100" else None,
+                                   note=f"mosquitto_sub {sub or 0:,.0f} r/s").as_dict())
+        sustainable = next(r["engine_readings_s"] for r in rows if r["case"] == "batch100-live")
+        per, _, msgs = shapes["batch100"]
+        lat_rows = []
+        with mosquitto(tmp / "b-latency") as broker:
+            for k, frac in enumerate((0.1, 0.5, 0.9)):
+                lr = run_latency(broker, tmp, msgs, per, frac * sustainable, probes_per_level,
+                                 k * probes_per_level, f"ew-lat{k}", sites, 3 * probes_per_level)
+                lr["fraction"] = frac
+                lat_rows.append(lr)
+                print(f"  latency at {frac:.0%} ({lr['achieved_readings_s']:,.0f} r/s): p50 {lr['p50_ms']} ms, "
+                      f"p99 {lr['p99_ms']} ms, {lr['probes_with_alarm']}/{lr['probes']} probes raised", flush=True)
+                if lr["p99_ms"] is not None:
+                    figs.append(Figure("e2e", f"p99 publish -> alarm row at {frac:.0%} of sustainable",
+                                       lr["p99_ms"], "ms", target=250 if frac == 0.5 else None,
+                                       higher_is_better=False, note=f"p50 {lr['p50_ms']:.0f} ms").as_dict())
+    return {"throughput": rows, "sustainable_readings_s": sustainable, "latency": lat_rows, "figures": figs}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="300 k batch readings, 10 k single, 40 probes per level")
+    args = ap.parse_args(argv)
+    res = run(args.quick)
+    path = write_json("e2e.json", {"benchmark": "e2e", "quick": args.quick, **env_block(), **res})
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
