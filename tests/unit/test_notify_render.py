@@ -54,7 +54,7 @@ def test_email_body_bilingual_with_everything_needed_to_answer() -> None:
         "签收期限 / ack by: 2025-11-28T08:05:00.000Z (UTC)  2025-11-28T16:05:00.000+08:00 (UTC+8)",
         "一键签收 / acknowledge: https://ew.example.cn/ack/tok0",
         "一键签收 / acknowledge: https://ew.example.cn/ack/tok1",
-        'earlywarn alarms ack SZ-AL-0001:cw_pressure_ll:1 --by "li@plant.cn"',
+        'earlywarn alarms ack SZ-AL-0001:cw_pressure_ll:1 --note "li@plant.cn"',
         "全部签收 / acknowledge all 2: https://ew.example.cn/ack/all",
     ]:
         assert needle in body, needle

@@ -248,8 +248,11 @@ class Dispatcher:
         if not kept:
             return None
         kept.sort(key=lambda na: (na.alarm.severity.rank, na.alarm.raised_at_ms, na.alarm.alarm_id))
+        # the events' times are part of the identity: a reactivation re-offered after a restart within the
+        # same window is a different notice from the one already sent and must not reuse its id
         notice_id = make_notice_id(
-            group.site, group.reason.value, group.tier, [na.alarm.alarm_id for na in kept], group.window_start_ms
+            group.site, group.reason.value, group.tier, [f"{na.alarm.alarm_id}@{na.event_ts_ms}" for na in kept],
+            group.window_start_ms,
         )
         site = self._sites.get(group.site)
         to = recipients(
