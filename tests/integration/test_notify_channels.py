@@ -158,7 +158,7 @@ def test_email_over_starttls_and_auth_with_a_working_ack_link(
         assert "报警编号 / alarm id: SZ-AL-0001:cw_pressure_ll:1" in body
         assert "当前值 / value: 0.13" in body
         assert "签收期限 / ack by: 2025-11-28T08:05:00.001Z (UTC)  2025-11-28T16:05:00.001+08:00 (UTC+8)" in body
-        assert 'earlywarn alarms ack SZ-AL-0001:cw_pressure_ll:1 --by "li@plant.cn"' in body
+        assert 'earlywarn alarms ack SZ-AL-0001:cw_pressure_ll:1 --note "li@plant.cn"' in body
         (link,) = re.findall(r"一键签收 / acknowledge: (\S+)", body)
         assert link.startswith(PUBLIC_URL + "/ack/")
         records = d.drain_records()
