@@ -361,3 +361,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except EarlywarnError as e:
         print(f"earlywarn: {e}", file=sys.stderr)
         return 1
+    except ValueError as e:  # a bad argument value (a time, a report name): say it, no traceback
+        print(f"earlywarn: {e}", file=sys.stderr)
+        return 2
