@@ -271,3 +271,25 @@ def test_bad_config_fails_at_start_naming_file_and_key(tmp_path: Path, body: str
     assert r.returncode == 2
     assert str(cfg) in r.stderr and key in r.stderr
     assert "secret" not in r.stderr  # never echo a credential
+
+
+def test_stock_inflight_window_of_20_does_not_stall_the_stream(tmp_path: Path, mosquitto_default_window) -> None:
+    """Acks wait for the commit of a batch; with mosquitto's default window of 20 unacknowledged messages the
+    idle flush must keep the stream moving instead of waiting for a full batch."""
+    broker = mosquitto_default_window
+    cfg = write_config(tmp_path, broker, client_id="ew-w20")
+    runner = start_engine(cfg)
+    msgs = telemetry_messages(SITES, 5_000, single_share=1.0)
+    pub = Publisher(broker.host, broker.port, client_id="pub-w20")
+    try:
+        t0 = time.monotonic()
+        pub.publish_many(msgs)
+        pub.wait_all_acked()
+        wait_until(lambda: stored_sample(runner) >= 5_000, 60, "5 000 single readings through a window of 20")
+        elapsed = time.monotonic() - t0
+    finally:
+        pub.close()
+        runner.stop()
+        runner.engine.store.close()
+    assert readings_stats(tmp_path / "ew.duckdb") == (5_000, 5_000)
+    assert elapsed < 60
