@@ -1,5 +1,6 @@
-"""Issue 9, soak: a steady telemetry stream with every transport fault of the simulators (duplicates,
-out-of-order, malformed extras) plus late data, into an engine subprocess, for a while.
+"""Issue 9, soak: a steady telemetry stream with every transport fault of the simulators (jitter, duplicates,
+out-of-order, malformed extras, gateway outages with a backlog flush) plus late data, into an engine
+subprocess, for a while.
 
 Afterwards: every published reading is stored exactly once; the signals equal those of `earlywarn replay`
 of the readings the live engine evaluated (same rules, same engine; readings that arrived after a later
@@ -19,6 +20,7 @@ import random
 import subprocess
 import sys
 import time
+from array import array
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +49,7 @@ class Figures:
     out_of_order: int
     malformed: int
     held_late: int
+    outage_ticks: int
     stored: int
     lost: int
     duplicated: int
@@ -73,11 +76,16 @@ class Stream:
     def __init__(self, rate: float, seed: int = 1) -> None:
         self.per_tick = max(len(SITES) * len(TAGS), int(rate * TICK_S))
         self.rng = random.Random(seed)
-        self.faults = TransportFaults(jitter_max_s=0.0, duplicate_rate=0.01, out_of_order_rate=0.01,
+        # every fault of the simulators' transport: FIFO jitter, duplicates, out-of-order, malformed extras;
+        # gateway outages are emulated per tick below (the transport's outage windows are absolute times)
+        self.faults = TransportFaults(jitter_max_s=3.0, duplicate_rate=0.01, out_of_order_rate=0.01,
                                       malformed_rate=0.005)
+        self.backlog: dict[str, list[tuple[str, bytes]]] = {}
+        self.outage_ticks = 0
         self.tick = 0
         self.held: list[tuple[int, tuple[str, bytes]]] = []
-        self.keys: list[tuple[str, str, int]] = []
+        # published keys, compact (a 30-minute soak publishes tens of millions): site and tag as indexes
+        self.key_site, self.key_tag, self.key_ts = array("b"), array("b"), array("q")
         self.n_messages = self.duplicates = self.out_of_order = self.malformed = self.held_late = 0
 
     def next_messages(self) -> list[tuple[str, bytes]]:
@@ -89,7 +97,9 @@ class Stream:
         for si, site in enumerate(SITES):
             # distinct (tag, ts) inside the tick: ts steps of 1 ms, tags round-robin
             rows = [(TAGS[j % len(TAGS)], t0 + j // len(TAGS)) for j in range(per_site)]
-            self.keys.extend((site, t, ts) for t, ts in rows)
+            self.key_site.extend([si] * len(rows))
+            self.key_tag.extend(int(t[4:]) for t, _ in rows)
+            self.key_ts.extend(ts for _, ts in rows)
             msgs: list[Message] = []
             j = 0
             while j < len(rows):
@@ -109,6 +119,13 @@ class Stream:
             self.duplicates += log.duplicates
             self.out_of_order += log.out_of_order
             self.malformed += len(log.malformed)
+            # a gateway outage of 3 s every 20 s, staggered per site: its queue holds everything, then
+            # flushes in order before live data (product.md / domain.md: backlog after an outage)
+            if (k + 9 * si) % int(20 / TICK_S) < int(3 / TICK_S):
+                self.backlog.setdefault(site, []).extend((m.topic, m.payload) for m in faulty)
+                self.outage_ticks += 1
+                continue
+            out.extend(self.backlog.pop(site, []))
             for m in faulty:
                 if self.rng.random() < 0.005:
                     self.held.append((k + 2, (m.topic, m.payload)))  # late: after newer readings of its sensors
@@ -122,8 +139,8 @@ class Stream:
         return out
 
     def flush_held(self) -> list[tuple[str, bytes]]:
-        out = [m for _, m in self.held]
-        self.held = []
+        out = [m for _, m in self.held] + [m for ms in self.backlog.values() for m in ms]
+        self.held, self.backlog = [], {}
         self.n_messages += len(out)
         return out
 
@@ -158,7 +175,7 @@ def run_soak(tmp_path: Path, broker, seconds: float, rate: float) -> tuple[Figur
             time.sleep(max(0.0, next_tick - time.monotonic()))  # pacing of the steady stream
         pub.publish_many(stream.flush_held())
         pub.wait_all_acked(timeout_s=300)
-        n = len(stream.keys)
+        n = len(stream.key_ts)
         wait_until(lambda: eng.metric("earlywarn_store_readings_total") >= n, 300, f"{n} readings stored")
         wait_until(lambda: eng.metric("earlywarn_ingest_queue_messages") == 0, 60, "queue drained")
         rss.append(eng.rss_kb())
@@ -170,7 +187,11 @@ def run_soak(tmp_path: Path, broker, seconds: float, rate: float) -> tuple[Figur
     db = tmp_path / "engine" / "ew.duckdb"
 
     # exactly once, by SQL: the published keys against the stored ones
-    keys = pl.DataFrame(stream.keys, schema={"site": pl.String, "tag": pl.String, "ts_ms": pl.Int64}, orient="row")
+    keys = pl.DataFrame({
+        "site": pl.Series(stream.key_site, dtype=pl.Int8).replace_strict(dict(enumerate(SITES)), return_dtype=pl.String),
+        "tag": pl.Series(stream.key_tag, dtype=pl.Int8).replace_strict(dict(enumerate(TAGS)), return_dtype=pl.String),
+        "ts_ms": pl.Series(stream.key_ts, dtype=pl.Int64),
+    })
     keys_path = tmp_path / "published.parquet"
     keys.write_parquet(keys_path)
     con = duckdb.connect(str(db), read_only=True)
@@ -205,9 +226,10 @@ def run_soak(tmp_path: Path, broker, seconds: float, rate: float) -> tuple[Figur
     assert live == replayed, (len(live), len(replayed), sorted(set(live) ^ set(replayed))[:10])
 
     return Figures(
-        seconds=round(elapsed, 1), rate=round(len(stream.keys) / seconds), readings=len(stream.keys),
+        seconds=round(elapsed, 1), rate=round(len(stream.key_ts) / seconds), readings=len(stream.key_ts),
         messages=stream.n_messages, duplicates=stream.duplicates, out_of_order=stream.out_of_order,
-        malformed=stream.malformed, held_late=stream.held_late, stored=int(stored), lost=int(lost),
+        malformed=stream.malformed, held_late=stream.held_late, outage_ticks=stream.outage_ticks,
+        stored=int(stored), lost=int(lost),
         duplicated=int(duplicated), late_stored=int(late_stored), live_signals=int(live_signals),
         replay_signals=len(replayed), rss_start_kb=rss[0], rss_end_kb=rss[-1], rss_max_kb=max(rss),
         queue_max=queue_max,
@@ -216,6 +238,7 @@ def run_soak(tmp_path: Path, broker, seconds: float, rate: float) -> tuple[Figur
 
 def check(fig: Figures, rss: list[int]) -> None:
     print("soak figures:", json.dumps(fig.__dict__))
+    print("soak RSS samples (kB, every 5 s):", rss[:: max(1, len(rss) // 40)])
     assert fig.lost == 0 and fig.duplicated == 0 and fig.stored == fig.readings
     assert fig.live_signals > 0 and fig.live_signals == fig.replay_signals
     assert fig.late_stored > 0  # the late data did arrive late, and was kept
