@@ -3,8 +3,10 @@ alarm manager; actions committed synchronously) gives a 2xx/4xx JSON answer, nev
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -43,6 +45,7 @@ def _build() -> tuple[Any, Any, list[str]]:
     from earlywarn.notify import LinkSigner
 
     d = Path(tempfile.mkdtemp(prefix="ew-fuzz-api-"))
+    atexit.register(shutil.rmtree, d, ignore_errors=True)
     (d / "sites.toml").write_text('[[site]]\nid = "S1"\nplant = "aluminum"\ndistrict = "d1"\n'
                                   '[[site]]\nid = "S2"\nplant = "aluminum"\ndistrict = "d2"\n')
     (d / "rules").mkdir()

@@ -4,6 +4,8 @@ error (ConfigErrors / ConfigError naming the file), never another exception, nev
 
 from __future__ import annotations
 
+import atexit
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ from earlywarn.rules.types import RuleKind, RulePack
 
 REPO = Path(__file__).resolve().parents[2]
 WORK = Path(tempfile.mkdtemp(prefix="ew-fuzz-"))
+atexit.register(shutil.rmtree, WORK, ignore_errors=True)
 
 
 def _write(name: str, data: bytes) -> Path:

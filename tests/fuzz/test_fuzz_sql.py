@@ -4,8 +4,10 @@ it (a canary file's content never comes back, no new file appears)."""
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -22,6 +24,7 @@ from earlywarn import reports
 SQL_EXAMPLES = int(os.environ.get("EARLYWARN_FUZZ_SQL_EXAMPLES", str(max(20, EXAMPLES // 10))))
 
 WORK = Path(tempfile.mkdtemp(prefix="ew-fuzz-sql-"))
+atexit.register(shutil.rmtree, WORK, ignore_errors=True)
 DB = WORK / "ew.duckdb"
 CANARY = WORK / "canary.csv"
 CANARY.write_text("secret_column\nCANARY-6d1f0e\n")
