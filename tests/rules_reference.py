@@ -75,6 +75,10 @@ class ReferenceEngine:
         self.site_newest: dict[str, int] = {}
         self.delay: dict[tuple[str, str, str], Delay] = {}
         self.stale_active: dict[tuple[str, str, str], bool] = {}
+        # stale: last sign of life = max(ts, engine clock before the reading's batch), per sensor and site
+        self.alive: dict[tuple[str, str], int] = {}
+        self.site_alive: dict[str, int] = {}
+        self.site_stale: dict[tuple[str, str], str | None] = {}  # "active", "gated" (gap seen, gate false)
         self.il: dict[tuple[str, str], dict[str, Any]] = {}
         self.ambiguous = False  # a trend evaluation landed within float noise of a boundary
 
@@ -123,13 +127,13 @@ class ReferenceEngine:
         if r.kind == RuleKind.THRESHOLD:
             return limit_c(value, r.op, r.limit), limit_d(value, r.op, r.limit, r.deadband)  # type: ignore[arg-type]
         if r.kind == RuleKind.RATE:
-            for tj, vj in h:
-                if tj >= ts - r.window_ms:
-                    if tj == ts:
-                        return False, False  # only the reading itself: not evaluable
-                    rate = (value - vj) / (ts - tj) * 60000.0
-                    return limit_c(rate, r.op, r.limit), limit_d(rate, r.op, r.limit, r.deadband)  # type: ignore[arg-type]
-            raise AssertionError
+            # the latest reading at or before ts - window (a zero window: the previous reading)
+            ref = [(tj, vj) for tj, vj in h if tj <= ts - max(r.window_ms, 1)]
+            if not ref:
+                return False, False  # the history does not reach back a whole window: not evaluable
+            tj, vj = ref[-1]
+            rate = (value - vj) / (ts - tj) * 60000.0
+            return limit_c(rate, r.op, r.limit), limit_d(rate, r.op, r.limit, r.deadband)  # type: ignore[arg-type]
         if r.kind == RuleKind.FLATLINE:
             if ts - self.first_good[(site, tag)] < r.window_ms:
                 return False, False
@@ -137,6 +141,8 @@ class ReferenceEngine:
             c = max(w) - min(w) <= r.epsilon
             return c, not c
         assert r.kind == RuleKind.TREND
+        if ts - self.first_good[(site, tag)] < r.window_ms:
+            return False, False  # the history does not cover the window yet
         pts = [(t, v) for t, v in h if t >= ts - r.window_ms]
         n = len(pts)
         if n < 3:
@@ -181,14 +187,18 @@ class ReferenceEngine:
             self.site_newest[site] = newest
             clk = max(clock_prev, newest)
             self.il_fail(out, site, clk)
+            self.site_stale_step(out, site, ts, value, clk)  # gates read the values before this reading
             bad = q == Quality.BAD or value is None or math.isnan(value)
             if not bad:
                 assert value is not None
                 self.latest[key] = value
                 self.hist.setdefault(key, []).append((ts, value))
                 self.first_good.setdefault(key, ts)
+            alive = self.alive.get(key)
             for pos, r in enumerate(self.rules[site]):
-                self.one_rule(out, site, tag, ts, value, bad, prev, clk, pos, r)
+                self.one_rule(out, site, tag, ts, value, bad, alive, clk, pos, r)
+            self.alive[key] = max(alive if alive is not None else NEG_INF, ts, clock_prev)
+            self.site_alive[site] = max(self.site_alive.get(site, NEG_INF), ts, clock_prev)
         self.clock = max(clock_prev, now_ms)
         self.end(out)
         out.sort(key=lambda x: x[0])
@@ -198,7 +208,7 @@ class ReferenceEngine:
                  prev: int | None, clk: int, pos: int, r: RuleSpec) -> None:
         k = r.kind
         if k == RuleKind.STALE:
-            if r.tag not in ("*", tag):
+            if r.tag != tag:
                 return
             sk = (site, r.id, tag)
             if prev is not None:
@@ -259,6 +269,22 @@ class ReferenceEngine:
                     st["arms"].append((ts, ts + r.within_ms))
                 st["trig_last"] = trig
 
+    def site_stale_step(self, out: list[Any], site: str, ts: int, value: float | None, clk: int) -> None:
+        """Site-wide stale rules (tag "*") at a reading of any tag of the site."""
+        a = self.site_alive.get(site)
+        for pos, r in enumerate(self.rules[site]):
+            if r.kind != RuleKind.STALE or r.tag != "*":
+                continue
+            sk = (site, r.id)
+            state = self.site_stale.get(sk)
+            if a is not None:
+                if state == "active":
+                    self.sig(out, site, pos, r, "*", ts, _f(value), "clear")
+                elif state is None and clk > a + r.timeout_ms and (r.when is None or self.ev(site, r.when)):
+                    self.sig(out, site, pos, r, "*", a + r.timeout_ms, math.nan, "raise")
+                    self.sig(out, site, pos, r, "*", ts, _f(value), "clear")
+            self.site_stale[sk] = None
+
     def delay_step(self, out: list[Any], site: str, pos: int, r: RuleSpec, tag: str, ts: int, value: float,
                    c: bool, d: bool) -> None:
         if r.when is not None:
@@ -276,8 +302,18 @@ class ReferenceEngine:
             for pos, r in enumerate(rules):
                 if r.kind != RuleKind.STALE:
                     continue
-                for (s, tag), last in self.last_ts.items():
-                    if s != site or r.tag not in ("*", tag):
+                if r.tag == "*":
+                    a = self.site_alive.get(site)
+                    sk2 = (site, r.id)
+                    if a is not None and self.site_stale.get(sk2) is None and sc > a + r.timeout_ms:
+                        if r.when is None or self.ev(site, r.when):
+                            self.site_stale[sk2] = "active"
+                            self.sig(out, site, pos, r, "*", a + r.timeout_ms, math.nan, "raise")
+                        else:
+                            self.site_stale[sk2] = "gated"
+                    continue
+                for (s, tag), last in self.alive.items():
+                    if s != site or r.tag != tag:
                         continue
                     sk = (site, r.id, tag)
                     if not self.stale_active.get(sk) and sc > last + r.timeout_ms:

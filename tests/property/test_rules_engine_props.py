@@ -74,8 +74,11 @@ def rules_of(draw: Any, kind: RuleKind, rid: str) -> RuleSpec:
     if kind == RuleKind.EXPR:
         return RuleSpec(**common, expr=draw(exprs))
     if kind == RuleKind.STALE:
-        return RuleSpec(id=rid, kind=kind, plant="test", severity=Severity.BLUE, tag=draw(st.sampled_from(TAGS + ("*",))),
-                        timeout_ms=draw(st.sampled_from([10, 25, 50])))
+        stag = draw(st.sampled_from(TAGS + ("*", "*")))
+        # a gate only on the site-wide rule (the rule checker rejects it on a per-tag stale rule)
+        return RuleSpec(id=rid, kind=kind, plant="test", severity=Severity.BLUE, tag=stag,
+                        timeout_ms=draw(st.sampled_from([10, 25, 50])),
+                        when=draw(st.none() | exprs) if stag == "*" else None)
     assert kind == RuleKind.INTERLOCK
     return RuleSpec(id=rid, kind=kind, plant="test", severity=Severity.RED, trigger=draw(exprs), expect=draw(exprs),
                     within_ms=draw(st.sampled_from([0, 10, 30])))

@@ -279,6 +279,8 @@ CASES = [
                  "rule[cw_pressure_ll].enabled", "true or false", id="enabled-not-bool"),
     pytest.param(rule("s", "stale", tag='"*"', timeout="0"),
                  "rule[s].timeout", "a duration > 0", id="zero-timeout"),
+    pytest.param(rule("s", "stale", tag='"p_a"', timeout='"3m"', when='"p_b == 1"'),
+                 "rule[s].when", 'a gate only on a site-wide stale rule (tag = "*")', id="gate-on-per-tag-stale"),
     pytest.param(rule("r", "rate", tag='"p_a"', op='">"', limit="1", window='"0s"'),
                  "rule[r].window", "a duration > 0", id="zero-window"),
     pytest.param(rule("f", "flatline", tag='"p_a"', window='"1h"', epsilon="-1"),

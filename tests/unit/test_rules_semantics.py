@@ -88,6 +88,20 @@ CASES: list[tuple[str, list[RuleSpec], list[list[tuple[Any, ...]]], list[tuple[s
      [[("v", 0, 1.0), ("v", 20, 1.0), ("v", 100, 1.0)]], [(R, 50), (C, 100)]),
     ("stale gap exactly the timeout is not stale", [rule(RuleKind.STALE, tag="v", timeout_ms=30)],
      [[("v", 0, 1.0), ("v", 30, 1.0)]], []),
+    ("stale '*' is the site: one alarm when every tag goes silent, cleared by any tag",
+     [rule(RuleKind.STALE, tag="*", timeout_ms=30)],
+     [[("v", 0, 1.0), ("w", 5, 1.0), ("x", 10, 1.0), ("w", 60, 1.0), ("v", 61, 1.0)]], [(R, 40), (C, 60)]),
+    ("stale '*': one tag still reporting keeps the site alive", [rule(RuleKind.STALE, tag="*", timeout_ms=30)],
+     [[("v", 0, 1.0), ("w", 20, 1.0), ("w", 45, 1.0), ("w", 70, 1.0), ("v", 100, 1.0)]], []),
+    ("stale '*' raised by the replay clock, cleared by the site's next reading",
+     [rule(RuleKind.STALE, tag="*", timeout_ms=30)],
+     [[("v", 0, 1.0), ("w", 2, 1.0)], [("w", 40, 1.0)]], [(R, 32), (C, 40)]),
+    ("stale '*' gated: gate false at the gap's start, no alarm",
+     [rule(RuleKind.STALE, tag="*", timeout_ms=30, when=Cmp("run", "==", 1.0))],
+     [[("run", 0, 0.0), ("v", 1, 1.0), ("v", 50, 1.0), ("run", 51, 1.0), ("v", 52, 1.0), ("v", 90, 1.0)]],
+     [(R, 82), (C, 90)]),
+    ("stale per tag stays per tag", [rule(RuleKind.STALE, tag="v", timeout_ms=30)],
+     [[("v", 0, 1.0), ("w", 10, 1.0), ("w", 20, 1.0), ("w", 40, 1.0), ("v", 41, 1.0)]], [(R, 30), (C, 41)]),
     ("stale across batches: another tag of the site moves the clock", [rule(RuleKind.STALE, tag="v", timeout_ms=30)],
      [[("v", 0, 1.0)], [("w", 31, 1.0)], [("v", 40, 1.0)]], [(R, 30), (C, 40)]),
     ("interlock effect just inside within", [rule(RuleKind.INTERLOCK, trigger=Cmp("a", "==", 1.0),
@@ -101,6 +115,14 @@ CASES: list[tuple[str, list[RuleSpec], list[list[tuple[Any, ...]]], list[tuple[s
      [[("b", 0, 1.0), ("a", 5, 1.0), ("a", 50, 1.0)]], []),
     ("rate over the window", [rule(RuleKind.RATE, tag="v", op=">", limit=60.0, window_ms=2000)],
      [[("v", 0, 0.0), ("v", 1000, 0.5), ("v", 2000, 2.5), ("v", 3000, 2.0)]], [(R, 2000), (C, 3000)]),
+    ("rate: reference is the latest reading at or before t - window (not the earliest inside it)",
+     [rule(RuleKind.RATE, tag="v", op=">", limit=60.0, window_ms=2000)],
+     # at 3500 the reference is the reading at 1000 (0.0): 1.0 over 2.5 s = 24/min, not the 2.0 a
+     # one-second step from 2500 would give (1.0 over 1 s = 60/min... and 120/min from 2999)
+     [[("v", 0, 0.0), ("v", 1000, 0.0), ("v", 2999, 0.0), ("v", 3500, 1.0), ("v", 5500, 4.0)]], [(R, 5500)]),
+    ("rate: not evaluable until a reading a whole window back exists",
+     [rule(RuleKind.RATE, tag="v", op=">", limit=60.0, window_ms=2000)],
+     [[("v", 0, 0.0), ("v", 500, 9.0), ("v", 1999, 9.0), ("v", 2000, 9.0)]], [(R, 2000)]),
     ("flatline only once the window is covered", [rule(RuleKind.FLATLINE, tag="v", window_ms=20, epsilon=0.0)],
      [[("v", 0, 3.0), ("v", 10, 3.0), ("v", 20, 3.0), ("v", 30, 3.5)]], [(R, 20), (C, 30)]),
     ("vote 2oo3", [rule(RuleKind.VOTE, tags=("a", "b", "c"), k=2, op=">=", limit=5.0)],
@@ -135,6 +157,34 @@ def _trend(min_r2: float) -> RuleSpec:
 def test_trend_rising_line_forecasts_the_crossing() -> None:
     rows = [("v", 1000 * i, 1.0 * i) for i in range(8)]  # forecast at t+5 s = v + 5
     assert run([_trend(0.9)], [rows]) == [(R, 6000)]  # at 5 s: 5 + 5 = 10 is not > 10; at 6 s: 11 is
+
+
+def test_trend_not_evaluated_before_the_history_covers_the_window() -> None:
+    # a steep line from the first reading: a partial window would forecast the crossing at once
+    rows = [("v", 1000 * i, 3.0 * i) for i in range(8)]
+    assert run([_trend(0.9)], [rows]) == [(R, 5000)]  # window 5 s: first evaluable at t = 5 s
+
+
+def test_stale_site_backlog_after_an_outage_raises_once() -> None:
+    """Live: the wall clock passes the site's last reading + timeout (raise), then the gateway flushes its
+    backlog with the original timestamps in several batches: the first reading clears, the rest arrive
+    after the clock that saw them and are not stale again (domain.md §4a.6: no retroactive duplicates)."""
+    r = [rule(RuleKind.STALE, tag="*", timeout_ms=30), rule(RuleKind.STALE, id="v_stale", tag="v", timeout_ms=30)]
+    eng, ref = RuleEngine({"s": r}), ReferenceEngine({"s": r})
+    steps: list[tuple[list[tuple[Any, ...]], int]] = [
+        ([("v", 0, 1.0), ("w", 0, 1.0)], 1),
+        ([], 100),  # the outage: a tick on the wall clock
+        ([("v", 10, 1.0), ("w", 10, 1.0), ("v", 20, 1.0)], 101),  # backlog, batch 1
+        ([("w", 20, 1.0), ("v", 30, 1.0), ("w", 30, 1.0)], 102),  # backlog, batch 2
+        ([("v", 101, 1.0), ("w", 101, 1.0)], 103),  # live again
+    ]
+    got, want = [], []
+    for rows, now in steps:
+        got += [(s.rule_id, s.tag, str(s.kind), s.ts_ms) for s in eng.evaluate(batch(rows), now).signals]
+        want += [(s.rule_id, s.tag, str(s.kind), s.ts_ms)
+                 for s in ref.evaluate([("s", *x, 0) for x in rows], now)[0]]
+    assert got == want
+    assert got == [("r", "*", R, 30), ("v_stale", "v", R, 30), ("r", "*", C, 10), ("v_stale", "v", C, 10)]
 
 
 def test_trend_flat_data_never_raises() -> None:

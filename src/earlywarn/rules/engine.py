@@ -18,23 +18,31 @@ Semantics (product.md §5 is authoritative; the choices below fill in what it le
   held over its current run for >= off_delay, alternating from the carried alarm state.
   A `when` gate applies to every delay kind: c &= gate, d |= not gate (at every evaluation point).
 * threshold: c = v op limit, d = opposite side by >= deadband.
-* rate: rate_i = (v_i - v_j) / (t_i - t_j) * 60000 with r_j the earliest good reading with
-  t_j >= t_i - window, j != i; without such r_j the point is neither c nor d.
+* rate: rate_i = (v_i - v_j) / (t_i - t_j) * 60000 with r_j the latest good reading with
+  t_j <= t_i - window (t_j < t_i for a zero window), so the change spans at least the window; without
+  such r_j (a cold start) the point is neither c nor d. The history tail keeps that reading.
 * flatline: evaluable once t_i - first good ts >= window; c = max - min over [t_i - window, t_i]
   <= epsilon, d = not c.
 * quality: at every reading (bad ones too): c = bad or value outside `range`, d = not c.
-* trend: OLS over good readings with ts in [t_i - window, t_i] (>= 3 points), forecast at
+* trend: evaluable once t_i - first good ts >= window (like flatline: no forecast from a partly
+  filled window at a cold start); OLS over good readings with ts in [t_i - window, t_i] (>= 3 points), forecast at
   t_i + horizon; c = forecast op limit and R^2 >= min_r2; flat data (centred sum of squares of values
   <= 1e-9 * n * (1 + mean^2)) is not c; d = not c when evaluable.
 * vote: at each good reading of a member: n = members whose latest value satisfies op limit,
   m = members with a value outside the deadband clear zone; c = n >= k, d = m < k.
 * expr: at each good reading of a tag of the expression: c = expr, d = not c.
-* stale (no delays, no gate): every reading of the sensor, good or bad, counts as a sign of life.
-  The clock of a site is max(engine clock, newest ts of that site so far) (the engine clock is the max of
-  every now_ms passed in; within a batch it is applied only at the end, so that a replay split anywhere
-  gives the same result). A gap last_ts -> next is stale when that clock exceeds last_ts + timeout
-  before or at the next reading: raise at last_ts + timeout, clear at the next reading's ts. A sensor
-  that never reported is never stale.
+* stale (no delays): instances are per (site, tag) for `tag = "x"` and ONE per site for `tag = "*"`
+  (the gateway: its readings of every tag, merged in stream order). Every evaluated reading, good or
+  bad, is a sign of life; alive = max(its ts, the engine clock before its batch) -- live, a reading did
+  not arrive before that clock, so a backlog flushed after an outage is not stale again; in a replay the
+  clock is event time and alive is the newest ts. The clock of a site is max(engine clock, newest ts of
+  that site so far) (the engine clock is the max of every now_ms passed in; within a batch it is applied
+  only at the end, so that a replay split anywhere gives the same result). A gap alive -> next reading is
+  stale when that clock exceeds alive + timeout before or at the next reading: raise at alive + timeout,
+  clear at the next reading's ts (for "*": the site's next reading of any tag). An instance that never
+  saw a reading is never stale. `when` only on "*" rules: read on the site's latest good values at
+  alive + timeout (no site reading lies in between: the values when the site went silent); false =
+  no raise and no clear for that gap.
 * interlock (no delays, no gate): evaluation points are good readings of trigger or expect tags. A
   trigger edge (false -> true between consecutive readings of trigger tags; initially false) at t0 arms
   a check; it is satisfied if `expect` holds at the edge point or at a later expect-tag reading processed
@@ -49,7 +57,7 @@ Semantics (product.md §5 is authoritative; the choices below fill in what it le
   and can legitimately make a gap stale or an interlock overdue earlier; with globally ts-ordered
   replays the convention is split-invariant too (both are property-tested).
 * Signal tags: the rule's tag; vote: first member; expr: first tag of the expression; interlock: first
-  trigger tag; stale "*": the silent sensor's tag.
+  trigger tag; stale "*": "*".
 * Signals of one call are sorted by (ts, site, rule position in the site's list, tag, raise before
   clear). A signal found in a later batch (e.g. stale detected late) may carry an older ts.
 """
@@ -145,7 +153,10 @@ class RuleEngine:
         gate_ids: dict[Expr, int] = {}
         self._single: dict[tuple[int, str], list[tuple[int, int]]] = {}  # (site, tag) -> [(kind, inst)]
         self._groups: dict[tuple[int, RuleSpec], np.ndarray] = {}  # (kind, spec) -> inst by site
-        self._stale_rules: dict[int, list[tuple[int, RuleSpec]]] = {}
+        self._stale_rules: dict[int, list[tuple[int, RuleSpec]]] = {}  # per-tag stale rules by site
+        self._sstale_meta: list[_Meta] = []  # site-wide stale instances (tag "*"), one per (site, rule)
+        ss_site: list[int] = []
+        ss_timeout: list[int] = []
         il_groups: dict[RuleSpec, np.ndarray] = {}
         self._il_meta: list[_Meta] = []
         il_site: list[int] = []
@@ -153,7 +164,12 @@ class RuleEngine:
             si = self._site_idx[site]
             for pos, r in enumerate(self._site_rules[site]):
                 if r.kind == RuleKind.STALE:
-                    self._stale_rules.setdefault(si, []).append((pos, r))
+                    if r.tag == "*":
+                        self._sstale_meta.append(_Meta(site, pos, r, "*"))
+                        ss_site.append(si)
+                        ss_timeout.append(r.timeout_ms)
+                    else:
+                        self._stale_rules.setdefault(si, []).append((pos, r))
                     continue
                 if r.kind == RuleKind.INTERLOCK:
                     arr = il_groups.setdefault(r, np.full(n_sites, -1, _I64))
@@ -223,6 +239,18 @@ class RuleEngine:
         st_cols: dict[str, list[int]] = {"sid": [], "timeout": [], "site": []}
         self._stale_cols = st_cols
         self._stale_arr: dict[str, np.ndarray] = {}
+        self._ss_site = np.asarray(ss_site, _I64)
+        self._ss_timeout = np.asarray(ss_timeout, _I64)
+        self._ss_gated = any(m.spec.when is not None for m in self._sstale_meta)
+        # per site: shortest site-wide stale timeout (a cheap filter for gap candidates)
+        self._site_min_sto = np.full(n_sites, np.iinfo(_I64).max // 4, _I64)
+        if len(ss_site):
+            np.minimum.at(self._site_min_sto, self._ss_site, self._ss_timeout)
+        self._site_has_sstale = np.zeros(n_sites, bool)
+        self._site_has_sstale[self._ss_site] = True
+        self._st.site_alive_ms = np.full(n_sites, NONE_TS, _I64)
+        self._st.site_stale_active = np.zeros(len(ss_site), bool)
+        self._st.site_stale_gated = np.zeros(len(ss_site), bool)
         self._dirty = True
 
     # --- sensors --------------------------------------------------------------------------------
@@ -250,7 +278,7 @@ class RuleEngine:
                 if kind in _WINDOWED:
                     self._maxwin[sid] = max(self._maxwin[sid], int(self._p["window"][inst]))
             for pos, r in self._stale_rules.get(si, []):
-                if r.tag in ("*", tag):
+                if r.tag == tag:
                     self._stale_keys.append((site, r.id, tag))
                     self._stale_meta.append(_Meta(site, pos, r, tag))
                     self._stale_cols["sid"].append(sid)
@@ -432,6 +460,7 @@ class RuleEngine:
             "il_keys": [[m.site, m.spec.id] for m in self._il_meta],
             "stale_keys": [list(k) for k in self._stale_keys],
             "n_stale": len(self._stale_keys),
+            "site_stale_keys": [[m.site, m.spec.id] for m in self._sstale_meta],
         }
         return self._st.to_bytes(meta)
 
@@ -448,11 +477,14 @@ class RuleEngine:
         st.sensor_last_ts_ms[:n] = arrays["sensor_last_ts_ms"]
         st.sensor_last_good[:n] = arrays["sensor_last_good"]
         st.sensor_first_good_ts_ms[:n] = arrays["sensor_first_good_ts_ms"]
+        # snapshots from before the sign-of-life column: the last ts is what it meant then
+        st.sensor_alive_ms[:n] = arrays.get("sensor_alive_ms", arrays["sensor_last_ts_ms"])
         st.clock_ms = int(doc["clock_ms"])
         old_sites = {s: i for i, s in enumerate(doc["sites"])}
         for s, i in eng._site_idx.items():
             if s in old_sites:
                 st.site_newest_ms[i] = arrays["site_newest_ms"][old_sites[s]]
+                st.site_alive_ms[i] = arrays.get("site_alive_ms", arrays["site_newest_ms"])[old_sites[s]]
         new_inst = {(m.site, m.spec.id, m.tag): i for i, m in enumerate(eng._meta)}
         for j, key in enumerate(doc["inst_keys"]):
             ni = new_inst.get(tuple(key))
@@ -474,6 +506,12 @@ class RuleEngine:
             ni = new_stale.get(tuple(key))
             if ni is not None:
                 st.stale_active[ni] = arrays["stale_active"][j]
+        new_ss = {(m.site, m.spec.id): i for i, m in enumerate(eng._sstale_meta)}
+        for j, key in enumerate(doc.get("site_stale_keys", [])):
+            ni = new_ss.get(tuple(key))
+            if ni is not None:
+                st.site_stale_active[ni] = arrays["site_stale_active"][j]
+                st.site_stale_gated[ni] = arrays["site_stale_gated"][j]
         keep = eng._maxwin[arrays["hist_sid"]] >= 0 if len(arrays["hist_sid"]) else np.zeros(0, bool)
         st.hist_sid = arrays["hist_sid"][keep]
         st.hist_ts_ms = arrays["hist_ts_ms"][keep]
@@ -489,12 +527,17 @@ class RuleEngine:
         # carried sensor state before this batch (as-of carries, flatline coverage, stale gaps)
         last_good_prev = st.sensor_last_good.copy()
         b.last_good_prev = last_good_prev
-        last_ts_prev = st.sensor_last_ts_ms.copy()
+        alive_prev = st.sensor_alive_ms.copy()
         site_newest_prev = st.site_newest_ms.copy()
+        site_alive_prev = st.site_alive_ms.copy()
         b.clock_prev, b.site_newest_prev = clock_prev, site_newest_prev
         last_seg = segment_last(b.sid)
         # sensor-level state updates (used by later kernels only through the *_prev copies)
         st.sensor_last_ts_ms[b.sid[last_seg]] = b.ts[last_seg]
+        # sign of life for stale: a reading arrived no earlier than the clock before its batch, so a
+        # backlog flushed after an outage (old timestamps, live clock far ahead) is not stale again
+        ls = b.sid[last_seg]
+        st.sensor_alive_ms[ls] = np.maximum(np.maximum(st.sensor_alive_ms[ls], b.ts[last_seg]), clock_prev)
         all_good = bool(good.all())
         if all_good:
             g_sid, g_ts, g_val = b.sid, b.ts, b.val
@@ -508,6 +551,7 @@ class RuleEngine:
         fg[fsid] = np.where(fg[fsid] == NONE_TS, g_ts[g_first], fg[fsid])
         site_last = self._sensor_site[b.sid[last_seg]]
         np.maximum.at(st.site_newest_ms, site_last, b.ts[last_seg])
+        np.maximum.at(st.site_alive_ms, site_last, np.maximum(b.ts[last_seg], clock_prev))
 
         # chunks of evaluation points: (kind, inst, ts, c, d, value, arrival index)
         chunks: list[tuple[Any, ...]] = []
@@ -612,7 +656,9 @@ class RuleEngine:
                                          res.event_raise.tolist()):
                 out.append(sig(meta[i], t, x, is_raise))
 
-        self._stale_in_batch(b, last_ts_prev, site_newest_prev, clock_prev, out)
+        self._stale_in_batch(b, alive_prev, site_newest_prev, clock_prev, out)
+        if len(self._sstale_meta):
+            self._site_stale_in_batch(b, alive_prev, site_alive_prev, site_newest_prev, clock_prev, out)
         if self._il_groups:
             self._interlocks(b, out)
 
@@ -673,9 +719,13 @@ class RuleEngine:
             j = np.maximum(np.searchsorted(e_key, e_key[pts] - window, "left"), e_seg_lo[pts])
             t_i, v_i = e_ts[pts], e_val[pts]
             if kind == _K_RATE:
-                ok = j != pts
+                # reference: the latest reading at or before t_i - window, so the change spans at least
+                # the window (a zero window means the previous reading)
+                jr = np.searchsorted(e_key, e_key[pts] - np.maximum(window, 1), "right") - 1
+                ok = jr >= e_seg_lo[pts]
+                jr = np.where(ok, jr, pts)
                 with np.errstate(divide="ignore", invalid="ignore"):
-                    rate = (v_i - e_val[j]) / (t_i - e_ts[j]) * 60000.0
+                    rate = (v_i - e_val[jr]) / (t_i - e_ts[jr]) * 60000.0
                 rate[~ok] = np.nan
                 c, d = folded_conditions(rate, p["sign"][inst], p["above"][inst], p["below"][inst])
             elif kind == _K_FLATLINE:
@@ -685,6 +735,9 @@ class RuleEngine:
                 c = ok & (spread.spread(j, pts) <= p["eps"][inst])
                 d = ok & ~c
             else:
+                # evaluable only once the sensor's history covers the whole window (no forecast from
+                # the first few points after a cold start)
+                covered = (t_i - st.sensor_first_good_ts_ms[e_sid[pts]]) >= window
                 # prefix sums over the trend sensors' part of the buffer only
                 sub = np.zeros(len(self._maxwin), bool)
                 sub[psid] = True
@@ -692,12 +745,20 @@ class RuleEngine:
                 sub_idx = np.cumsum(m) - 1
                 prefix = _trend_prefix(e_sid[m], e_ts[m], e_val[m])
                 c, d = _trend_conditions(prefix, sub_idx[j], sub_idx[pts], t_i, inst, p)
+                c &= covered
+                d &= covered
             chunks.append((kind, inst, t_i, c, d, v_i, e_a[pts]))
         # keep the tail each sensor can still need: ts >= last good ts - longest window
         last_good_ts = np.full(len(self._maxwin), NONE_TS, _I64)
         el = segment_last(e_sid)
         last_good_ts[e_sid[el]] = e_ts[el]
-        keep = e_ts >= last_good_ts[e_sid] - self._maxwin[e_sid]
+        cutoff = last_good_ts[e_sid] - self._maxwin[e_sid]
+        keep = e_ts >= cutoff
+        # and the latest reading before the cut: a rate's reference reading (at or before t - window).
+        # Within a sensor `keep` is False...True (ts ascending, its last reading always kept), so that
+        # reading is the one whose successor is the first kept.
+        if len(keep) > 1:
+            keep[:-1] |= ~keep[:-1] & keep[1:]
         st.hist_sid, st.hist_ts_ms, st.hist_value = e_sid[keep], e_ts[keep], e_val[keep]
         return chunks
 
@@ -740,11 +801,11 @@ class RuleEngine:
     # --- engine-clock kinds ---------------------------------------------------------------------
 
     def _stale_in_batch(
-        self, b: _Batch, last_ts_prev: np.ndarray, site_newest_prev: np.ndarray, clock_prev: int,
+        self, b: _Batch, alive_prev: np.ndarray, site_newest_prev: np.ndarray, clock_prev: int,
         out: list[tuple[Any, ...]],
     ) -> None:
-        """Gaps closed by this batch's readings: raise at last_ts + timeout (if the site clock passed it
-        before the next reading) and clear at the next reading; carried stale alarms clear."""
+        """Per-tag stale: gaps closed by this batch's readings raise at alive + timeout (if the site clock
+        passed it before the next reading) and clear at the next reading; carried stale alarms clear."""
         sa = self._stale_arr
         if not len(sa["sid"]):
             return
@@ -753,8 +814,8 @@ class RuleEngine:
         has = self._stale_sensor[b.sid]
         first = segment_first(b.sid)
         prev = np.empty(n, _I64)
-        prev[1:] = b.ts[:-1]
-        prev[first] = last_ts_prev[b.sid[first]]
+        prev[1:] = np.maximum(b.ts[:-1], clock_prev)  # the sign of life of the reading before
+        prev[first] = alive_prev[b.sid[first]]
         clock = np.maximum(np.maximum(clock_prev, site_newest_prev[self._sensor_site[b.sid]]), b.ts)
         has_prev = prev != NONE_TS
         # candidates: the first reading of a sensor in the batch (it may clear a carried alarm) and
@@ -777,6 +838,103 @@ class RuleEngine:
         lo, hi = self._stale_sid_lo[seen], self._stale_sid_hi[seen]
         st.stale_active[self._stale_by_sid[expand_ranges(lo, hi - lo)]] = False
 
+    def _site_stale_in_batch(
+        self, b: _Batch, alive_prev: np.ndarray, site_alive_prev: np.ndarray, site_newest_prev: np.ndarray, clock_prev: int,
+        out: list[tuple[Any, ...]],
+    ) -> None:
+        """Site-wide stale (tag "*"): gaps in the site's merged stream of readings of any tag.
+
+        Only sites that may have a gap are put in (site, ts) order: a gap of the site is a gap of at
+        least as long in the sensor that ends it (or that sensor is new and starts after the gap), so
+        sensors without such a gap, in sites without a carried stale alarm, rule their site out cheaply.
+        """
+        st = self._st
+        site = self._sensor_site[b.sid]
+        has = self._site_has_sstale[site]
+        if not has.any():
+            return
+        n = len(b.sid)
+        first = segment_first(b.sid)
+        min_to = self._site_min_sto[site]
+        prev = np.empty(n, _I64)
+        prev[1:] = np.maximum(b.ts[:-1], clock_prev)
+        prev[first] = alive_prev[b.sid[first]]
+        n_sites = len(self._sites)
+        site_min_ts = np.full(n_sites, np.iinfo(_I64).max, _I64)
+        np.minimum.at(site_min_ts, site, b.ts)
+        base = np.where(site_alive_prev[site] != NONE_TS, site_alive_prev[site], site_min_ts[site])
+        clk = np.maximum(np.maximum(clock_prev, site_newest_prev[site]), b.ts)
+        new_sensor = prev == NONE_TS
+        cand = has & np.where(new_sensor, b.ts > base + min_to, clk > prev + min_to)
+        cand_sites = np.zeros(n_sites, bool)
+        cand_sites[site[cand]] = True
+        act = st.site_stale_active | st.site_stale_gated
+        cand_sites[self._ss_site[act]] = True
+        seen = np.zeros(n_sites, bool)
+        seen[site] = True
+        cand_sites &= seen
+        if cand_sites.any():
+            m = np.flatnonzero(cand_sites[site])
+            o = m[np.lexsort((b.a[m], b.ts[m], site[m]))]  # ties: arrival order (stream order)
+            o_site, o_ts = site[o], b.ts[o]
+            sf = segment_first(o_site)
+            alive = np.empty(len(o), _I64)  # the site's sign of life before each reading
+            alive[1:] = np.maximum(o_ts[:-1], clock_prev)
+            alive[sf] = site_alive_prev[o_site[sf]]
+            # within a site the readings are in ts order, so only a carried sign of life (a clock) can
+            # be ahead of later rows: take the max with the segment's first value
+            alive = np.maximum(alive, alive[ffill_index(sf)])
+            o_clk = np.maximum(np.maximum(clock_prev, site_newest_prev[o_site]), o_ts)
+            lo = np.flatnonzero(sf)
+            hi = np.append(lo[1:], len(o))
+            seg_of_site = {int(o_site[a]): (int(a), int(z)) for a, z in zip(lo, hi)}
+            for k, mt in enumerate(self._sstale_meta):
+                si = int(self._ss_site[k])
+                if si not in seg_of_site:
+                    continue
+                a, z = seg_of_site[si]
+                to = int(self._ss_timeout[k])
+                if st.site_stale_active[k]:
+                    r = int(o[a])
+                    out.append(self._sig(mt, int(b.ts[r]), float(b.val[r]), False))
+                gap_from = a + 1 if (st.site_stale_active[k] or st.site_stale_gated[k]) else a
+                st.site_stale_active[k] = False
+                st.site_stale_gated[k] = False
+                seg_alive, seg_clk = alive[gap_from:z], o_clk[gap_from:z]
+                for j in np.flatnonzero((seg_alive != NONE_TS) & (seg_clk > seg_alive + to)).tolist():
+                    due = int(seg_alive[j]) + to
+                    r = int(o[gap_from + j])
+                    if mt.spec.when is not None and not self._gate_at(b, mt.spec.when, si, due):
+                        continue
+                    out.append(self._sig(mt, due, float("nan"), True))
+                    out.append(self._sig(mt, int(b.ts[r]), float(b.val[r]), False))
+
+    def _gate_at(self, b: _Batch | None, e: Expr, si: int, t: int) -> bool:
+        """A gate on the site's latest good values at or before time t (in stream order)."""
+        st = self._st
+        row = -1
+        if b is not None:
+            rows = b.site_rows()
+            lo = int(np.searchsorted(rows.site, si, "left"))
+            hi = int(np.searchsorted(rows.site, si, "right"))
+            row = lo + int(np.searchsorted(rows.ts[lo:hi], t, "right")) - 1
+            if row < lo:
+                row = -1
+
+        def value(tag: str) -> float:
+            ti = self._tag_idx.get(tag)
+            if ti is None:
+                return float("nan")
+            if row >= 0:
+                return float(self._asof(b, tag)[row])  # type: ignore[arg-type]
+            sid = int(self._sidm[si, ti])
+            if sid < 0:
+                return float("nan")
+            src = b.last_good_prev if b is not None else st.sensor_last_good
+            return float(src[sid])
+
+        return _eval_scalar(e, value)
+
     def _end_of_batch(self, out: list[tuple[Any, ...]], b: _Batch | None) -> None:
         """Apply the clock at the end of a batch (or a tick) to stale sensors and interlock deadlines."""
         st = self._st
@@ -785,13 +943,27 @@ class RuleEngine:
         sa = self._stale_arr
         if len(sa.get("sid", ())):
             n = len(sa["sid"])
-            last = st.sensor_last_ts_ms[sa["sid"]]
+            last = st.sensor_alive_ms[sa["sid"]]
             has = last != NONE_TS
             due = np.where(has, last, 0) + sa["timeout"]
             fire = has & ~st.stale_active[:n] & (site_clock[sa["site"]] > due)
             for k in np.flatnonzero(fire).tolist():
                 out.append(self._sig(self._stale_meta[k], int(due[k]), float("nan"), True))
             st.stale_active[:n] |= fire
+        if len(self._sstale_meta):
+            alive = st.site_alive_ms[self._ss_site]
+            due = np.where(alive != NONE_TS, alive, 0) + self._ss_timeout
+            fire = ((alive != NONE_TS) & ~st.site_stale_active & ~st.site_stale_gated
+                    & (site_clock[self._ss_site] > due))
+            for k in np.flatnonzero(fire).tolist():
+                mt = self._sstale_meta[k]
+                # every reading of the site is in: the gate reads its latest values (the gap's start)
+                if mt.spec.when is not None and not self._gate_at(None, mt.spec.when, int(self._ss_site[k]),
+                                                                  int(due[k])):
+                    st.site_stale_gated[k] = True
+                    continue
+                out.append(self._sig(mt, int(due[k]), float("nan"), True))
+                st.site_stale_active[k] = True
         if self._il_groups and b is None:
             self._interlocks(None, out)
 
@@ -931,6 +1103,19 @@ class RuleEngine:
     def _sorted(out: list[tuple[Any, ...]]) -> list[Signal]:
         out.sort(key=lambda x: x[:5])
         return [x[5] for x in out]
+
+
+def _eval_scalar(e: Expr, value: Any) -> bool:
+    """An expression on one set of values (`value(tag)` -> float, NaN = no value yet)."""
+    if isinstance(e, Cmp):
+        v = value(e.tag)
+        return not np.isnan(v) and bool(_cmp(np.asarray([v]), e.op, e.value)[0])
+    if isinstance(e, And):
+        return all(_eval_scalar(i, value) for i in e.items)
+    if isinstance(e, Or):
+        return any(_eval_scalar(i, value) for i in e.items)
+    assert isinstance(e, Not)
+    return not _eval_scalar(e.item, value)
 
 
 def _pair_hash(frame: pl.DataFrame) -> np.ndarray:

@@ -256,6 +256,10 @@ def _check_rule(r: RuleSpec, tags: Mapping[str, TagSpec]) -> list[tuple[str, str
     out: list[tuple[str, str]] = []
     if r.kind is RuleKind.VOTE and r.tags and r.k > len(r.tags):
         out.append(("k", f"at most the size of the vote group ({len(r.tags)} tags), got {r.k}"))
+    if r.kind is RuleKind.STALE and r.when is not None and r.tag != ANY_TAG:
+        # the gate of a site-wide stale rule is read when the whole site went silent; a per-tag gap has
+        # no such instant (the gate's tags keep moving), so the engine honours `when` only with tag "*"
+        out.append(("when", 'a gate only on a site-wide stale rule (tag = "*")'))
     return out
 
 

@@ -34,7 +34,8 @@ class EngineState:
 
     Sensors are (site, tag) pairs seen in readings, numbered in order of first appearance.
     Delay instances (threshold, rate, flatline, quality, trend, vote, expr) are numbered by the engine at
-    construction; stale instances per (site, rule, tag) as sensors appear; interlocks per (site, rule).
+    construction; per-tag stale instances per (site, rule, tag) as sensors appear; site-wide stale
+    instances (tag "*") per (site, rule) at construction; interlocks per (site, rule).
     """
 
     clock_ms: int = NONE_TS  # the engine clock: max of every now_ms passed in
@@ -43,14 +44,21 @@ class EngineState:
     sensor_last_ts_ms: np.ndarray = field(default_factory=lambda: np.zeros(0, _I64))
     sensor_last_good: np.ndarray = field(default_factory=lambda: np.zeros(0))
     sensor_first_good_ts_ms: np.ndarray = field(default_factory=lambda: np.zeros(0, _I64))
+    # last sign of life of a sensor for stale: max(last ts, engine clock before the batch it arrived in)
+    sensor_alive_ms: np.ndarray = field(default_factory=lambda: np.zeros(0, _I64))
     # per ruled site: newest event time seen (the replay clock of that site)
     site_newest_ms: np.ndarray = field(default_factory=lambda: np.zeros(0, _I64))
+    # per ruled site: last sign of life (newest ts of any tag, or the engine clock before its batch)
+    site_alive_ms: np.ndarray = field(default_factory=lambda: np.zeros(0, _I64))
     # delay instances
     c_start_ms: np.ndarray = field(default_factory=lambda: np.zeros(0, _I64))
     d_start_ms: np.ndarray = field(default_factory=lambda: np.zeros(0, _I64))
     active: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
     # stale instances
     stale_active: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+    # site-wide stale instances (tag "*"): alarm active; gap seen but gated out (no alarm, no clear)
+    site_stale_active: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+    site_stale_gated: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
     # interlocks
     il_trig_last: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
     il_active: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
@@ -67,6 +75,7 @@ class EngineState:
         self.sensor_last_ts_ms = _grow(self.sensor_last_ts_ms, n, NONE_TS)
         self.sensor_last_good = _grow(self.sensor_last_good, n, np.nan)
         self.sensor_first_good_ts_ms = _grow(self.sensor_first_good_ts_ms, n, NONE_TS)
+        self.sensor_alive_ms = _grow(self.sensor_alive_ms, n, NONE_TS)
         return sid
 
     def ensure_stale(self, n: int) -> None:
@@ -87,11 +96,15 @@ class EngineState:
             "sensor_last_ts_ms": self.sensor_last_ts_ms[:n],
             "sensor_last_good": self.sensor_last_good[:n],
             "sensor_first_good_ts_ms": self.sensor_first_good_ts_ms[:n],
+            "sensor_alive_ms": self.sensor_alive_ms[:n],
             "site_newest_ms": self.site_newest_ms,
+            "site_alive_ms": self.site_alive_ms,
             "c_start_ms": self.c_start_ms,
             "d_start_ms": self.d_start_ms,
             "active": self.active,
             "stale_active": self.stale_active[: meta.get("n_stale", 0)],
+            "site_stale_active": self.site_stale_active,
+            "site_stale_gated": self.site_stale_gated,
             "il_trig_last": self.il_trig_last,
             "il_active": self.il_active,
             "hist_sid": self.hist_sid,
