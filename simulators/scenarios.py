@@ -794,10 +794,10 @@ def _blocked(c: InjectContext) -> None:
 @scenario("dust", "outage_stopped", title="Night outage 45 min with production stopped (data lost)",
           pre_s=900, post_s=3600, feedback="comm_fault", arrange=_arr_stopped(1800, 4500))
 def _out_stopped(c: InjectContext) -> None:
-    # domain.md §4b.9 grades this outage blue (stale_gateway_stopped), but the shipped dust pack keeps that
-    # rule disabled until the engine honours gates on stale rules, and raises the ungated stale_gateway.
-    _outage(c, "stale_gateway", 45, False, ("stale_gateway_stopped",))
-    c.details["domain_grade"] = "blue (stale_gateway_stopped, disabled in the shipped pack)"
+    # domain.md §4b.9 grades this outage blue: the dust pack's gated stale_gateway_stopped, not the
+    # yellow stale_gateway of a producing plant.
+    _outage(c, "stale_gateway_stopped", 45, False, ("stale_gateway",))
+    c.details["domain_grade"] = "blue (stale_gateway_stopped)"
 
 
 @scenario("dust", "outage_running", title="Outage 45 min while producing (data lost)",
