@@ -184,9 +184,10 @@ def plot(sensors: list[dict[str, Any]], rules: list[dict[str, Any]], path: Path)
     return path
 
 
-def run(quick: bool) -> dict[str, Any]:
+def run(quick: bool, *, smoke: bool = False) -> dict[str, Any]:
+    """`smoke`: the suite's --quick sizes (python -m benchmarks --quick must finish in 2 minutes)."""
     sensor_points = [1_000, 10_000, 100_000] + ([] if quick else [1_000_000])
-    min_timed = 300_000 if quick else MIN_TIMED
+    min_timed = 100_000 if smoke else 300_000 if quick else MIN_TIMED
     rule_points = [10, 100] + ([] if quick else [1_000])
     sensors = []
     for n in sensor_points:
