@@ -369,14 +369,23 @@ class Config:
 
 
 def _check_broker_url(cfg: BrokerConfig, loc: _Loc) -> None:
-    u = urlsplit(cfg.url)
-    if u.scheme not in ("mqtt", "mqtts") or not u.hostname:
-        raise loc.fail(f"'mqtt://host:port' or 'mqtts://host:port', got {cfg.url!r}")
+    try:
+        # urlsplit raises on a malformed IPv6 bracket, .port on a port that is not a number in 0..65535:
+        # both must be a config error at start, not a crash (or a crash later, in the MQTT client)
+        u = urlsplit(cfg.url)
+        _ = u.port
+    except ValueError as e:
+        raise loc.fail(f"'mqtt://host:port' or 'mqtts://host:port' ({e})") from None
+    # the password check comes first: the scheme check below quotes the URL
     if u.password:
         raise loc.fail(
             "no password in the URL: credentials come from the environment "
             f"(${cfg.username_env} / ${cfg.password_env})"
         )
+    if u.scheme not in ("mqtt", "mqtts") or not u.hostname:
+        # quoted with anything before an '@' hidden: a malformed URL can still carry a password
+        shown = re.sub(r"[^/@]*@", "***@", cfg.url)
+        raise loc.fail(f"'mqtt://host:port' or 'mqtts://host:port', got {shown!r}")
 
 
 def shipped_rules_dir() -> str:
@@ -403,18 +412,22 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     _check_broker_url(cfg.broker, _Loc(file, "broker.url"))
     base = p.resolve().parent
 
-    def resolve(s: str) -> str:
+    def resolve(s: str, key: str) -> str:
+        if "\x00" in s:  # the OS refuses such a path (ValueError from resolve, open, DuckDB)
+            raise _Loc(file, key).fail("a path without NUL characters")
         return str((base / s).resolve()) if s and not Path(s).is_absolute() else s
 
     return dataclasses.replace(
         cfg,
-        store=dataclasses.replace(cfg.store, path=resolve(cfg.store.path)),
-        rules=dataclasses.replace(cfg.rules, dir=resolve(cfg.rules.dir), sites=resolve(cfg.rules.sites)),
+        store=dataclasses.replace(cfg.store, path=resolve(cfg.store.path, "store.path")),
+        rules=dataclasses.replace(
+            cfg.rules, dir=resolve(cfg.rules.dir, "rules.dir"), sites=resolve(cfg.rules.sites, "rules.sites")
+        ),
         broker=dataclasses.replace(
             cfg.broker,
-            ca_file=resolve(cfg.broker.ca_file),
-            cert_file=resolve(cfg.broker.cert_file),
-            key_file=resolve(cfg.broker.key_file),
+            ca_file=resolve(cfg.broker.ca_file, "broker.ca_file"),
+            cert_file=resolve(cfg.broker.cert_file, "broker.cert_file"),
+            key_file=resolve(cfg.broker.key_file, "broker.key_file"),
         ),
     )
 
