@@ -263,6 +263,30 @@ class AlarmEvent:
 
 
 # ---------------------------------------------------------------------------------------------
+# Maintenance windows
+
+
+@dataclass(frozen=True, slots=True)
+class MaintenanceWindow:
+    """A maintenance window on a site (tag None) or one tag, `[starts_ms, ends_ms)`: alarms raised in it
+    are suppressed. The alarm manager keeps them, the store persists them."""
+
+    window_id: str
+    site: str
+    tag: str | None
+    starts_ms: int
+    ends_ms: int
+    reason: str
+    created_by: str
+    created_at_ms: int = 0
+
+    def covers(self, site: str, tag: str, ts_ms: int) -> bool:
+        """Whether a reading of (site, tag) at `ts_ms` falls inside this window (end exclusive)."""
+        in_scope = site == self.site and (self.tag is None or tag == self.tag)
+        return in_scope and self.starts_ms <= ts_ms < self.ends_ms
+
+
+# ---------------------------------------------------------------------------------------------
 # Sites
 
 

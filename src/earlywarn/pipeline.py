@@ -20,8 +20,6 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
-import dataclasses
-
 from earlywarn.alarms.manager import AlarmManager, Window
 from earlywarn.batch import Sequencer, Split, collect
 from earlywarn.clock import Clock, SystemClock
@@ -42,7 +40,7 @@ from earlywarn.model import (
 from earlywarn.rules.engine import RuleEngine
 from earlywarn.rules.spec import load_packs, rules_for_sites
 from earlywarn.rules.types import RuleSpec
-from earlywarn.store import CommitBatch, MaintenanceWindow, Store
+from earlywarn.store import CommitBatch, Store
 
 log = logging.getLogger("earlywarn.pipeline")
 
@@ -108,7 +106,7 @@ class Engine:
             # recently closed alarms: a redelivered raise must not reopen them, and they seed the
             # chattering and flood counters
             history=store.list_alarms(state="closed", limit=10_000),
-            windows=[Window(*dataclasses.astuple(w)) for w in store.maintenance_windows()],
+            windows=store.maintenance_windows(),
         )
         self.metrics.open_alarms.set(len(self.alarms.open_alarms()))
         self._event_clock_ms = 0  # newest event time seen (the engine clock of a replay)
@@ -186,7 +184,7 @@ class Engine:
                 action_results.append((a, a.apply(self.alarms, now_ms)))
             except Exception as e:  # refused action: answer the caller, change nothing
                 a.done.set_exception(e)
-        windows = [MaintenanceWindow(*dataclasses.astuple(r)) for _, r in action_results if isinstance(r, Window)]
+        windows = [r for _, r in action_results if isinstance(r, Window)]
         changes.extend(ch for _, ch in action_results if ch is not None and not isinstance(ch, Window))
         changes.append(self.alarms.tick(now_ms))
 

@@ -57,6 +57,7 @@ from earlywarn.model import (
     AlarmState,
     Disposition,
     EventKind,
+    MaintenanceWindow,
     NoticeRecord,
     ReadingBatch,
     Reject,
@@ -103,30 +104,6 @@ _QUALITY_CODE_SQL = (
 #: A row of `notices`. The type lives in model.py (notify produces it and may not import the store);
 #: this name is the one the store's API was specified with.
 NoticeRow = NoticeRecord
-
-
-@dataclass(frozen=True, slots=True)
-class MaintenanceWindow:
-    """A maintenance window on a site (tag None) or one tag, `[starts_ms, ends_ms)`.
-
-    Alarms raised in it are suppressed. Same fields, in the same order, as alarms.manager.Window
-    (which the store may not import), so the pipeline converts with
-    `MaintenanceWindow(*dataclasses.astuple(w))`.
-    """
-
-    window_id: str
-    site: str
-    tag: str | None
-    starts_ms: int
-    ends_ms: int
-    reason: str
-    created_by: str
-    created_at_ms: int = 0
-
-    def covers(self, site: str, tag: str, ts_ms: int) -> bool:
-        """Tell whether a reading of (site, tag) at `ts_ms` falls in this window (end exclusive)."""
-        in_scope = site == self.site and (self.tag is None or tag == self.tag)
-        return in_scope and self.starts_ms <= ts_ms < self.ends_ms
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,6 @@ import threading
 import time
 from pathlib import Path
 
-import duckdb
 import httpx
 import paho.mqtt.client as mqtt
 import pytest
@@ -61,6 +60,23 @@ def engine(tmp_path: Path, mosquitto, monkeypatch):
     runner.engine.store.close()
 
 
+@pytest.fixture
+def notices(mosquitto):
+    """Every notice published on ew/+/notices, as parsed JSON."""
+    got: list[dict] = []
+    sub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="notice-sub")
+    sub.on_message = lambda c, u, m: got.append(json.loads(m.payload))
+    subscribed = threading.Event()
+    sub.on_subscribe = lambda *a: subscribed.set()
+    sub.connect(mosquitto.host, mosquitto.port)
+    sub.loop_start()
+    sub.subscribe("ew/+/notices", 1)
+    assert subscribed.wait(5)
+    yield got
+    sub.disconnect()
+    sub.loop_stop()
+
+
 def wait_for(pred, timeout_s=20.0, what="condition"):
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -85,17 +101,8 @@ def alarm_of(url: str, token: str, site: str, rule: str = "power_loss") -> dict 
     return next((a for a in r.json()["alarms"] if a["rule_id"] == rule), None)
 
 
-def test_alarm_close_out_through_the_api_with_roles(engine, mosquitto) -> None:
+def test_alarm_close_out_through_the_api_with_roles(engine, mosquitto, notices) -> None:
     runner, url = engine
-    notices: list[dict] = []
-    sub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="notice-sub")
-    sub.on_message = lambda c, u, m: notices.append(json.loads(m.payload))
-    got_sub = threading.Event()
-    sub.on_subscribe = lambda *a: got_sub.set()
-    sub.connect(mosquitto.host, mosquitto.port)
-    sub.loop_start()
-    sub.subscribe("ew/+/notices", 1)
-    assert got_sub.wait(5)
     pub = Publisher(mosquitto.host, mosquitto.port, client_id="plant-gw")
     now = int(time.time() * 1000)
     try:
@@ -165,37 +172,21 @@ def test_alarm_close_out_through_the_api_with_roles(engine, mosquitto) -> None:
         assert {"alarm_id", "rule_id", "tag", "severity", "state", "raised_at", "value", "message"} <= set(al)
     finally:
         pub.close()
-        sub.disconnect()
-        sub.loop_stop()
 
 
-def test_acknowledge_link_from_a_notice(engine, mosquitto) -> None:
+def _links(notices: list[dict]) -> list[str]:
+    out = [n["ack_url"] for n in notices if n.get("ack_url")]
+    return out + [a["ack_url"] for n in notices for a in n.get("alarms", []) if a.get("ack_url")]
+
+
+def test_acknowledge_link_from_a_notice(engine, mosquitto, notices) -> None:
     runner, url = engine
-    links: list[str] = []
-    sub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="notice-sub2")
-
-    def on_message(c, u, m):
-        n = json.loads(m.payload)
-        for k in ("ack_url",):
-            if n.get(k):
-                links.append(n[k])
-        for a in n.get("alarms", []):
-            if a.get("ack_url"):
-                links.append(a["ack_url"])
-
-    sub.on_message = on_message
-    got_sub = threading.Event()
-    sub.on_subscribe = lambda *a: got_sub.set()
-    sub.connect(mosquitto.host, mosquitto.port)
-    sub.loop_start()
-    sub.subscribe("ew/+/notices", 1)
-    assert got_sub.wait(5)
     pub = Publisher(mosquitto.host, mosquitto.port, client_id="plant-gw2")
     now = int(time.time() * 1000)
     try:
         power(pub, "SZ-AL-0001", False, now - 2000)
         a = wait_for(lambda: alarm_of(url, "sup-wj", "SZ-AL-0001"), what="alarm")
-        link = wait_for(lambda: links[0] if links else None, what="an acknowledge link in the notice")
+        link = wait_for(lambda: next(iter(_links(notices)), None), what="an acknowledge link in the notice")
         assert link.startswith(url + "/ack/")
         token = link.rsplit("/", 1)[1]
         # tampered: one character changed -> refused, nothing changes
@@ -211,7 +202,3 @@ def test_acknowledge_link_from_a_notice(engine, mosquitto) -> None:
         assert acked["state"] == "active_ack" and "notice" in acked["acked_by"]
     finally:
         pub.close()
-        sub.disconnect()
-        sub.loop_stop()
-    con = duckdb.connect()
-    con.close()

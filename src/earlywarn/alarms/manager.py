@@ -61,7 +61,17 @@ from earlywarn.alarms.lifecycle import (
 )
 from earlywarn.config import AlarmsConfig
 from earlywarn.errors import ActionError, NotFound
-from earlywarn.model import Alarm, AlarmEvent, AlarmState, Disposition, EventKind, Signal, SignalKind, Site
+from earlywarn.model import (
+    Alarm,
+    AlarmEvent,
+    AlarmState,
+    Disposition,
+    EventKind,
+    MaintenanceWindow,
+    Signal,
+    SignalKind,
+    Site,
+)
 
 Key = tuple[str, str, str]
 """(site, rule_id, tag): the identity of an alarm episode's source."""
@@ -99,26 +109,8 @@ class AlarmClosed(NotFound):
         )
 
 
-@dataclass(frozen=True, slots=True)
-class Window:
-    """A maintenance window on a site (tag None) or one tag, `[starts_ms, ends_ms)`."""
-
-    window_id: str
-    site: str
-    tag: str | None
-    starts_ms: int
-    ends_ms: int
-    reason: str
-    created_by: str
-    created_at_ms: int = 0
-
-    def covers(self, site: str, tag: str, ts_ms: int) -> bool:
-        """Whether a reading of (site, tag) at `ts_ms` falls inside this window."""
-        return (
-            self.site == site
-            and (self.tag is None or self.tag == tag)
-            and self.starts_ms <= ts_ms < self.ends_ms
-        )
+#: the alarm manager's name for a maintenance window
+Window = MaintenanceWindow
 
 
 @dataclass(slots=True)
