@@ -241,7 +241,6 @@ class RuleEngine:
         self._stale_arr: dict[str, np.ndarray] = {}
         self._ss_site = np.asarray(ss_site, _I64)
         self._ss_timeout = np.asarray(ss_timeout, _I64)
-        self._ss_gated = any(m.spec.when is not None for m in self._sstale_meta)
         # per site: shortest site-wide stale timeout (a cheap filter for gap candidates)
         self._site_min_sto = np.full(n_sites, np.iinfo(_I64).max // 4, _I64)
         if len(ss_site):
