@@ -84,6 +84,7 @@ def _replay(cfg: Path, inp: Path, no_readings: bool) -> dict[str, Any]:
 _LIMIT = """
 import sys, time, duckdb
 con = duckdb.connect(sys.argv[1])
+con.execute("SET enable_progress_bar = false")
 con.execute("CREATE TABLE readings (site VARCHAR NOT NULL, tag VARCHAR NOT NULL, ts TIMESTAMPTZ NOT NULL, "
             "value DOUBLE, quality VARCHAR NOT NULL, batch_seq BIGINT NOT NULL)")
 t = time.perf_counter()
@@ -98,7 +99,7 @@ def _limit(db: Path, inp: Path) -> tuple[int, float, float]:
     t = time.perf_counter()
     p = subprocess.run([sys.executable, "-c", _LIMIT, str(db), str(inp)], capture_output=True, text=True, check=True)
     wall = time.perf_counter() - t
-    n, inner = p.stdout.split()
+    n, inner = p.stdout.strip().splitlines()[-1].split()  # DuckDB may draw a progress bar before it
     return int(n), float(inner), wall
 
 

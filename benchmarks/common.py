@@ -158,7 +158,14 @@ def mosquitto_sub_binary() -> str | None:
 
 
 def peak_rss_mb() -> float:
-    """Peak RSS of this process so far (Linux: ru_maxrss in KiB)."""
+    """Peak RSS of this process so far: VmHWM, which starts afresh at exec (ru_maxrss may carry the
+    parent's peak into a child started by fork + exec, which made a small point look like the runner)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

@@ -420,15 +420,31 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as e:
             errors["profile"] = f"{type(e).__name__}: {e}"
         timings["profile"] = round(time.perf_counter() - t, 1)
+    carried: dict[str, str] = {}
+    prev_path = RESULTS / f"summary-{'quick' if args.quick else 'full'}.json"
+    if args.only and prev_path.exists():
+        # a partial run keeps the other stages' figures from the last run of the same mode, saying so
+        prev = json.loads(prev_path.read_text())
+        for r in prev.get("figures", []):
+            if r["stage"] not in names:
+                rows.append(r)
+                carried[r["stage"]] = r.get("carried_from") or prev.get("when_utc", "?")
+                r.setdefault("carried_from", carried[r["stage"]])
+        for k, v in prev.get("details", {}).items():
+            raw.setdefault(k, v)
+        rows.sort(key=lambda r: ORDER.index(r["stage"]))
     print_table(rows)
+    if carried:
+        print(f"carried over from earlier runs (not measured now): {carried}")
     total = time.perf_counter() - t_all
     summary = {
         "suite": "earlywarn performance suite", "mode": "quick" if args.quick else "full", "only": args.only,
         **env, "load_avg_before": load_before, "load_avg_after": load_avg(), "seconds": round(total, 1),
-        "seconds_by_benchmark": timings, "figures": rows, "errors": errors, "profiles": prof_files,
+        "seconds_by_benchmark": timings, "carried_over": carried, "figures": rows, "errors": errors, "profiles": prof_files,
         "details": raw,
     }
     path = write_json("summary.json", summary)
+    write_json(f"summary-{summary['mode']}.json", summary)  # the last run of each mode, side by side
     print(f"\n{len(rows)} figures, {sum(1 for r in rows if r['met'] is True)} targets met, "
           f"{sum(1 for r in rows if r['met'] is False)} not; {total:.0f} s; load average {load_before} -> "
           f"{summary['load_avg_after']} on {env['machine']['cpu_count']} CPUs; wrote {path}")
