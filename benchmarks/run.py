@@ -381,13 +381,37 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     print("ratio: value / baseline (for times and latencies: baseline / value); baselines run in the same run")
 
 
+def markdown(summary: dict[str, Any]) -> str:
+    """The summary's figures as a Markdown table (for benchmarks/README.md)."""
+    out = ["| stage | figure | value | baseline (same run) | ratio | target | met? |", "|---|---|---|---|---|---|---|"]
+    for r in summary["figures"]:
+        tgt = []
+        if r["target"] is not None:
+            tgt.append(("≤ " if not r["higher_is_better"] else "≥ ") + _fmt(r["target"], r["unit"]) +
+                       ("" if r["unit"].endswith("/s") else f" {r['unit']}"))
+        if r["target_ratio"] is not None:
+            tgt.append(f"≥ {r['target_ratio']:g}× baseline")
+        unit = "" if r["unit"].endswith("/s") else f" {r['unit']}"
+        base = "-" if r["baseline"] is None else f"{_fmt(r['baseline'], r['unit'])}{unit} ({r['baseline_label']})"
+        ratio = "-" if r["ratio"] is None else f"{r['ratio']:.2f}×"
+        met = {True: "yes", False: "**no**", None: ""}[r["met"]]
+        note = f" — {r['note']}" if r.get("note") else ""
+        out.append(f"| {r['stage']} | {r['figure']}{note} | {_fmt(r['value'], r['unit'])}{unit} | {base} | {ratio} | "
+                   f"{', '.join(tgt)} | {met} |")
+    return "\n".join(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smoke run, under 2 minutes")
     ap.add_argument("--only", nargs="+", choices=ORDER, metavar="NAME", help=f"some of: {' '.join(ORDER)}")
     ap.add_argument("--no-profile", action="store_true", help="skip the cProfile runs")
     ap.add_argument("--profile", action="store_true", help="profile even with --only")
+    ap.add_argument("--markdown", type=Path, metavar="SUMMARY_JSON", help="print a summary as Markdown, run nothing")
     args = ap.parse_args(argv)
+    if args.markdown:
+        print(markdown(json.loads(args.markdown.read_text())))
+        return 0
     os.environ.setdefault("PYTHONHASHSEED", "0")
     RESULTS.mkdir(parents=True, exist_ok=True)
     env = env_block()
