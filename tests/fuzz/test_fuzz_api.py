@@ -100,8 +100,8 @@ def check(method: str, path: str, headers: dict[str, str], body: bytes) -> None:
         r = _client().request(method, path, headers=headers, content=body)
     assert r.status_code < 500, (r.status_code, method, path, body[:200], r.text[:500])
     ctype = r.headers.get("content-type", "")
-    if path.startswith("/ack/") and method == "GET" and r.status_code != 405:
-        assert "text/html" in ctype, (path, r.status_code, ctype)
+    if path.startswith("/ack/") and method == "GET" and "text/html" in ctype:
+        pass  # the acknowledge page (or its refusal) is HTML for people; an unmatched /ack/ route is JSON below
     elif "format=csv" in path and r.status_code == 200:
         assert "text/csv" in ctype
     else:  # everything else, errors and unknown routes included, answers JSON
