@@ -327,6 +327,7 @@ def profiles(quick: bool) -> list[str]:
 
     out = []
     n = 100_000 if quick else 1_000_000
+    sfx = "-quick" if quick else ""  # a smoke run does not overwrite the full run's profiles
     with tempfile.TemporaryDirectory(prefix="bench_prof_") as d:
         tmp = Path(d)
         prof, wall, st = _profile_live_engine(n, tmp)
@@ -335,7 +336,7 @@ def profiles(quick: bool) -> list[str]:
                  f"{st['batch_readings_count']:.0f} micro-batches, mean {st['batch_readings_sum'] / max(st['batch_readings_count'], 1):,.0f} "
                  f"readings; time in batches {st['batch_duration_seconds_sum']:.2f} s (rules "
                  f"{st['rules_duration_seconds_sum']:.2f} s, commit {st['store_write_duration_seconds_sum']:.2f} s)")
-        out.append(str(_top10(prof, title, RESULTS / "profile-engine.txt", wall, n)))
+        out.append(str(_top10(prof, title, RESULTS / f"profile-engine{sfx}.txt", wall, n)))
 
         inp, rsites = bench_replay.workload(1_000_000)
         cfg = load_config(engine_config(tmp, "prof_replay", rsites))
@@ -349,7 +350,7 @@ def profiles(quick: bool) -> list[str]:
         wall = time.perf_counter() - t
         eng.store.close()
         out.append(str(_top10(prof, "replay (run_replay, 500 000-reading chunks) of the 1 M-reading Parquet file",
-                              RESULTS / "profile-replay.txt", wall, len(batch))))
+                              RESULTS / f"profile-replay{sfx}.txt", wall, len(batch))))
     return out
 
 
