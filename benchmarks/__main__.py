@@ -8,6 +8,6 @@ from pathlib import Path
 # the stage benchmarks are scripts that import each other by module name (bench_ingest, common, ...)
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from run import main  # noqa: E402
+from run import main
 
 raise SystemExit(main())

@@ -33,7 +33,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -41,7 +40,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from common import Figure, engine_config, env_block, mosquitto, mosquitto_sub_binary, write_json  # noqa: E402
+from common import Figure, engine_config, env_block, mosquitto, mosquitto_sub_binary, write_json
 
 PROBE_RULE = "tank_level_hh"  # hazchem: tank_level_pct > 90 (deadband 2); on_delay set to 0 for probe sites
 PROBE_TAG = "tank_level_pct"
@@ -57,7 +56,6 @@ def build_messages(n_readings: int, per_msg: int, start_ms: int) -> tuple[list[t
     """`(topic, payload)` in event-time order and the sites; each message holds one site's next readings."""
     import msgspec
     import polars as pl
-
     from bench_replay import workload
 
     path, sites = workload(max(n_readings, 1_000_000))
@@ -261,7 +259,7 @@ def run_latency(broker: Any, tmp: Path, msgs: list[tuple[str, bytes]], per: int,
     achieved = rep["background_messages"] * per / rep["seconds"]
     return {
         "requested_readings_s": rate, "achieved_readings_s": achieved, "probes": n_probes,
-        "probes_with_alarm": int(len(lat)), "stored": stored,
+        "probes_with_alarm": len(lat), "stored": stored,
         "p50_ms": float(np.percentile(lat, 50)) if len(lat) else None,
         "p99_ms": float(np.percentile(lat, 99)) if len(lat) else None,
         "max_ms": float(lat.max()) if len(lat) else None,

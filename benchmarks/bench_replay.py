@@ -31,7 +31,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from common import CACHE, Figure, engine_config, env_block, plant_sites, write_json  # noqa: E402
+from common import CACHE, Figure, engine_config, env_block, plant_sites, write_json
 
 SEED = 20261128
 START_MS = 1_764_288_000_000

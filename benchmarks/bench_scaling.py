@@ -35,7 +35,7 @@ os.environ.setdefault("POLARS_MAX_THREADS", "1")  # one core: the figure the tar
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from common import RESULTS, Figure, env_block, write_json  # noqa: E402
+from common import RESULTS, Figure, env_block, write_json
 
 T0_MS = 1_767_225_600_000
 MIN_BATCH = 100_000
@@ -65,8 +65,8 @@ def point(n_sensors: int, n_tags: int, n_rules: int, min_timed: int = MIN_TIMED,
 
     import numpy as np
     import polars as pl
-
     from common import peak_rss_mb, rss_mb
+
     from earlywarn.model import READING_SCHEMA, ReadingBatch
     from earlywarn.rules.engine import RuleEngine
 

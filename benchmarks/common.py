@@ -66,7 +66,7 @@ def versions() -> dict[str, str | None]:
             out[mod.split(".")[0]] = None
     try:
         out["mosquitto"] = subprocess.run(
-            [mosquitto_binary(), "-h"], capture_output=True, text=True, timeout=5
+            [mosquitto_binary(), "-h"], capture_output=True, text=True, timeout=5, check=False
         ).stdout.splitlines()[0].strip()
     except (OSError, IndexError, RuntimeError, subprocess.TimeoutExpired):
         out["mosquitto"] = None
@@ -75,7 +75,7 @@ def versions() -> dict[str, str | None]:
 
 def git_commit() -> dict[str, Any]:
     def git(*args: str) -> str:
-        return subprocess.run(["git", *args], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+        return subprocess.run(["git", *args], capture_output=True, text=True, cwd=ROOT, check=False).stdout.strip()
 
     # the working tree is shared: say whether the measured code had uncommitted changes under src/
     return {"commit": git("rev-parse", "--short", "HEAD"), "src_dirty": bool(git("status", "--porcelain", "src"))}

@@ -35,7 +35,7 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-from common import RESULTS, Figure, env_block, fmt_rate, load_avg, write_json  # noqa: E402
+from common import RESULTS, Figure, env_block, fmt_rate, load_avg, write_json
 
 ORDER = ("decode", "rules", "lifecycle", "store", "notify", "reports", "ingest", "e2e", "replay", "scaling")
 
@@ -184,7 +184,6 @@ def b_reports(quick: bool) -> tuple[list[Figure], Any]:
 def b_ingest(quick: bool) -> tuple[list[Figure], Any]:
     if quick:  # one case in-process: the e2e benchmark covers the others with the real packs
         import bench_ingest as bi
-
         from common import mosquitto
 
         msgs = bi.workload(100_000, 100)
@@ -258,17 +257,16 @@ def _profile_live_engine(n: int, tmp: Path) -> tuple[cProfile.Profile, float, di
 
     import bench_e2e
     from bench_ingest import publish
-
     from common import mosquitto
+
     from earlywarn.app import build_engine
-    from earlywarn.config import load_config
     from earlywarn.ingest import ProcessIngest
     from earlywarn.metrics import Metrics
     from earlywarn.pipeline import Runner, build_dispatcher
 
     msgs, sites = bench_e2e.build_messages(n, 100, int(time.time() * 1000))
     with mosquitto(tmp / "b-prof") as broker:
-        cfg = bench_e2e._engine_cfg(tmp, broker, "ew-prof", sites)  # noqa: SLF001
+        cfg = bench_e2e._engine_cfg(tmp, broker, "ew-prof", sites)
 
         def runner(profile: cProfile.Profile | None) -> Any:
             metrics = Metrics()
@@ -278,7 +276,7 @@ def _profile_live_engine(n: int, tmp: Path) -> tuple[cProfile.Profile, float, di
             engine.dispatcher = build_dispatcher(cfg, engine=engine, publish=ingest.publish, metrics=metrics)
             r = Runner(cfg, engine=engine, metrics=metrics, ingest=ingest, inbox=inbox)
             if profile is not None:
-                loop = r._loop  # noqa: SLF001
+                loop = r._loop
 
                 def profiled() -> None:
                     profile.enable()
@@ -287,7 +285,7 @@ def _profile_live_engine(n: int, tmp: Path) -> tuple[cProfile.Profile, float, di
                     finally:
                         profile.disable()
 
-                r._thread = threading.Thread(target=profiled, name="earlywarn-engine", daemon=True)  # noqa: SLF001
+                r._thread = threading.Thread(target=profiled, name="earlywarn-engine", daemon=True)
             r.start()
             r.ingest.wait_connected(20)
             return r
@@ -319,8 +317,8 @@ def _profile_live_engine(n: int, tmp: Path) -> tuple[cProfile.Profile, float, di
 def profiles(quick: bool) -> list[str]:
     """cProfile of (1) the live engine thread in the e2e drain case, (2) an in-process replay."""
     import bench_replay
-
     from common import engine_config
+
     from earlywarn.app import build_engine
     from earlywarn.config import load_config
     from earlywarn.pipeline import read_replay_files, run_replay
@@ -428,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
         t = time.perf_counter()
         try:
             figs, res = BENCHES[name](args.quick)
-        except Exception as e:  # one failing benchmark must not hide the others' figures
+        except Exception as e:  # noqa: BLE001 - one failing benchmark must not hide the others' figures
             errors[name] = f"{type(e).__name__}: {e}"
             print(f"  {name} FAILED: {errors[name][:500]}", flush=True)
             continue
@@ -442,7 +440,7 @@ def main(argv: list[str] | None = None) -> int:
         t = time.perf_counter()
         try:
             prof_files = profiles(args.quick)
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - a failed profile must not lose the figures
             errors["profile"] = f"{type(e).__name__}: {e}"
         timings["profile"] = round(time.perf_counter() - t, 1)
     carried: dict[str, str] = {}
