@@ -84,7 +84,7 @@ from earlywarn.rules.kernels import (
     segment_first,
     segment_last,
 )
-from earlywarn.rules.state import EngineState
+from earlywarn.rules.state import EngineState, _grow
 from earlywarn.rules.types import And, Cmp, Expr, Not, Or, RuleKind, RuleSpec, expr_tags
 
 _BAD = int(Quality.BAD)
@@ -141,8 +141,8 @@ class RuleEngine:
         self._st = EngineState(site_newest_ms=np.full(n_sites, NONE_TS, _I64))
         self._tag_idx: dict[str, int] = {}
         self._sidm = np.full((n_sites, 0), -1, _I64)  # (site, tag) -> sensor id
-        self._sensor_site = np.zeros(0, _I64)
-        self._sensor_tag = np.zeros(0, _I64)
+        self._sensor_site = self._sensor_site_buf = np.zeros(0, _I64)
+        self._sensor_tag = self._sensor_tag_buf = np.zeros(0, _I64)
         self._sensor_df = pl.DataFrame(schema={"site": pl.String, "tag": pl.String, "sid": pl.Int64})
         # delay instances
         self._meta: list[_Meta] = []
@@ -233,7 +233,7 @@ class RuleEngine:
         # per-sensor pairs (sid, inst) by kind; stale instances
         self._pairs: dict[int, tuple[list[int], list[int]]] = {k: ([], []) for k in _SINGLE_KINDS.values()}
         self._pair_arr: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        self._maxwin = np.zeros(0, _I64)  # per sensor: longest window of its windowed rules (-1 none)
+        self._maxwin = self._maxwin_buf = np.zeros(0, _I64)  # per sensor: longest window of its windowed rules (-1 none)
         self._stale_meta: list[_Meta] = []
         self._stale_keys: list[tuple[str, str, str]] = []
         st_cols: dict[str, list[int]] = {"sid": [], "timeout": [], "site": []}
@@ -266,9 +266,18 @@ class RuleEngine:
         sid = self._st.add_sensor(site, tag)
         si = self._site_idx.get(site, -1)
         ti = self._tag(tag)
-        self._sensor_site = np.append(self._sensor_site, si)
-        self._sensor_tag = np.append(self._sensor_tag, ti)
-        self._maxwin = np.append(self._maxwin, -1)
+        # per-sensor arrays grow by doubling (np.append per sensor made registering n sensors O(n^2));
+        # the attributes stay exact-length views of the buffers
+        n = sid + 1
+        self._sensor_site_buf = _grow(self._sensor_site_buf, n, -1)
+        self._sensor_tag_buf = _grow(self._sensor_tag_buf, n, -1)
+        self._maxwin_buf = _grow(self._maxwin_buf, n, -1)
+        self._sensor_site_buf[sid] = si
+        self._sensor_tag_buf[sid] = ti
+        self._maxwin_buf[sid] = -1
+        self._sensor_site = self._sensor_site_buf[:n]
+        self._sensor_tag = self._sensor_tag_buf[:n]
+        self._maxwin = self._maxwin_buf[:n]
         if si >= 0:
             self._sidm[si, ti] = sid
             for kind, inst in self._single.get((si, tag), []):
