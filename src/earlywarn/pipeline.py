@@ -45,6 +45,7 @@ from earlywarn.store import CommitBatch, Store
 log = logging.getLogger("earlywarn.pipeline")
 
 RULES_STATE_KEY = "rules"
+_BYTES_PER_READING = 48
 
 
 @dataclass
@@ -409,6 +410,8 @@ class Runner:
                 msgs = collect(
                     self.inbox, max_messages=ic.batch_max_readings, max_age_ms=ic.batch_max_age_ms,
                     idle_ms=ic.idle_flush_ms, first_wait_ms=10 if stopping else 100,
+                    # readings are not counted before decode; a compact reading is ~45 bytes of JSON
+                    max_bytes=ic.batch_max_readings * _BYTES_PER_READING,
                 )
                 actions = self._drain_actions()
                 self.metrics.queue_depth.set(self.inbox.qsize())

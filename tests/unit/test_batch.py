@@ -97,3 +97,11 @@ def test_split_keeps_arrival_order_within_each_part() -> None:
     split = s.split(rb([("b", "y", 3, 0.0), ("a", "x", 7, 0.0), ("a", "x", 2, 0.0), ("b", "y", 1, 0.0)]))
     assert keys(split.fresh) == [("b", "y", 3), ("a", "x", 7), ("b", "y", 1)]
     assert isinstance(split.maxima, pl.DataFrame)
+
+
+def test_collect_stops_near_the_byte_budget() -> None:
+    q: queue.SimpleQueue[RawMessage] = queue.SimpleQueue()
+    for i in range(10):
+        q.put(RawMessage("t", b"x" * 100, i + 1))
+    got = collect(q, max_messages=1000, max_age_ms=1000, idle_ms=5, max_bytes=250)
+    assert [m.mid for m in got] == [1, 2, 3]  # stops once 250 bytes are reached
