@@ -105,20 +105,13 @@ def _stored(r: Any) -> float:
 
 def run_engine(broker: Any, tmp: Path, msgs: list[tuple[str, bytes]], n_readings: int, live: bool, name: str,
                sites: list[tuple[str, str]]) -> dict[str, Any]:
-    from bench_ingest import publish
+    from bench_ingest import prefill_while_away, publish
 
     from earlywarn.app import start_runner
 
     cfg = _engine_cfg(tmp, broker, name, sites)
     if not live:  # the first connection creates the persistent session; then the broker fills up
-        r = start_runner(cfg)
-        r.ingest.wait_connected(20)
-        time.sleep(0.3)
-        r.stop()
-        r.engine.store.close()
-        p, done = publish(broker.host, broker.port, msgs)
-        done.wait()
-        p.join()
+        prefill_while_away(lambda: start_runner(cfg), broker, msgs)
     t_start = time.perf_counter()
     r = start_runner(cfg)
     r.ingest.wait_connected(20)
@@ -159,7 +152,7 @@ def run_engine(broker: Any, tmp: Path, msgs: list[tuple[str, bytes]], n_readings
 
 def run_mosquitto_sub(broker: Any, msgs: list[tuple[str, bytes]], per: int, live: bool, name: str) -> float | None:
     """Readings/s the broker delivers to `mosquitto_sub -q 1` writing to /dev/null."""
-    from bench_ingest import publish
+    from bench_ingest import prefill_while_away, publish
 
     exe = mosquitto_sub_binary()
     if exe is None:

@@ -77,6 +77,19 @@ def publish(host: str, port: int, msgs: list[tuple[str, bytes]]) -> tuple[mp.Pro
     return p, done
 
 
+def prefill_while_away(start: object, broker: Mosquitto, msgs: list[tuple[str, bytes]], wait_s: float = 20) -> None:
+    """Drain set-up: `start()` an engine once so its persistent session exists, stop it, then let the broker
+    take the whole workload for that session while nobody consumes it."""
+    r = start()  # type: ignore[operator]
+    r.ingest.wait_connected(wait_s)
+    time.sleep(0.3)
+    r.stop()
+    r.engine.store.close()
+    p, done = publish(broker.host, broker.port, msgs)
+    done.wait()
+    p.join()
+
+
 # -- bare subscriber -------------------------------------------------------------------------------------
 
 
@@ -177,15 +190,7 @@ def run_engine(broker: Mosquitto, tmp: Path, msgs: list[tuple[str, bytes]], per:
         return r.metrics.registry.get_sample_value("earlywarn_store_readings_total") or 0.0  # type: ignore[attr-defined]
 
     if not live:
-        # first connection creates the persistent session, then go away while the broker fills up
-        r = start_runner(cfg)
-        r.ingest.wait_connected(10)
-        time.sleep(0.3)
-        r.stop()
-        r.engine.store.close()
-        p, done = publish(broker.host, broker.port, msgs)
-        done.wait()
-        p.join()
+        prefill_while_away(lambda: start_runner(cfg), broker, msgs)
     t0 = time.perf_counter()
     r = start_runner(cfg)
     r.ingest.wait_connected(10)

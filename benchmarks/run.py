@@ -256,7 +256,7 @@ def _profile_live_engine(n: int, tmp: Path) -> tuple[cProfile.Profile, float, di
     import threading
 
     import bench_e2e
-    from bench_ingest import publish
+    from bench_ingest import prefill_while_away
     from common import mosquitto
 
     from earlywarn.app import build_engine
@@ -290,13 +290,7 @@ def _profile_live_engine(n: int, tmp: Path) -> tuple[cProfile.Profile, float, di
             r.ingest.wait_connected(20)
             return r
 
-        r = runner(None)  # the persistent session, then the broker fills up while we are away
-        time.sleep(0.3)
-        r.stop()
-        r.engine.store.close()
-        p, done = publish(broker.host, broker.port, msgs)
-        done.wait()
-        p.join()
+        prefill_while_away(lambda: runner(None), broker, msgs)  # the persistent session, then the broker fills up
         prof = cProfile.Profile()
         t = time.perf_counter()
         r = runner(prof)
