@@ -264,7 +264,8 @@ class IngestConfig:
     max_payload_bytes: int = _opt("max_payload", _pos_int, 1 << 20)
     accept_unknown_sites: bool = _opt("accept_unknown_sites", _bool, False)
     batch_max_readings: int = _opt("batch_max_readings", _pos_int, 50_000)
-    batch_max_age_ms: int = _opt("batch_max_age", _duration, 200)
+    # a reading waits at most this long for its batch to close: the floor under publish -> alarm latency
+    batch_max_age_ms: int = _opt("batch_max_age", _duration, 100)
     idle_flush_ms: int = _opt("idle_flush", _duration, 5)
     queue_max_messages: int = _opt("queue_max_messages", _pos_int, 200_000)
     #: "process": the MQTT client runs in its own process (paho's per-message cost and the engine then
