@@ -17,7 +17,8 @@ def build_engine(cfg: Any, *, replay: bool = False, clock: Any = None, metrics: 
 
     sites, site_rules = load_site_rules(cfg)
     store = Store.open(
-        cfg.store.path, deadlines=cfg.alarms.deadlines, checkpoint_interval_ms=cfg.store.checkpoint_interval_ms
+        cfg.store.path, deadlines=cfg.alarms.deadlines, checkpoint_interval_ms=cfg.store.checkpoint_interval_ms,
+        memory_limit=cfg.store.memory_limit,
     )
     return Engine(cfg, sites=sites, site_rules=site_rules, store=store, replay=replay, clock=clock, metrics=metrics)
 

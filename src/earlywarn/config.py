@@ -118,6 +118,13 @@ def _listen(v: Any, loc: _Loc) -> str:
     return s
 
 
+def _memory_size(v: Any, loc: _Loc) -> str:
+    s = _str(v, loc)
+    if not re.fullmatch(r"\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)", s):
+        raise loc.fail(f"a memory size such as '512MB' or '2GB', got {s!r}")
+    return s
+
+
 def _env_name(v: Any, loc: _Loc) -> str:
     s = _str(v, loc)
     if s and not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", s):
@@ -200,6 +207,9 @@ class StoreConfig:
 
     path: str = _opt("path", _str, "earlywarn.duckdb")
     checkpoint_interval_ms: int = _opt("checkpoint_interval", _duration, 10_000)
+    #: DuckDB's buffer pool keeps written table blocks up to this limit (its default is 80 % of RAM): it is
+    #: what bounds the engine's memory over months of history
+    memory_limit: str = _opt("memory_limit", _memory_size, "1GB")
 
 
 @dataclass(frozen=True, slots=True)
