@@ -21,7 +21,7 @@ PLANTS = {"SZ-HC-0001": "hazchem", "SZ-DU-0001": "dust", "SZ-AL-0001": "aluminum
 
 def write_config(
     d: Path, broker_url: str, *, client_id: str = "ew-chaos", metrics_port: int = 0, broker_extra: str = "",
-    extra: str = "", sites: Sequence[str] = SITES, rules: str | None = None,
+    extra: str = "", sites: Sequence[str] = SITES, rules: str | None = None, store_extra: str = "",
 ) -> Path:
     """A config, a sites file and one small rule pack per plant (tag_0 > 99 -> blue; tag_1 > 50 -> red)."""
     d.mkdir(parents=True, exist_ok=True)
@@ -41,7 +41,8 @@ def write_config(
     cfg.write_text(
         f'[broker]\nurl = "{broker_url}"\nclient_id = "{client_id}"\nreconnect_min = "1s"\nreconnect_max = "2s"\n'
         + broker_extra
-        + '[store]\npath = "ew.duckdb"\n[rules]\nsites = "sites.toml"\ndir = "rules"\n[http]\nlisten = ""\n'
+        + '[store]\npath = "ew.duckdb"\n' + store_extra
+        + '[rules]\nsites = "sites.toml"\ndir = "rules"\n[http]\nlisten = ""\n'
         f'[metrics]\nlisten = "{f"127.0.0.1:{metrics_port}" if metrics_port else ""}"\n'
         '[ingest]\nmax_future = "3650d"\n'
         + extra

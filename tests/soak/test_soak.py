@@ -155,7 +155,10 @@ def _sql(db: Path, q: str) -> list[tuple]:
 
 def run_soak(tmp_path: Path, broker, seconds: float, rate: float) -> tuple[Figures, list[int]]:
     port = new_metrics_port()
-    cfg = write_config(tmp_path / "engine", broker.url, client_id="ew-soak", metrics_port=port)
+    # a small DuckDB buffer pool so that a run of minutes reaches its plateau (the default, 1GB, bounds a
+    # deployment's memory too, but a short soak never fills it and would look like growth)
+    cfg = write_config(tmp_path / "engine", broker.url, client_id="ew-soak", metrics_port=port,
+                       store_extra='memory_limit = "64MB"\n')
     eng = EngineProc(cfg, tmp_path / "engine.log", port).start()
     eng.wait_connected()
     pub = Publisher(broker.host, broker.port, client_id="pub-soak")
