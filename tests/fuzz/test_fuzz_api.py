@@ -18,24 +18,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
-from earlywarn.model import RawMessage, ReadingBatch
-from earlywarn.pipeline import Action
+from earlywarn.model import RawMessage
+from apikit import SyncRunner
 
 TOKENS = {"admin-t": ("admin", ""), "plant-t": ("plant", 'sites = ["S1"]'), "analyst-t": ("analyst", ""),
           "sup-t": ("supervisor", 'districts = ["d2"]')}
-
-
-class SyncRunner:
-    """What build_app needs of a Runner, with actions committed at once on the calling thread."""
-
-    def __init__(self, engine: Any) -> None:
-        self.engine = engine
-        self.error = None
-
-    def submit(self, apply: Any) -> Any:
-        a = Action(apply)
-        self.engine.process_batch(ReadingBatch.empty(), actions=[a])
-        return a.done
 
 
 def _build() -> tuple[Any, Any, list[str]]:

@@ -9,28 +9,16 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
 
-from earlywarn.model import RawMessage, ReadingBatch
-from earlywarn.pipeline import Action
+from earlywarn.model import RawMessage
+from apikit import SyncRunner
 
 TOKENS = {"tok-admin-8b1f": ("admin", ""), "tok-plant1-0c3e": ("plant", 'sites = ["S1"]'),
           "tok-analyst-77aa": ("analyst", ""), "tok-sup-d2-5e90": ("supervisor", 'districts = ["d2"]')}
 ADMIN, PLANT, ANALYST, SUP = TOKENS
-
-
-class SyncRunner:
-    def __init__(self, engine: Any) -> None:
-        self.engine = engine
-        self.error = None
-
-    def submit(self, apply: Any) -> Any:
-        a = Action(apply)
-        self.engine.process_batch(ReadingBatch.empty(), actions=[a])
-        return a.done
 
 
 @pytest.fixture
