@@ -349,11 +349,27 @@ class WebhookConfig:
     backoff_max_ms: int = _opt("backoff_max", _duration, 60_000)
 
 
+def _group_waits(v: Any, loc: _Loc) -> dict[Severity, int]:
+    """[notify.group_wait_by_severity]: severity -> its own grouping window (the others keep group_wait)."""
+    if not isinstance(v, dict):
+        raise loc.fail("a table of severities: [notify.group_wait_by_severity] red = '1s'")
+    out: dict[Severity, int] = {}
+    for sev, raw in v.items():
+        sl = loc.sub(sev)
+        if sev not in Severity.__members__.values():
+            raise sl.fail(f"a severity ({', '.join(s.value for s in Severity)})")
+        out[Severity(sev)] = _duration(raw, sl)
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class NotifyConfig:
     """[notify]: channels and pacing."""
 
     group_wait_ms: int = _opt("group_wait", _duration, 10_000)
+    #: a grouping window per severity (e.g. red "1s") instead of group_wait; a group holding alarms of several
+    #: severities closes at the shortest window among them
+    group_wait_by_severity_ms: dict[Severity, int] = _opt("group_wait_by_severity", _group_waits, {})
     mqtt: bool = _opt("mqtt", _bool, True)
     log: bool = _opt("log", _bool, True)
     smtp: SmtpConfig = _opt("smtp", lambda v, loc: _build(SmtpConfig, v, loc), SmtpConfig())

@@ -15,11 +15,13 @@ Wiring (the pipeline, on its own thread)::
     at stop:     d.close()                               # sends groups still in their window
 
 Pacing: alarms of one site with the same reason, tier and audience within `notify.group_wait` form one
-notice (the window opens at the first one; Alertmanager's group_wait). Nothing is notified twice for the
-same (alarm, reason, tier) — per event for reminders and reactivations — checked against the injected
-NotificationLog. Shelved, suppressed and closed alarms notify no one; reminders of an alarm acknowledged
-meanwhile are dropped. Routing: see `routing.py`. Retries: exponential backoff on the engine clock
-(`notify.webhook` settings, for every channel), then `dead_letter`; unrecoverable errors end in `failed`.
+notice (the window opens at the first one; Alertmanager's group_wait); `[notify.group_wait_by_severity]`
+gives a severity its own window (red "1s"), and a group closes at the shortest window among its alarms.
+Nothing is notified twice for the same (alarm, reason, tier) — per event for reminders and reactivations —
+checked against the injected NotificationLog. Shelved, suppressed and closed alarms notify no one; reminders
+of an alarm acknowledged meanwhile are dropped. Routing: see `routing.py`. Retries: exponential backoff on the
+engine clock (`notify.webhook` settings, for every channel), then `dead_letter`; unrecoverable errors end in
+`failed`.
 """
 
 from __future__ import annotations

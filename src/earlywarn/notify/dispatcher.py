@@ -85,7 +85,7 @@ class Dispatcher:
 
     Args:
         sites: site id -> Site (contacts by tier).
-        config: [notify] (group_wait_ms, webhook URLs and retry settings).
+        config: [notify] (group_wait_ms and group_wait_by_severity_ms, webhook URLs and retry settings).
         alarms_config: [alarms] (ack deadlines per severity, red_immediate_tiers).
         channels: channel name ("mqtt", "webhook", "email", "log") -> Channel. Only these are used.
         log: the notification log (persistent in the pipeline, InMemoryNotificationLog in tests).
@@ -97,7 +97,9 @@ class Dispatcher:
             the live pipeline passes a ThreadedExecutor so delivery never blocks ingest.
         retry: the retry policy for every channel; default from [notify.webhook].
         group_wait_ms_by_severity: a shorter (or longer) grouping window per severity, e.g. {RED: 1000}:
-            a group closes at the earliest window of its members. Default: `config.group_wait_ms` for all.
+            a group closes at the earliest window of its members. Default: `config.group_wait_by_severity_ms`
+            ([notify.group_wait_by_severity]), then `config.group_wait_ms` for the severities it leaves out;
+            given here, it overrides both for the severities it names.
     """
 
     def __init__(
@@ -128,6 +130,7 @@ class Dispatcher:
         self._metrics = metrics
         self._retry = retry or RetryPolicy.from_config(config.webhook)
         self._wait_ms = {sev: config.group_wait_ms for sev in Severity}
+        self._wait_ms.update(config.group_wait_by_severity_ms)
         self._wait_ms.update(group_wait_ms_by_severity or {})
         self._executor: Executor = executor or InlineExecutor()
         self._executor.start(self._attempt)
