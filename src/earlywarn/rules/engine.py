@@ -66,6 +66,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -90,6 +91,7 @@ from earlywarn.rules.types import And, Cmp, Expr, Not, Or, RuleKind, RuleSpec, e
 _BAD = int(Quality.BAD)
 _RAISE, _CLEAR = SignalKind.RAISE, SignalKind.CLEAR
 _I64 = np.int64
+_I32 = np.int32
 
 # delay-kind codes
 _K_THRESHOLD, _K_RATE, _K_FLATLINE, _K_QUALITY, _K_TREND, _K_VOTE, _K_EXPR = range(7)
@@ -102,6 +104,7 @@ _SINGLE_KINDS = {
 }
 _WINDOWED = (_K_RATE, _K_FLATLINE, _K_TREND)
 _TREND_FLAT_REL = 1e-9
+_SIG_ORDER = itemgetter(0, 1, 2, 3, 4)  # (ts, site, rule position, tag, raise before clear)
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,62 +134,77 @@ def _cmp(v: np.ndarray, op: str, x: float) -> np.ndarray:
 
 
 class RuleEngine:
-    """Evaluates all rules of all sites over micro-batches, with state carried between batches."""
+    """Evaluates all rules of all sites over micro-batches, with state carried between batches.
+
+    Memory layout (the target is a couple of hundred bytes per sensor-rule, whatever the number of
+    sensors): no Python object per sensor or per rule instance. A site's rule list becomes a *template*
+    built once per distinct list (sites sharing a pack share it); a delay rule of a template is a
+    *param row* (its constants); a delay instance is (site, row), numbered site by site, so the
+    instances of site s are `inst_base[s] + j` for the template's j-th delay rule. Sensors are integer
+    codes (site name code, tag code) in int32 arrays; rule instances attach to sensors as (sensor,
+    instance) pair arrays per kind.
+    """
 
     def __init__(self, site_rules: Mapping[str, Sequence[RuleSpec]]) -> None:
         self._site_rules = {s: [r for r in rules if r.enabled] for s, rules in site_rules.items()}
         self._sites = [s for s, rules in self._site_rules.items() if rules]
         self._site_idx = {s: i for i, s in enumerate(self._sites)}
         n_sites = len(self._sites)
+        # every site name seen: ruled sites first (their code is their index), then others as they appear
+        self._site_names: list[str] = list(self._sites)
+        self._site_code: dict[str, int] = dict(self._site_idx)
         self._st = EngineState(site_newest_ms=np.full(n_sites, NONE_TS, _I64))
         self._tag_idx: dict[str, int] = {}
-        self._sidm = np.full((n_sites, 0), -1, _I64)  # (site, tag) -> sensor id
-        self._sensor_site = self._sensor_site_buf = np.zeros(0, _I64)
-        self._sensor_tag = self._sensor_tag_buf = np.zeros(0, _I64)
-        self._sensor_df = pl.DataFrame(schema={"site": pl.String, "tag": pl.String, "sid": pl.Int64})
-        # delay instances
-        self._meta: list[_Meta] = []
+        self._tag_names: list[str] = []
+        self._sidm_buf = np.full((n_sites, 0), -1, _I32)  # (ruled site, tag) -> sensor id; spare tag columns
+        self._sidm = self._sidm_buf
+        self._sensor_site = self._sensor_site_buf = np.zeros(0, _I32)  # ruled site index, -1: no rules
+        self._sensor_scode = self._sensor_scode_buf = np.zeros(0, _I32)  # code in _site_names
+        self._sensor_tag = self._sensor_tag_buf = np.zeros(0, _I32)
+        self._maxwin = self._maxwin_buf = np.zeros(0, _I64)  # per sensor: longest window of its windowed rules (-1 none)
+        # --- templates and param rows
         cols: dict[str, list[Any]] = {k: [] for k in (
             "on", "off", "op", "limit", "db", "window", "eps", "lo", "hi", "has_range", "horizon",
-            "min_r2", "gate", "k", "kind", "site")}
+            "min_r2", "gate", "k", "kind")}
+        self._row_meta: list[tuple[int, RuleSpec, str]] = []  # per param row: (rule position, spec, signal tag)
         self._gates: list[Expr] = []
         gate_ids: dict[Expr, int] = {}
-        self._single: dict[tuple[int, str], list[tuple[int, int]]] = {}  # (site, tag) -> [(kind, inst)]
-        self._groups: dict[tuple[int, RuleSpec], np.ndarray] = {}  # (kind, spec) -> inst by site
-        self._stale_rules: dict[int, list[tuple[int, RuleSpec]]] = {}  # per-tag stale rules by site
-        self._sstale_meta: list[_Meta] = []  # site-wide stale instances (tag "*"), one per (site, rule)
-        ss_site: list[int] = []
-        ss_timeout: list[int] = []
-        il_groups: dict[RuleSpec, np.ndarray] = {}
-        self._il_meta: list[_Meta] = []
-        il_site: list[int] = []
-        for site in self._sites:
-            si = self._site_idx[site]
-            for pos, r in enumerate(self._site_rules[site]):
+        self._tpl_single: list[dict[str, list[tuple[int, int]]]] = []  # tag -> [(kind, j)]
+        self._tpl_stale: list[dict[str, list[int]]] = []  # tag -> per-tag stale entries
+        self._stale_ents: list[tuple[int, RuleSpec]] = []  # (rule position, spec) of per-tag stale rules
+        tpl_row0: list[int] = []
+        tpl_nlocal: list[int] = []
+        tpl_multi: list[list[tuple[int, RuleSpec, int]]] = []  # (kind, spec, j) of vote / expr rules
+        tpl_sstale: list[list[tuple[int, RuleSpec]]] = []
+        tpl_il: list[list[tuple[int, RuleSpec]]] = []
+        tpl_of: dict[int, int] = {}
+
+        def template(rules: list[RuleSpec]) -> int:
+            single: dict[str, list[tuple[int, int]]] = {}
+            stale: dict[str, list[int]] = {}
+            multi, sstale, il = [], [], []
+            row0 = len(self._row_meta)
+            for pos, r in enumerate(rules):
                 if r.kind == RuleKind.STALE:
                     if r.tag == "*":
-                        self._sstale_meta.append(_Meta(site, pos, r, "*"))
-                        ss_site.append(si)
-                        ss_timeout.append(r.timeout_ms)
+                        sstale.append((pos, r))
                     else:
-                        self._stale_rules.setdefault(si, []).append((pos, r))
+                        assert r.tag is not None
+                        stale.setdefault(r.tag, []).append(len(self._stale_ents))
+                        self._stale_ents.append((pos, r))
                     continue
                 if r.kind == RuleKind.INTERLOCK:
-                    arr = il_groups.setdefault(r, np.full(n_sites, -1, _I64))
-                    arr[si] = len(self._il_meta)
-                    self._il_meta.append(_Meta(site, pos, r, r.signal_tag))
-                    il_site.append(si)
+                    il.append((pos, r))
                     continue
-                inst = len(self._meta)
-                self._meta.append(_Meta(site, pos, r, r.signal_tag))
+                j = len(self._row_meta) - row0
+                self._row_meta.append((pos, r, r.signal_tag))
                 if r.kind in _SINGLE_KINDS:
                     kind = _SINGLE_KINDS[r.kind]
                     assert r.tag is not None
-                    self._single.setdefault((si, r.tag), []).append((kind, inst))
+                    single.setdefault(r.tag, []).append((kind, j))
                 else:
                     kind = _K_VOTE if r.kind == RuleKind.VOTE else _K_EXPR
-                    arr = self._groups.setdefault((kind, r), np.full(n_sites, -1, _I64))
-                    arr[si] = inst
+                    multi.append((kind, r, j))
                 gate = -1
                 if r.when is not None:
                     if r.when not in gate_ids:
@@ -199,9 +217,55 @@ class RuleEngine:
                     ("limit", r.limit if r.limit is not None else np.nan), ("db", r.deadband),
                     ("window", r.window_ms), ("eps", r.epsilon), ("lo", rng[0]), ("hi", rng[1]),
                     ("has_range", r.range is not None), ("horizon", r.horizon_ms), ("min_r2", r.min_r2),
-                    ("gate", gate), ("k", r.k), ("kind", kind), ("site", si),
+                    ("gate", gate), ("k", r.k), ("kind", kind),
                 ):
                     cols[key].append(v)
+            self._tpl_single.append(single)
+            self._tpl_stale.append(stale)
+            tpl_row0.append(row0)
+            tpl_nlocal.append(len(self._row_meta) - row0)
+            tpl_multi.append(multi)
+            tpl_sstale.append(sstale)
+            tpl_il.append(il)
+            return len(tpl_row0) - 1
+
+        site_tpl = np.zeros(n_sites, _I32)
+        for site in self._sites:
+            key = id(site_rules[site])  # sites sharing one rule list share its template
+            t = tpl_of.get(key)
+            if t is None:
+                t = tpl_of[key] = template(self._site_rules[site])
+            site_tpl[self._site_idx[site]] = t
+        self._site_tpl = site_tpl
+        n_local = np.asarray(tpl_nlocal, _I64)[site_tpl] if n_sites else np.zeros(0, _I64)
+        ends = np.cumsum(n_local)
+        self._inst_base = (ends - n_local).astype(_I64)
+        n_inst = int(ends[-1]) if n_sites else 0
+        self._inst_site = np.repeat(np.arange(n_sites, dtype=_I32), n_local)
+        self._inst_row = expand_ranges(np.asarray(tpl_row0, _I64)[site_tpl], n_local).astype(_I32)
+        # site-level instances: vote / expr groups, site-wide stale, interlocks (a few per site)
+        self._groups: dict[tuple[int, RuleSpec], np.ndarray] = {}  # (kind, spec) -> inst by site
+        self._sstale_meta: list[_Meta] = []  # site-wide stale instances (tag "*"), one per (site, rule)
+        ss_site: list[int] = []
+        ss_timeout: list[int] = []
+        il_groups: dict[RuleSpec, np.ndarray] = {}
+        self._il_meta: list[_Meta] = []
+        il_site: list[int] = []
+        for site in self._sites:
+            si = self._site_idx[site]
+            t = int(site_tpl[si])
+            for kind, r, j in tpl_multi[t]:
+                arr = self._groups.setdefault((kind, r), np.full(n_sites, -1, _I64))
+                arr[si] = self._inst_base[si] + j
+            for pos, r in tpl_sstale[t]:
+                self._sstale_meta.append(_Meta(site, pos, r, "*"))
+                ss_site.append(si)
+                ss_timeout.append(r.timeout_ms)
+            for pos, r in tpl_il[t]:
+                arr = il_groups.setdefault(r, np.full(n_sites, -1, _I64))
+                arr[si] = len(self._il_meta)
+                self._il_meta.append(_Meta(site, pos, r, r.signal_tag))
+                il_site.append(si)
         self._p = {
             k: np.asarray(v, dtype=bool if k == "has_range" else (np.float64 if k in (
                 "limit", "db", "eps", "lo", "hi", "min_r2") else _I64)) for k, v in cols.items()
@@ -221,8 +285,7 @@ class RuleEngine:
         self._interest_names = interest
         self._kind_gated = {
             k: bool(np.any((self._p["gate"] >= 0) & (self._p["kind"] == k))) for k in range(7)
-        } if len(self._meta) else {}
-        n_inst = len(self._meta)
+        } if len(self._row_meta) else {}
         self._st.c_start_ms = np.full(n_inst, NONE_TS, _I64)
         self._st.d_start_ms = np.full(n_inst, NONE_TS, _I64)
         self._st.active = np.zeros(n_inst, bool)
@@ -230,14 +293,16 @@ class RuleEngine:
         self._il_site = np.asarray(il_site, _I64)
         self._st.il_trig_last = np.zeros(len(self._il_meta), bool)
         self._st.il_active = np.zeros(len(self._il_meta), bool)
-        # per-sensor pairs (sid, inst) by kind; stale instances
-        self._pairs: dict[int, tuple[list[int], list[int]]] = {k: ([], []) for k in _SINGLE_KINDS.values()}
-        self._pair_arr: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        self._maxwin = self._maxwin_buf = np.zeros(0, _I64)  # per sensor: longest window of its windowed rules (-1 none)
-        self._stale_meta: list[_Meta] = []
-        self._stale_keys: list[tuple[str, str, str]] = []
-        st_cols: dict[str, list[int]] = {"sid": [], "timeout": [], "site": []}
-        self._stale_cols = st_cols
+        # (sensor, instance) pairs by kind: chunks appended at registration, merged by _refresh
+        self._pair_new: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {k: [] for k in _SINGLE_KINDS.values()}
+        self._pair_arr: dict[int, tuple[np.ndarray, np.ndarray]] = {
+            k: (np.zeros(0, _I32), np.zeros(0, _I32)) for k in _SINGLE_KINDS.values()}
+        self._pair_one: dict[int, bool] = {k: True for k in _SINGLE_KINDS.values()}
+        self._sensor_inst: dict[int, np.ndarray] = {}  # kinds with <= 1 pair per sensor: sensor -> inst (-1)
+        # per-tag stale instances: sensor and entry in _stale_ents
+        self._stale_sid = np.zeros(0, _I32)
+        self._stale_ent = np.zeros(0, _I32)
+        self._stale_new: list[tuple[np.ndarray, np.ndarray]] = []
         self._stale_arr: dict[str, np.ndarray] = {}
         self._ss_site = np.asarray(ss_site, _I64)
         self._ss_timeout = np.asarray(ss_timeout, _I64)
@@ -250,6 +315,17 @@ class RuleEngine:
         self._st.site_alive_ms = np.full(n_sites, NONE_TS, _I64)
         self._st.site_stale_active = np.zeros(len(ss_site), bool)
         self._st.site_stale_gated = np.zeros(len(ss_site), bool)
+        # sensor lookup: two-choice hash table on the 64-bit hash of (site, tag), see _hash_insert
+        self._hk = [np.zeros(0, np.uint64), np.zeros(0, np.uint64)]
+        self._hv = [np.zeros(0, _I32), np.zeros(0, _I32)]
+        self._h_m = 0  # slots of the first table (a power of two)
+        self._h_m1 = 0  # slots of the second
+        self._h_shift = np.uint64(63)
+        self._h_count = 0  # sensors in the tables (incl. the overflow table)
+        self._ovf_h, self._ovf_sid = np.zeros(0, np.uint64), np.zeros(0, _I32)
+        self._hash_exact_only = False
+        self._hash_pending: list[np.ndarray] = []  # ids of sensors registered but not yet in the table
+        self._sensor_df: pl.DataFrame | None = None  # (site, tag, sid) for exact joins, built on demand
         self._dirty = True
 
     # --- sensors --------------------------------------------------------------------------------
@@ -257,139 +333,231 @@ class RuleEngine:
     def _tag(self, tag: str) -> int:
         t = self._tag_idx.get(tag)
         if t is None:
-            t = self._tag_idx[tag] = len(self._tag_idx)
-            self._sidm = np.concatenate([self._sidm, np.full((len(self._sites), 1), -1, _I64)], axis=1)
+            t = self._tag_idx[tag] = len(self._tag_names)
+            self._tag_names.append(tag)
+            if t >= self._sidm_buf.shape[1]:  # spare columns: adding tags one by one stays linear
+                buf = np.full((len(self._sites), max(8, 2 * self._sidm_buf.shape[1])), -1, _I32)
+                buf[:, : self._sidm_buf.shape[1]] = self._sidm_buf
+                self._sidm_buf = buf
+            self._sidm = self._sidm_buf[:, : t + 1]
         return t
 
+    def _site(self, site: str) -> int:
+        c = self._site_code.get(site)
+        if c is None:
+            c = self._site_code[site] = len(self._site_names)
+            self._site_names.append(site)
+        return c
+
     def _register(self, site: str, tag: str) -> int:
-        """A (site, tag) seen for the first time: attach the rule instances that read it (rare)."""
-        sid = self._st.add_sensor(site, tag)
-        si = self._site_idx.get(site, -1)
-        ti = self._tag(tag)
-        # per-sensor arrays grow by doubling (np.append per sensor made registering n sensors O(n^2));
-        # the attributes stay exact-length views of the buffers
-        n = sid + 1
+        """A (site, tag) seen for the first time (see _register_many)."""
+        return int(self._register_many([site], [tag])[0])
+
+    def _register_many(self, sites: Sequence[str], tags: Sequence[str]) -> np.ndarray:
+        """New (site, tag) pairs (distinct, not yet known): number them and attach the rule instances that
+        read them, vectorized over the sensors of each (template, tag)."""
+        k = len(sites)
+        scode = np.fromiter((self._site(s) for s in sites), _I32, k)
+        tcode = np.fromiter((self._tag(t) for t in tags), _I32, k)
+        st = self._st
+        sid0 = st.add_sensors(k)
+        n = sid0 + k
+        sids = np.arange(sid0, n, dtype=_I32)
+        n_ruled = len(self._sites)
+        si = np.where(scode < n_ruled, scode, -1).astype(_I32)
         self._sensor_site_buf = _grow(self._sensor_site_buf, n, -1)
+        self._sensor_scode_buf = _grow(self._sensor_scode_buf, n, -1)
         self._sensor_tag_buf = _grow(self._sensor_tag_buf, n, -1)
         self._maxwin_buf = _grow(self._maxwin_buf, n, -1)
-        self._sensor_site_buf[sid] = si
-        self._sensor_tag_buf[sid] = ti
-        self._maxwin_buf[sid] = -1
+        self._sensor_site_buf[sid0:n] = si
+        self._sensor_scode_buf[sid0:n] = scode
+        self._sensor_tag_buf[sid0:n] = tcode
+        self._maxwin_buf[sid0:n] = -1
         self._sensor_site = self._sensor_site_buf[:n]
+        self._sensor_scode = self._sensor_scode_buf[:n]
         self._sensor_tag = self._sensor_tag_buf[:n]
         self._maxwin = self._maxwin_buf[:n]
-        if si >= 0:
-            self._sidm[si, ti] = sid
-            for kind, inst in self._single.get((si, tag), []):
-                self._pairs[kind][0].append(sid)
-                self._pairs[kind][1].append(inst)
-                if kind in _WINDOWED:
-                    self._maxwin[sid] = max(self._maxwin[sid], int(self._p["window"][inst]))
-            for pos, r in self._stale_rules.get(si, []):
-                if r.tag == tag:
-                    self._stale_keys.append((site, r.id, tag))
-                    self._stale_meta.append(_Meta(site, pos, r, tag))
-                    self._stale_cols["sid"].append(sid)
-                    self._stale_cols["timeout"].append(r.timeout_ms)
-                    self._stale_cols["site"].append(si)
-            self._st.ensure_stale(len(self._stale_keys))
+        ruled = np.flatnonzero(si >= 0)
+        if len(ruled):
+            r_si, r_tag, r_sid = si[ruled], tcode[ruled], sids[ruled]
+            self._sidm[r_si, r_tag] = r_sid
+            tpl = self._site_tpl[r_si].astype(_I64)
+            combo = tpl * (len(self._tag_names) + 1) + r_tag
+            o = np.argsort(combo, kind="stable")
+            cs = combo[o]
+            starts = np.flatnonzero(segment_first(cs))
+            ends = np.append(starts[1:], len(cs))
+            for a, z in zip(starts.tolist(), ends.tolist()):
+                sel = o[a:z]
+                t, tag = int(tpl[sel[0]]), self._tag_names[int(r_tag[sel[0]])]
+                sel_sid = r_sid[sel]
+                base = self._inst_base[r_si[sel]]
+                for kind, j in self._tpl_single[t].get(tag, ()):
+                    insts = (base + j).astype(_I32)
+                    self._pair_new[kind].append((sel_sid, insts))
+                    if kind in _WINDOWED:
+                        w = int(self._p["window"][self._inst_row[insts[0]]])
+                        self._maxwin[sel_sid] = np.maximum(self._maxwin[sel_sid], w)
+                for e in self._tpl_stale[t].get(tag, ()):
+                    self._stale_new.append((sel_sid, np.full(len(sel), e, _I32)))
+        self._hash_pending.append(sids)
         self._dirty = True
-        return sid
+        return sids
 
     def _refresh(self) -> None:
         if not self._dirty:
             return
-        self._pair_arr = {}
-        for k, (sids, insts) in self._pairs.items():
-            ps, pi = np.asarray(sids, _I64), np.asarray(insts, _I64)
+        n_sensors = self._st.n_sensors
+        for k, new in self._pair_new.items():
+            if not new:
+                continue
+            ps = np.concatenate([self._pair_arr[k][0]] + [a for a, _ in new])
+            pi = np.concatenate([self._pair_arr[k][1]] + [b for _, b in new])
+            new.clear()
             o = np.argsort(ps, kind="stable")  # by sensor: expansions come out in sensor order
-            self._pair_arr[k] = (ps[o], pi[o])
-        self._pair_one = {k: len(ps) == len(np.unique(ps)) for k, (ps, _) in self._pair_arr.items()}
-        self._stale_arr = {k: np.asarray(v, _I64) for k, v in self._stale_cols.items()}
-        n_sensors = len(self._st.sensor_keys)
-        sa = self._stale_arr
-        o = np.argsort(sa["sid"], kind="stable") if len(sa["sid"]) else np.zeros(0, _I64)
-        self._stale_by_sid = o  # stale instances grouped by sensor
-        self._stale_sid_lo = np.searchsorted(sa["sid"][o], np.arange(n_sensors), "left")
-        self._stale_sid_hi = np.searchsorted(sa["sid"][o], np.arange(n_sensors), "right")
-        min_to = np.full(n_sensors, np.iinfo(_I64).max // 4, _I64)
-        if len(sa["sid"]):
+            ps, pi = ps[o], pi[o]
+            self._pair_arr[k] = (ps, pi)
+            self._pair_one[k] = len(ps) < 2 or not bool(np.any(ps[1:] == ps[:-1]))
+            self._sensor_inst.pop(k, None)
+        for k, (ps, pi) in self._pair_arr.items():
+            if self._pair_one[k] and len(ps):
+                si = self._sensor_inst.get(k)
+                if si is None or len(si) < n_sensors:
+                    si = np.full(n_sensors, -1, _I32)
+                    si[ps] = pi
+                    self._sensor_inst[k] = si
+        if self._stale_new:
+            self._stale_sid = np.concatenate([self._stale_sid] + [a for a, _ in self._stale_new])
+            self._stale_ent = np.concatenate([self._stale_ent] + [b for _, b in self._stale_new])
+            self._stale_new.clear()
+        self._st.ensure_stale(len(self._stale_sid))
+        if len(self._stale_sid):
+            timeout = np.asarray([r.timeout_ms for _, r in self._stale_ents], _I64)
+            sa = self._stale_arr = {
+                "sid": self._stale_sid.astype(_I64), "timeout": timeout[self._stale_ent],
+                "site": self._sensor_site[self._stale_sid].astype(_I64),
+            }
+            o = np.argsort(sa["sid"], kind="stable")
+            self._stale_by_sid = o  # stale instances grouped by sensor
+            self._stale_sid_lo = np.searchsorted(sa["sid"][o], np.arange(n_sensors), "left")
+            self._stale_sid_hi = np.searchsorted(sa["sid"][o], np.arange(n_sensors), "right")
+            min_to = np.full(n_sensors, np.iinfo(_I64).max // 4, _I64)
             np.minimum.at(min_to, sa["sid"], sa["timeout"])
-        self._stale_min_timeout = min_to
-        self._stale_sensor = self._stale_sid_hi > self._stale_sid_lo
-        lut = np.zeros(len(self._tag_idx), bool)
+            self._stale_min_timeout = min_to
+            self._stale_sensor = self._stale_sid_hi > self._stale_sid_lo
+        else:
+            self._stale_arr = {}
+        lut = np.zeros(len(self._tag_names), bool)
         for name in self._interest_names:
             if name in self._tag_idx:
                 lut[self._tag_idx[name]] = True
         self._interest_sensor = lut[self._sensor_tag] & (self._sensor_site >= 0)
-        keys = self._st.sensor_keys
-        self._sensor_df = pl.DataFrame(
-            {"site": [k[0] for k in keys], "tag": [k[1] for k in keys], "sid": np.arange(len(keys))},
-            schema={"site": pl.String, "tag": pl.String, "sid": pl.Int64},
-        )
-        self._build_hash_table()
+        self._sensor_df = None
+        if self._hash_pending:
+            pend = np.concatenate(self._hash_pending)
+            self._hash_pending.clear()
+            self._hash_insert(pend)
         self._dirty = False
 
-    def _build_hash_table(self) -> None:
-        """Two-choice table from the 64-bit hash of (site, tag) to the sensor id.
+    def _keys_frame(self, sids: np.ndarray) -> pl.DataFrame:
+        """(site, tag) strings of the given sensors, for hashing and exact joins."""
+        return pl.DataFrame({
+            "site": pl.Series(self._site_names, dtype=pl.String).gather(self._sensor_scode[sids]),
+            "tag": pl.Series(self._tag_names, dtype=pl.String).gather(self._sensor_tag[sids]),
+        })
+
+    def _hash_insert(self, sids: np.ndarray) -> None:
+        """Put sensors into the two-choice table from the 64-bit hash of (site, tag) to the sensor id.
 
         Hashing two string columns in polars and two gathers cost a fraction of a string join; a lookup
-        matches on the full 64-bit hash, and if two known sensors ever shared one, the engine would fall
-        back to the exact join for good. Keys that find no slot (both taken) go to a small sorted table.
+        matches on the full 64-bit hash, and if two known sensors ever shared one, the engine falls back
+        to the exact join for good. The first table (slot = high bits of the hash) has 2-4 slots per
+        sensor, so that most rows (80-90 %) are found at the first probe; the second (slot = low 32 bits
+        scaled to its size) half a slot per sensor; 12 bytes a slot, ~30-55 bytes per sensor in all.
+        Keys that find no free slot go to a small sorted side table, searched only for missed rows.
+        New sensors are inserted into free slots; the tables are rebuilt (all sensors) when the first
+        passes half full.
         """
-        n = self._sensor_df.height
-        size = 1 << max(12, int(np.ceil(np.log2(max(4 * n, 1)))))  # small: the lookups stay in cache
-        bits = int(np.log2(size))
-        h = _pair_hash(self._sensor_df)
-        self._hash_exact_only = len(np.unique(h)) != n
-        self._h_shift = np.uint64(64 - bits)
-        self._h_mask = np.uint64(size - 1)
-        hk = [np.zeros(size, np.uint64), np.zeros(size, np.uint64)]
-        hv = [np.full(size, -1, _I64), np.full(size, -1, _I64)]
-        todo = np.arange(n)
-        for t, slot in enumerate(((h >> self._h_shift).astype(_I64), (h & self._h_mask).astype(_I64))):
+        n = self._st.n_sensors
+        if self._h_count + len(sids) > self._h_m // 2:  # rebuild with room to grow
+            self._h_m = 1 << max(12, int(np.ceil(np.log2(max(2 * n, 1)))))
+            self._h_m1 = max(1024, n // 2)
+            self._h_shift = np.uint64(64 - int(np.log2(self._h_m)))
+            self._hk = [np.zeros(self._h_m, np.uint64), np.zeros(self._h_m1, np.uint64)]
+            self._hv = [np.full(self._h_m, -1, _I32), np.full(self._h_m1, -1, _I32)]
+            self._ovf_h, self._ovf_sid = np.zeros(0, np.uint64), np.zeros(0, _I32)
+            self._h_count = 0
+            sids = np.arange(n, dtype=_I32)
+        if not len(sids):
+            return
+        h = _pair_hash(self._keys_frame(sids))
+        # a new key equal to a known one, or two new keys alike: 64-bit collision, exact joins from now on
+        if len(np.unique(h)) != len(h) or (self._h_count and bool(np.any(self._lookup(h) >= 0))):
+            self._hash_exact_only = True
+        self._h_count += len(sids)
+        todo = np.arange(len(h))
+        for t in range(2):
             if not len(todo):
                 break
-            u, i = np.unique(slot[todo], return_index=True)
-            hk[t][u] = h[todo[i]]
-            hv[t][u] = todo[i]
-            placed = np.zeros(n, bool)
-            placed[todo[i]] = True
+            slot = self._slot(h[todo], t)
+            free = self._hv[t][slot] < 0
+            u, i = np.unique(slot[free], return_index=True)
+            put = todo[np.flatnonzero(free)[i]]
+            self._hk[t][u] = h[put]
+            self._hv[t][u] = sids[put]
+            placed = np.zeros(len(h), bool)
+            placed[put] = True
             todo = todo[~placed[todo]]
-        self._hk, self._hv = hk, hv
-        # the few keys that found no free slot: a sorted side table, searched only for missed rows
-        o = np.argsort(h[todo])
-        self._ovf_h, self._ovf_sid = h[todo][o], todo[o].astype(_I64)
+        if len(todo):
+            oh = np.concatenate([self._ovf_h, h[todo]])
+            osid = np.concatenate([self._ovf_sid, sids[todo].astype(_I32)])
+            o = np.argsort(oh)
+            self._ovf_h, self._ovf_sid = oh[o], osid[o]
 
-    def _map_sids(self, frame: pl.DataFrame) -> np.ndarray:
-        self._refresh()
-        if self._hash_exact_only:
-            return self._map_sids_exact(frame)
-        h = _pair_hash(frame)
-        s1 = (h >> self._h_shift).astype(_I64)
-        sid = np.where(self._hk[0][s1] == h, self._hv[0][s1], -1)
+    def _slot(self, h: np.ndarray, t: int) -> np.ndarray:
+        if t == 0:  # the high bits
+            return (h >> self._h_shift).astype(np.intp)
+        # the low 32 bits scaled to the second table's size (any size: no power-of-two rounding)
+        return (((h & np.uint64(0xFFFFFFFF)) * np.uint64(self._h_m1)) >> np.uint64(32)).astype(np.intp)
+
+    def _lookup(self, h: np.ndarray) -> np.ndarray:
+        """Sensor id per 64-bit hash (int32, -1 where unknown)."""
+        s1 = self._slot(h, 0)
+        sid = np.where(self._hk[0][s1] == h, self._hv[0][s1], np.int32(-1))
         miss = np.flatnonzero(sid < 0)
         if len(miss):
-            s2 = (h[miss] & self._h_mask).astype(_I64)
-            sid[miss] = np.where(self._hk[1][s2] == h[miss], self._hv[1][s2], -1)
+            hm = h[miss]
+            s2 = self._slot(hm, 1)
+            sid[miss] = np.where(self._hk[1][s2] == hm, self._hv[1][s2], np.int32(-1))
             miss = miss[sid[miss] < 0]
         if len(miss) and len(self._ovf_h):
             k = np.minimum(np.searchsorted(self._ovf_h, h[miss]), len(self._ovf_h) - 1)
-            sid[miss] = np.where(self._ovf_h[k] == h[miss], self._ovf_sid[k], -1)
-            miss = miss[sid[miss] < 0]
-        if len(miss):  # new sensors: the exact way, for those rows only
-            sid[miss] = self._map_sids_exact(frame[miss])
+            sid[miss] = np.where(self._ovf_h[k] == h[miss], self._ovf_sid[k], np.int32(-1))
         return sid
+
+    def _map_sids(self, frame: pl.DataFrame) -> np.ndarray:
+        """Sensor id (int64) of every row; registers new (site, tag) pairs."""
+        self._refresh()
+        if self._hash_exact_only:
+            return self._map_sids_exact(frame)
+        sid = self._lookup(_pair_hash(frame)) if self._h_m else np.full(frame.height, -1, _I32)
+        miss = np.flatnonzero(sid < 0)
+        if len(miss):  # new sensors (a miss is never a known sensor: the table holds every known hash)
+            sid[miss] = self._map_sids_exact(frame[miss])
+        return sid.astype(_I64)
 
     def _map_sids_exact(self, frame: pl.DataFrame) -> np.ndarray:
         keys = frame.select("site", "tag")
+        self._refresh()
+        if self._sensor_df is None:
+            self._sensor_df = self._keys_frame(np.arange(self._st.n_sensors)).with_columns(
+                sid=pl.int_range(self._st.n_sensors, dtype=pl.Int64))
         joined = keys.join(self._sensor_df, on=["site", "tag"], how="left", maintain_order="left")
         if joined["sid"].null_count():
             new = joined.filter(pl.col("sid").is_null()).select("site", "tag").unique(maintain_order=True)
-            for site, tag in new.iter_rows():
-                self._register(site, tag)
+            self._register_many(new["site"].to_list(), new["tag"].to_list())
             self._refresh()
-            joined = keys.join(self._sensor_df, on=["site", "tag"], how="left", maintain_order="left")
+            return self._map_sids_exact(frame)
         return joined["sid"].to_numpy().astype(_I64, copy=False)
 
     # --- public API -----------------------------------------------------------------------------
@@ -419,19 +587,22 @@ class RuleEngine:
         if not all_kept:
             ts, val, qual = ts[keep], val[keep], qual[keep]
 
-        # sensor order (sid, ts), stable: radix sort on sid, full sort only if a sensor is out of order
-        if len(st.sensor_keys) < 65536:
-            so = np.argsort(sid.astype(np.uint16), kind="stable")
-            s_sid, s_ts = sid[so], ts[so]
-            if np.any((s_ts[1:] < s_ts[:-1]) & (s_sid[1:] == s_sid[:-1])):
+        # sensor order (sid, ts), stable (ties keep arrival order)
+        so = _sensor_order(sid, st.n_sensors)
+        s_sid, s_ts = sid[so], ts[so]
+        same = s_sid[1:] == s_sid[:-1]
+        if np.any((s_ts[1:] < s_ts[:-1]) & same):  # a sensor's readings out of ts order in the batch
+            t0 = int(ts.min())
+            span = int(ts.max()) - t0 + 1
+            if st.n_sensors < (1 << 62) // span:
+                # nearly sorted composite key: timsort finds the runs
+                so = so[np.argsort(s_sid * span + (s_ts - t0), kind="stable")]
+            else:
                 so = np.lexsort((ts, sid))
-                s_sid, s_ts = sid[so], ts[so]
-        else:
-            so = np.lexsort((ts, sid))
             s_sid, s_ts = sid[so], ts[so]
-        first = segment_first(s_sid)
+            same = s_sid[1:] == s_sid[:-1]
         dup = np.zeros(m, bool)
-        dup[1:] = ~first[1:] & (s_ts[1:] == s_ts[:-1])
+        dup[1:] = same & (s_ts[1:] == s_ts[:-1])
         late = dup | (s_ts <= st.sensor_last_ts_ms[s_sid])
         if late.any():
             ok = ~late
@@ -460,14 +631,38 @@ class RuleEngine:
         self._end_of_batch(out, None)
         return self._sorted(out)
 
+    def _inst_meta(self, i: int) -> _Meta:
+        pos, spec, tag = self._row_meta[int(self._inst_row[i])]
+        return _Meta(self._sites[int(self._inst_site[i])], pos, spec, tag)
+
+    def _stale_inst_meta(self, k: int) -> _Meta:
+        pos, spec = self._stale_ents[int(self._stale_ent[k])]
+        assert spec.tag is not None
+        return _Meta(self._sites[int(self._sensor_site[self._stale_sid[k]])], pos, spec, spec.tag)
+
+    def _inst_keys(self) -> list[tuple[str, str, str]]:
+        rows = [(spec.id, tag) for _, spec, tag in self._row_meta]
+        return [(self._sites[s], *rows[r]) for s, r in zip(self._inst_site.tolist(), self._inst_row.tolist())]
+
+    def _stale_keys(self) -> list[tuple[str, str, str]]:
+        ents = [spec for _, spec in self._stale_ents]
+        sites = self._sensor_site[self._stale_sid].tolist()
+        return [(self._sites[s], ents[e].id, self._tag_names[t]) for s, e, t in zip(
+            sites, self._stale_ent.tolist(), self._sensor_tag[self._stale_sid].tolist())]
+
     def snapshot(self) -> bytes:
         """All rule state as immutable bytes (an npz archive); see `restore`."""
+        self._refresh()
+        n = self._st.n_sensors
+        stale_keys = self._stale_keys()
         meta = {
+            "sensor_keys": [[self._site_names[s], self._tag_names[t]] for s, t in zip(
+                self._sensor_scode[:n].tolist(), self._sensor_tag[:n].tolist())],
             "sites": self._sites,
-            "inst_keys": [[m.site, m.spec.id, m.tag] for m in self._meta],
+            "inst_keys": [list(k) for k in self._inst_keys()],
             "il_keys": [[m.site, m.spec.id] for m in self._il_meta],
-            "stale_keys": [list(k) for k in self._stale_keys],
-            "n_stale": len(self._stale_keys),
+            "stale_keys": [list(k) for k in stale_keys],
+            "n_stale": len(stale_keys),
             "site_stale_keys": [[m.site, m.spec.id] for m in self._sstale_meta],
         }
         return self._st.to_bytes(meta)
@@ -475,13 +670,26 @@ class RuleEngine:
     @classmethod
     def restore(cls, site_rules: Mapping[str, Sequence[RuleSpec]], snapshot: bytes) -> RuleEngine:
         """A new engine for `site_rules` that continues from `snapshot`; state of rules that no longer
-        exist is dropped, new rules start fresh."""
+        exist is dropped, new rules start fresh. A blob that is not a rule-state snapshot raises
+        ValueError (KeyError / zipfile errors are turned into it)."""
         eng = cls(site_rules)
-        arrays, doc = EngineState.load(snapshot)
+        try:
+            arrays, doc = EngineState.load(snapshot)
+            keys = doc["sensor_keys"]
+            need = ("sensor_last_ts_ms", "sensor_last_good", "sensor_first_good_ts_ms", "site_newest_ms",
+                    "c_start_ms", "d_start_ms", "active", "hist_sid", "hist_ts_ms", "hist_value")
+            missing = [k for k in need if k not in arrays]
+        except Exception as exc:  # noqa: BLE001 - any unreadable blob is the same error to the caller
+            msg = f"not a rule-state snapshot: {exc!r}"
+            raise ValueError(msg) from exc
+        if missing:
+            msg = f"rule-state snapshot lacks {missing}"
+            raise ValueError(msg)
         st = eng._st
-        for site, tag in doc["sensor_keys"]:
-            eng._register(site, tag)
-        n = len(doc["sensor_keys"])
+        if keys:
+            eng._register_many([k[0] for k in keys], [k[1] for k in keys])
+            eng._refresh()
+        n = len(keys)
         st.sensor_last_ts_ms[:n] = arrays["sensor_last_ts_ms"]
         st.sensor_last_good[:n] = arrays["sensor_last_good"]
         st.sensor_first_good_ts_ms[:n] = arrays["sensor_first_good_ts_ms"]
@@ -493,7 +701,7 @@ class RuleEngine:
             if s in old_sites:
                 st.site_newest_ms[i] = arrays["site_newest_ms"][old_sites[s]]
                 st.site_alive_ms[i] = arrays.get("site_alive_ms", arrays["site_newest_ms"])[old_sites[s]]
-        new_inst = {(m.site, m.spec.id, m.tag): i for i, m in enumerate(eng._meta)}
+        new_inst = {k: i for i, k in enumerate(eng._inst_keys())}
         for j, key in enumerate(doc["inst_keys"]):
             ni = new_inst.get(tuple(key))
             if ni is not None:
@@ -509,7 +717,7 @@ class RuleEngine:
                 pend = doc["il_pending"].get(str(j))
                 if pend:
                     st.il_pending[ni] = [(int(a), int(b)) for a, b in pend]
-        new_stale = {k: i for i, k in enumerate(eng._stale_keys)}
+        new_stale = {k: i for i, k in enumerate(eng._stale_keys())}
         for j, key in enumerate(doc["stale_keys"]):
             ni = new_stale.get(tuple(key))
             if ni is not None:
@@ -521,7 +729,7 @@ class RuleEngine:
                 st.site_stale_active[ni] = arrays["site_stale_active"][j]
                 st.site_stale_gated[ni] = arrays["site_stale_gated"][j]
         keep = eng._maxwin[arrays["hist_sid"]] >= 0 if len(arrays["hist_sid"]) else np.zeros(0, bool)
-        st.hist_sid = arrays["hist_sid"][keep]
+        st.hist_sid = arrays["hist_sid"][keep].astype(_I64)
         st.hist_ts_ms = arrays["hist_ts_ms"][keep]
         st.hist_value = arrays["hist_value"][keep]
         return eng
@@ -533,38 +741,42 @@ class RuleEngine:
         good = (b.q != _BAD) & ~np.isnan(b.val)
         b.good = good
         # carried sensor state before this batch (as-of carries, flatline coverage, stale gaps)
-        last_good_prev = st.sensor_last_good.copy()
-        b.last_good_prev = last_good_prev
+        b.last_good_prev = st.sensor_last_good.copy()
         alive_prev = st.sensor_alive_ms.copy()
         site_newest_prev = st.site_newest_ms.copy()
         site_alive_prev = st.site_alive_ms.copy()
         b.clock_prev, b.site_newest_prev = clock_prev, site_newest_prev
-        last_seg = segment_last(b.sid)
+        lp = np.flatnonzero(segment_last(b.sid))  # each sensor's last reading
+        ls, ls_ts = b.sid[lp], b.ts[lp]
         # sensor-level state updates (used by later kernels only through the *_prev copies)
-        st.sensor_last_ts_ms[b.sid[last_seg]] = b.ts[last_seg]
+        st.sensor_last_ts_ms[ls] = ls_ts
         # sign of life for stale: a reading arrived no earlier than the clock before its batch, so a
         # backlog flushed after an outage (old timestamps, live clock far ahead) is not stale again
-        ls = b.sid[last_seg]
-        st.sensor_alive_ms[ls] = np.maximum(np.maximum(st.sensor_alive_ms[ls], b.ts[last_seg]), clock_prev)
+        st.sensor_alive_ms[ls] = np.maximum(np.maximum(st.sensor_alive_ms[ls], ls_ts), clock_prev)
         all_good = bool(good.all())
-        if all_good:
-            g_sid, g_ts, g_val = b.sid, b.ts, b.val
-        else:
-            g_sid, g_ts, g_val = b.sid[good], b.ts[good], b.val[good]
-        g_last = last_seg if all_good else segment_last(g_sid)
-        g_first = segment_first(g_sid)
-        st.sensor_last_good[g_sid[g_last]] = g_val[g_last]
+        # each sensor's first and last good reading of the batch: its first / last reading, moved past
+        # bad ones where needed (bad readings are rare: the walk is over a few sensors)
+        fp = np.empty(len(lp), _I64)  # and its first
+        fp[0] = 0
+        fp[1:] = lp[:-1] + 1
+        if not all_good:
+            lp, fp = _walk_to_good(lp, fp, good, -1), _walk_to_good(fp, lp, good, 1)
+            has = lp >= 0
+            lp, fp = lp[has], fp[has]
+        st.sensor_last_good[b.sid[lp]] = b.val[lp]
         fg = st.sensor_first_good_ts_ms
-        fsid = g_sid[g_first]
-        fg[fsid] = np.where(fg[fsid] == NONE_TS, g_ts[g_first], fg[fsid])
-        site_last = self._sensor_site[b.sid[last_seg]]
-        np.maximum.at(st.site_newest_ms, site_last, b.ts[last_seg])
-        np.maximum.at(st.site_alive_ms, site_last, np.maximum(b.ts[last_seg], clock_prev))
+        fsid = b.sid[fp]
+        fg[fsid] = np.where(fg[fsid] == NONE_TS, b.ts[fp], fg[fsid])
+        site_last = self._sensor_site[ls]
+        np.maximum.at(st.site_newest_ms, site_last, ls_ts)
+        np.maximum.at(st.site_alive_ms, site_last, np.maximum(ls_ts, clock_prev))
 
-        # chunks of evaluation points: (kind, inst, ts, c, d, value, arrival index)
+        # chunks of evaluation points: (kind, inst, ts, c, d, value, arrival index, mask); mask (None =
+        # all) marks the points that take part, so that the batch-size arrays of the common case (one
+        # rule of the kind per sensor) are filtered once, together with the relevance filter below
         chunks: list[tuple[Any, ...]] = []
 
-        n_sensors = len(self._sensor_site)
+        n_sensors = st.n_sensors
         bounds_cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
         def seg_bounds(seg_sid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -575,38 +787,65 @@ class RuleEngine:
                 bounds_cache[key] = (np.cumsum(cnt) - cnt, cnt)
             return bounds_cache[key]
 
-        def expand(kind: int, seg_sid: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
-            """Points of every (sensor, rule) pair of `kind`: positions into seg_sid and instances.
+        good_cache: list[tuple[np.ndarray, np.ndarray]] = []
 
-            Pairs are sorted by sensor, so with one rule per sensor covering every reading the
-            positions are the identity (None: no gather needed).
-            """
+        def good_rows() -> tuple[np.ndarray, np.ndarray]:
+            """Positions and sensors of the good readings (one array object per batch: seg_bounds keys
+            its cache on it)."""
+            if not good_cache:
+                gi = np.flatnonzero(good)
+                good_cache.append((gi, b.sid[gi]))
+            return good_cache[0]
+
+        def expand(kind: int, seg_sid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            """Points of every (sensor, rule) pair of `kind`: positions into seg_sid and instances
+            (pairs sorted by sensor: grouped by instance, in ts order inside)."""
             psid, pinst = self._pair_arr[kind]
             if len(psid) == 0 or len(seg_sid) == 0:
                 return np.zeros(0, _I64), np.zeros(0, _I64)
             starts, counts = seg_bounds(seg_sid)
             lo, lens = starts[psid], counts[psid]
-            inst = np.repeat(pinst, lens)
-            if self._pair_one[kind] and len(inst) == len(seg_sid):
-                return None, inst
-            return expand_ranges(lo, lens), inst
+            return expand_ranges(lo, lens), np.repeat(pinst.astype(_I64), lens)
 
-        def take(arr: np.ndarray, pts: np.ndarray | None) -> np.ndarray:
-            return arr if pts is None else arr[pts]
-
-        g_a = b.a[good] if not all_good else b.a
-        pts, inst = expand(_K_THRESHOLD, g_sid)
-        if len(inst):
-            v = take(g_val, pts)
-            c, d = folded_conditions(v, p["sign"][inst], p["above"][inst], p["below"][inst])
-            chunks.append((_K_THRESHOLD, inst, take(g_ts, pts), c, d, v, take(g_a, pts)))
-        pts, inst = expand(_K_QUALITY, b.sid)
-        if len(inst):
-            v = take(b.val, pts)
-            c = (take(b.q, pts) == _BAD) | np.isnan(v)
-            c |= p["has_range"][inst] & ((v < p["lo"][inst]) | (v > p["hi"][inst]))
-            chunks.append((_K_QUALITY, inst, take(b.ts, pts), c, ~c, v, take(b.a, pts)))
+        for kind in (_K_THRESHOLD, _K_QUALITY):
+            if not len(self._pair_arr[kind][0]):
+                continue
+            thr = kind == _K_THRESHOLD  # threshold: good readings only; quality: every reading
+            if self._pair_one[kind]:
+                inst = self._sensor_inst[kind][b.sid].astype(np.intp)
+                mask: np.ndarray | None = inst >= 0
+                if thr and not all_good:
+                    mask &= good
+                if mask.all():
+                    mask = None
+                elif not mask.any():
+                    continue
+                ts, v, a, q = b.ts, b.val, b.a, b.q
+            else:
+                if thr and not all_good:
+                    gi, g_sid = good_rows()
+                    pts, inst = expand(kind, g_sid)
+                    pts = gi[pts]
+                else:
+                    pts, inst = expand(kind, b.sid)
+                if not len(inst):
+                    continue
+                ts, v, a, q = b.ts[pts], b.val[pts], b.a[pts], b.q[pts]
+                mask = None
+            row = self._inst_row[inst].astype(np.intp)
+            if thr:
+                c, d = folded_conditions(v, p["sign"][row], p["above"][row], p["below"][row])
+            else:
+                c = (q == _BAD) | np.isnan(v)
+                c |= p["has_range"][row] & ((v < p["lo"][row]) | (v > p["hi"][row]))
+                d = ~c
+            chunks.append((kind, inst, ts, c, d, v, a, mask))
         if any(len(self._pair_arr[k][0]) for k in _WINDOWED):
+            if all_good:
+                g_sid, g_ts, g_val, g_a = b.sid, b.ts, b.val, b.a
+            else:
+                gi, g_sid = good_rows()
+                g_ts, g_val, g_a = b.ts[gi], b.val[gi], b.a[gi]
             chunks.extend(self._windowed(b, g_sid, g_ts, g_val, g_a))
 
         # --- multi-tag kinds (vote, expr) over the site stream
@@ -623,8 +862,8 @@ class RuleEngine:
             if kind == _K_VOTE:
                 n_trip = np.zeros(len(pts_r), np.int64)
                 n_out = np.zeros(len(pts_r), np.int64)
-                i0 = int(inst[0])  # one spec: the same constants for every instance
-                sign, above, below = p["sign"][i0], p["above"][i0], p["below"][i0]
+                r0 = int(self._inst_row[int(inst[0])])  # one spec: the same constants for every instance
+                sign, above, below = p["sign"][r0], p["above"][r0], p["below"][r0]
                 for t in spec.tags:
                     v = self._asof(b, t)[pts_r]
                     cm, dm = folded_conditions(v, sign, above, below)
@@ -635,34 +874,42 @@ class RuleEngine:
             else:
                 c = self._eval_expr(b, spec.expr, pts_r)  # type: ignore[arg-type]
                 d = ~c
-            chunks.append((kind, inst, rows.ts[pts_r], c, d, rows.val[pts_r], rows.a[pts_r]))
+            chunks.append((kind, inst, rows.ts[pts_r], c, d, rows.val[pts_r], rows.a[pts_r], None))
 
         if chunks:
             for ch in chunks:
                 if self._kind_gated.get(ch[0]):
                     self._apply_gates(b, ch)
-            if len(chunks) == 1:
-                _, inst, ts, c, d, v, _a = chunks[0]
-            else:
-                inst, ts, c, d, v = (np.concatenate([ch[k] for ch in chunks]) for k in range(1, 6))
             # Only instances that are active, in a raise-condition run, or have a `c` point in this
             # batch can produce a signal; the others (usually most) skip the kernel. Their carried
             # c-run stays "none" (no c point), and their d-run does not matter while inactive: the
             # point that raises breaks it.
             rel = st.active | (st.c_start_ms != NONE_TS)
-            rel[inst[c]] = True
-            keep = rel[inst]
-            if not keep.all():
-                inst, ts, c, d, v = inst[keep], ts[keep], c[keep], d[keep], v[keep]
-            res = delay_kernel(inst, ts, c, d, p["on"], p["off"], st.c_start_ms, st.d_start_ms, st.active)
+            for _, inst, _, c, _, _, _, mask in chunks:
+                rel[inst[c if mask is None else c & mask]] = True
+            parts = []
+            for _, inst, ts, c, d, v, _, mask in chunks:
+                keep = rel[inst]
+                if mask is not None:
+                    keep &= mask
+                if keep.all():
+                    parts.append((inst, ts, c, d, v))
+                else:
+                    k = np.flatnonzero(keep)
+                    parts.append((inst[k], ts[k], c[k], d[k], v[k]))
+            if len(parts) == 1:
+                inst, ts, c, d, v = parts[0]
+            else:
+                inst, ts, c, d, v = (np.concatenate([pt[k] for pt in parts]) for k in range(5))
+            row = self._inst_row[inst].astype(np.intp)
+            res = delay_kernel(inst, ts, c, d, p["on"][row], p["off"][row], st.c_start_ms, st.d_start_ms,
+                               st.active)
             st.c_start_ms[res.inst] = res.c_start_ms
             st.d_start_ms[res.inst] = res.d_start_ms
             st.active[res.inst] = res.active
             ep = res.event_pos
-            meta, sig = self._meta, self._sig
-            for i, t, x, is_raise in zip(inst[ep].tolist(), ts[ep].tolist(), v[ep].tolist(),
-                                         res.event_raise.tolist()):
-                out.append(sig(meta[i], t, x, is_raise))
+            if len(ep):
+                self._delay_signals(inst[ep], ts[ep], v[ep], res.event_raise, out)
 
         self._stale_in_batch(b, alive_prev, site_newest_prev, clock_prev, out)
         if len(self._sstale_meta):
@@ -670,10 +917,25 @@ class RuleEngine:
         if self._il_groups:
             self._interlocks(b, out)
 
+    def _delay_signals(
+        self, inst: np.ndarray, ts: np.ndarray, v: np.ndarray, is_raise: np.ndarray, out: list[tuple[Any, ...]],
+    ) -> None:
+        """Signals of delay instances (what _sig does, without a _Meta per signal: hundreds per batch)."""
+        sites, row_meta = self._sites, self._row_meta
+        for si, r, t, x, up in zip(self._inst_site[inst].tolist(), self._inst_row[inst].tolist(), ts.tolist(),
+                                   v.tolist(), is_raise.tolist()):
+            pos, spec, tag = row_meta[r]
+            site = sites[si]
+            # positional: Signal(site, tag, rule_id, severity, kind, ts_ms, value, message, detail)
+            out.append((t, site, pos, tag, 0 if up else 1, Signal(
+                site, tag, spec.id, spec.severity, _RAISE if up else _CLEAR, t, x, spec.message, "")))
+
     def _apply_gates(self, b: _Batch, ch: tuple[Any, ...]) -> None:
         """`when` gates: c &= gate, d |= not gate, with the gate evaluated as of each point."""
-        _, inst, _, c, d, _, a = ch
-        gate = self._p["gate"][inst]
+        _, inst, _, c, d, _, a, mask = ch
+        gate = self._p["gate"][self._inst_row[inst]]
+        if mask is not None:
+            gate = np.where(mask, gate, -1)
         srow_of_a = b.site_rows().row_of_a
         for g in np.unique(gate[gate >= 0]).tolist():
             sel = np.flatnonzero(gate == g)
@@ -722,8 +984,9 @@ class RuleEngine:
             pts = expand_ranges(hi - n_new, n_new)
             if not len(pts):
                 continue
-            inst = np.repeat(pinst, n_new)
-            window = p["window"][inst]
+            inst = np.repeat(pinst.astype(_I64), n_new)
+            row = self._inst_row[inst]
+            window = p["window"][row]
             j = np.maximum(np.searchsorted(e_key, e_key[pts] - window, "left"), e_seg_lo[pts])
             t_i, v_i = e_ts[pts], e_val[pts]
             if kind == _K_RATE:
@@ -735,12 +998,12 @@ class RuleEngine:
                 with np.errstate(divide="ignore", invalid="ignore"):
                     rate = (v_i - e_val[jr]) / (t_i - e_ts[jr]) * 60000.0
                 rate[~ok] = np.nan
-                c, d = folded_conditions(rate, p["sign"][inst], p["above"][inst], p["below"][inst])
+                c, d = folded_conditions(rate, p["sign"][row], p["above"][row], p["below"][row])
             elif kind == _K_FLATLINE:
                 if spread is None:
                     spread = SparseRange(e_val)
                 ok = (t_i - st.sensor_first_good_ts_ms[e_sid[pts]]) >= window
-                c = ok & (spread.spread(j, pts) <= p["eps"][inst])
+                c = ok & (spread.spread(j, pts) <= p["eps"][row])
                 d = ok & ~c
             else:
                 # evaluable only once the sensor's history covers the whole window (no forecast from
@@ -752,10 +1015,10 @@ class RuleEngine:
                 m = sub[e_sid]
                 sub_idx = np.cumsum(m) - 1
                 prefix = _trend_prefix(e_sid[m], e_ts[m], e_val[m])
-                c, d = _trend_conditions(prefix, sub_idx[j], sub_idx[pts], t_i, inst, p)
+                c, d = _trend_conditions(prefix, sub_idx[j], sub_idx[pts], t_i, row, p)
                 c &= covered
                 d &= covered
-            chunks.append((kind, inst, t_i, c, d, v_i, e_a[pts]))
+            chunks.append((kind, inst, t_i, c, d, v_i, e_a[pts], None))
         # keep the tail each sensor can still need: ts >= last good ts - longest window
         last_good_ts = np.full(len(self._maxwin), NONE_TS, _I64)
         el = segment_last(e_sid)
@@ -815,7 +1078,7 @@ class RuleEngine:
         """Per-tag stale: gaps closed by this batch's readings raise at alive + timeout (if the site clock
         passed it before the next reading) and clear at the next reading; carried stale alarms clear."""
         sa = self._stale_arr
-        if not len(sa["sid"]):
+        if not len(sa.get("sid", ())):
             return
         st = self._st
         n = len(b.sid)
@@ -837,7 +1100,7 @@ class RuleEngine:
             carried = first[rk] & st.stale_active[si]
             gap = ~carried & (clock[rk] > due)
             for j in np.flatnonzero(gap | carried).tolist():
-                mt = self._stale_meta[int(si[j])]
+                mt = self._stale_inst_meta(int(si[j]))
                 if gap[j]:
                     out.append(self._sig(mt, int(due[j]), float("nan"), True))
                 r = int(rk[j])
@@ -956,7 +1219,7 @@ class RuleEngine:
             due = np.where(has, last, 0) + sa["timeout"]
             fire = has & ~st.stale_active[:n] & (site_clock[sa["site"]] > due)
             for k in np.flatnonzero(fire).tolist():
-                out.append(self._sig(self._stale_meta[k], int(due[k]), float("nan"), True))
+                out.append(self._sig(self._stale_inst_meta(k), int(due[k]), float("nan"), True))
             st.stale_active[:n] |= fire
         if len(self._sstale_meta):
             alive = st.site_alive_ms[self._ss_site]
@@ -1109,8 +1372,37 @@ class RuleEngine:
 
     @staticmethod
     def _sorted(out: list[tuple[Any, ...]]) -> list[Signal]:
-        out.sort(key=lambda x: x[:5])
+        out.sort(key=_SIG_ORDER)
         return [x[5] for x in out]
+
+
+def _walk_to_good(pos: np.ndarray, stop: np.ndarray, good: np.ndarray, step: int) -> np.ndarray:
+    """Move each position by `step` until it is on a good reading, not past `stop` (then -1)."""
+    pos = pos.copy()
+    todo = np.flatnonzero(~good[pos])
+    while len(todo):
+        pos[todo] += step
+        out = (pos[todo] < stop[todo]) if step < 0 else (pos[todo] > stop[todo])
+        pos[todo[out]] = -1
+        todo = todo[~out]
+        todo = todo[~good[pos[todo]]]
+    return pos
+
+
+def _sensor_order(sid: np.ndarray, n_sensors: int) -> np.ndarray:
+    """Stable argsort of sensor ids (ties keep arrival order).
+
+    Arrival order is usually a few long runs of ascending ids (each second or message lists its sensors
+    in the same order): timsort merges the runs in a fraction of a radix sort. Otherwise a 16-bit radix
+    sort (two passes, low half first, above 65 536 sensors).
+    """
+    n = len(sid)
+    if n < 2 or np.count_nonzero(sid[1:] < sid[:-1]) <= n >> 7:
+        return np.argsort(sid, kind="stable")
+    if n_sensors <= 1 << 16:
+        return np.argsort(sid.astype(np.uint16), kind="stable")
+    o = np.argsort((sid & 0xFFFF).astype(np.uint16), kind="stable")
+    return o[np.argsort((sid[o] >> 16).astype(np.uint16), kind="stable")]
 
 
 def _eval_scalar(e: Expr, value: Any) -> bool:
@@ -1151,7 +1443,7 @@ def _trend_prefix(e_sid: np.ndarray, e_ts: np.ndarray, e_val: np.ndarray) -> dic
 
 
 def _trend_conditions(
-    pf: dict[str, np.ndarray], j: np.ndarray, i: np.ndarray, t_i: np.ndarray, inst: np.ndarray,
+    pf: dict[str, np.ndarray], j: np.ndarray, i: np.ndarray, t_i: np.ndarray, row: np.ndarray,
     p: dict[str, np.ndarray],
 ) -> tuple[np.ndarray, np.ndarray]:
     n = (i - j + 1).astype(np.float64)
@@ -1165,11 +1457,11 @@ def _trend_conditions(
     with np.errstate(divide="ignore", invalid="ignore"):
         slope = cxy / cxx
         icpt = (s["y"] - slope * s["x"]) / n
-        xh = (t_i + p["horizon"][inst] - pf["origin_ms"][i]) / 1000.0
+        xh = (t_i + p["horizon"][row] - pf["origin_ms"][i]) / 1000.0
         forecast = icpt + slope * xh + pf["y0"][i]
         r2 = cxy * cxy / (cxx * cyy)
-    cf = forecast * p["sign"][inst] > p["above"][inst]  # forecast op limit (no deadband for trend)
-    c = ok & ~flat & cf & (r2 >= p["min_r2"][inst])
+    cf = forecast * p["sign"][row] > p["above"][row]  # forecast op limit (no deadband for trend)
+    c = ok & ~flat & cf & (r2 >= p["min_r2"][row])
     return c, ok & ~c
 
 
@@ -1186,7 +1478,7 @@ class _Rows:
         a = a[o]
         sid = b.sid[m][o]
         ts = b.ts[m][o]
-        site = b.site_of_sid[sid]
+        site = b.site_of_sid[sid].astype(_I64)
         if len(ts):
             t0 = int(ts.min())
             span = int(ts.max()) - t0 + 1
@@ -1196,7 +1488,7 @@ class _Rows:
         self.a = a[order]
         self.site = site[order]
         self.ts = ts[order]
-        self.tag = b.tag_of_sid[sid[order]]
+        self.tag = b.tag_of_sid[sid[order]].astype(_I64)
         self.val = b.val[m][o][order]
         self.good = b.good[m][o][order]
         self.row_of_a = np.full(b.n_arrival, -1, _I64)

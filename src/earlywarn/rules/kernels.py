@@ -155,8 +155,8 @@ def delay_kernel(
     """The one shared on-delay / off-delay / alternation kernel.
 
     Points are grouped contiguously by `inst` and in event-time order inside each group; `c` and `d`
-    are mutually exclusive. `on_delay_ms`/`off_delay_ms` and the `*_prev` arrays are indexed by
-    instance id. A point is *raise-eligible* when `c` held over the whole current run of `c` and the
+    are mutually exclusive. `on_delay_ms`/`off_delay_ms` are per point (the delays of each point's
+    instance); the `*_prev` arrays are indexed by instance id. A point is *raise-eligible* when `c` held over the whole current run of `c` and the
     run has lasted at least `on_delay_ms` (the run may have started in an earlier batch: its start is
     carried); *clear-eligible* likewise for `d` and `off_delay_ms`. Because a raise point is never a
     `d` point (and vice versa), eligibility does not depend on the alarm state, and the actual events
@@ -191,8 +191,8 @@ def delay_kernel(
     c_start = run_start(c, c_start_prev_ms)
     d_start = run_start(d, d_start_prev_ms)
     # zero delays (the common case for many rules) need no duration check at all
-    elig_r = c & (ts_ms - c_start >= on_delay_ms[inst]) if on_delay_ms[seg_inst].any() else c
-    elig_d = d & (ts_ms - d_start >= off_delay_ms[inst]) if off_delay_ms[seg_inst].any() else d
+    elig_r = c & (ts_ms - c_start >= on_delay_ms) if on_delay_ms.any() else c
+    elig_d = d & (ts_ms - d_start >= off_delay_ms) if off_delay_ms.any() else d
 
     e = np.flatnonzero(elig_r | elig_d)
     typ = elig_r[e]

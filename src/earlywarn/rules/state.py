@@ -21,9 +21,11 @@ _I64 = np.int64
 
 
 def _grow(a: np.ndarray, n: int, fill: Any) -> np.ndarray:
+    """`a` with room for at least n entries (new ones = fill). Grows by half (amortized O(1) per entry,
+    at most a third of the buffer unused); a first bulk registration allocates exactly n."""
     if len(a) >= n:
         return a
-    out = np.full(max(n, 2 * len(a), 16), fill, dtype=a.dtype)
+    out = np.full(max(n, len(a) + len(a) // 2, 16 if len(a) else 0), fill, dtype=a.dtype)
     out[: len(a)] = a
     return out
 
@@ -32,7 +34,8 @@ def _grow(a: np.ndarray, n: int, fill: Any) -> np.ndarray:
 class EngineState:
     """Everything the engine remembers between batches.
 
-    Sensors are (site, tag) pairs seen in readings, numbered in order of first appearance.
+    Sensors are (site, tag) pairs seen in readings, numbered in order of first appearance (the engine
+    keeps their names as integer codes; per-sensor arrays have spare capacity beyond `n_sensors`).
     Delay instances (threshold, rate, flatline, quality, trend, vote, expr) are numbered by the engine at
     construction; per-tag stale instances per (site, rule, tag) as sensors appear; site-wide stale
     instances (tag "*") per (site, rule) at construction; interlocks per (site, rule).
@@ -40,7 +43,7 @@ class EngineState:
 
     clock_ms: int = NONE_TS  # the engine clock: max of every now_ms passed in
     # sensors
-    sensor_keys: list[tuple[str, str]] = field(default_factory=list)
+    n_sensors: int = 0
     sensor_last_ts_ms: np.ndarray = field(default_factory=lambda: np.zeros(0, _I64))
     sensor_last_good: np.ndarray = field(default_factory=lambda: np.zeros(0))
     sensor_first_good_ts_ms: np.ndarray = field(default_factory=lambda: np.zeros(0, _I64))
@@ -68,10 +71,10 @@ class EngineState:
     hist_ts_ms: np.ndarray = field(default_factory=lambda: np.zeros(0, _I64))
     hist_value: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
-    def add_sensor(self, site: str, tag: str) -> int:
-        sid = len(self.sensor_keys)
-        self.sensor_keys.append((site, tag))
-        n = sid + 1
+    def add_sensors(self, k: int) -> int:
+        """Room for k new sensors; returns the first new id."""
+        sid = self.n_sensors
+        n = self.n_sensors = sid + k
         self.sensor_last_ts_ms = _grow(self.sensor_last_ts_ms, n, NONE_TS)
         self.sensor_last_good = _grow(self.sensor_last_good, n, np.nan)
         self.sensor_first_good_ts_ms = _grow(self.sensor_first_good_ts_ms, n, NONE_TS)
@@ -84,11 +87,10 @@ class EngineState:
     # --- snapshot -------------------------------------------------------------------------------
 
     def to_bytes(self, meta: dict[str, Any]) -> bytes:
-        """Serialize to an npz archive; `meta` carries the engine's instance keys (JSON-able)."""
-        n = len(self.sensor_keys)
+        """Serialize to an npz archive; `meta` carries the engine's sensor and instance keys (JSON-able)."""
+        n = self.n_sensors
         doc = {
             "clock_ms": self.clock_ms,
-            "sensor_keys": self.sensor_keys,
             "il_pending": {str(k): v for k, v in self.il_pending.items()},
             **meta,
         }
