@@ -83,6 +83,13 @@ class Split:
     maxima: pl.DataFrame  # (site, tag, max_ts) of the fresh readings: the sequencer's new high-water marks
 
 
+def _per_sensor(frame: pl.DataFrame) -> pl.DataFrame:
+    ts = pl.col("ts_ms")
+    return frame.group_by(["site", "tag"]).agg(
+        ts.min().alias("min_ts"), ts.max().alias("max_ts"), pl.len().alias("n"), ts.n_unique().alias("distinct")
+    )
+
+
 class Sequencer:
     """Per-sensor high-water marks of stored event time.
 
@@ -105,32 +112,35 @@ class Sequencer:
         if n == 0:
             empty = ReadingBatch.empty()
             return Split(empty, empty, 0, pl.DataFrame(schema={"site": pl.String, "tag": pl.String, "max_ts": pl.Int64}))
-        # Equal keys have equal hashes, so "every hash distinct" proves "no copies" cheaply; only when some
-        # hash repeats do we pay for the exact (string) comparison.
-        if frame.select(_KEY).hash_rows().is_first_distinct().all():
-            deduped = frame
-        else:
+        # One group-by answers the common case whole: per sensor the oldest ts (fresh or not), the newest
+        # (the new high-water mark) and whether any ts repeats (count != distinct count: an in-batch copy).
+        # Only a batch holding copies or readings at/before a mark pays for a second pass.
+        sensors = _per_sensor(frame)
+        if (sensors.get_column("n") != sensors.get_column("distinct")).any():
             deduped = frame.unique(subset=_KEY, keep="first", maintain_order=True)
-        dups = n - deduped.height
-        sensors = deduped.group_by(["site", "tag"]).agg(pl.col("ts_ms").min().alias("min_ts"))
-        last = self._last
-        site_col = sensors.get_column("site").to_list()
-        tag_col = sensors.get_column("tag").to_list()
-        # one dict look-up per sensor in the batch, not per reading
-        marks = [last.get(k) for k in zip(site_col, tag_col)]
-        sensors = sensors.with_columns(pl.Series("last_ts", marks, dtype=pl.Int64))
-        if sensors.get_column("last_ts").is_null().all() or (
-            (sensors.get_column("min_ts") > sensors.get_column("last_ts")).fill_null(True).all()
-        ):
-            # common case: every reading is later than what is stored
-            fresh_frame = deduped
-            dup_frame = deduped.clear()
+            sensors = _per_sensor(deduped)
         else:
-            joined = deduped.join(sensors.select("site", "tag", "last_ts"), on=["site", "tag"], how="left",
-                                  maintain_order="left")
-            is_fresh = joined.get_column("last_ts").is_null() | (joined.get_column("ts_ms") > joined.get_column("last_ts"))
-            fresh_frame = deduped.filter(is_fresh)
-            dup_frame = deduped.filter(~is_fresh)
+            deduped = frame
+        dups = n - deduped.height
+        last = self._last
+        last_ts = None
+        if last:
+            # one dict look-up per sensor in the batch, not per reading
+            marks = [last.get(k) for k in zip(sensors.get_column("site").to_list(), sensors.get_column("tag").to_list())]
+            last_ts = pl.Series("last_ts", marks, dtype=pl.Int64)
+            all_fresh = bool((sensors.get_column("min_ts") > last_ts).fill_null(True).all())
+        else:
+            all_fresh = True
+        if all_fresh:
+            # common case: every reading is later than what is stored
+            return Split(ReadingBatch(deduped), ReadingBatch(deduped.clear()), dups,
+                         sensors.select("site", "tag", "max_ts"))
+        assert last_ts is not None  # not all fresh: some sensor has a mark
+        joined = deduped.join(sensors.select("site", "tag").with_columns(last_ts), on=["site", "tag"], how="left",
+                              maintain_order="left")
+        is_fresh = joined.get_column("last_ts").is_null() | (joined.get_column("ts_ms") > joined.get_column("last_ts"))
+        fresh_frame = deduped.filter(is_fresh)
+        dup_frame = deduped.filter(~is_fresh)
         maxima = fresh_frame.group_by(["site", "tag"]).agg(pl.col("ts_ms").max().alias("max_ts"))
         return Split(ReadingBatch(fresh_frame), ReadingBatch(dup_frame), dups, maxima)
 
