@@ -297,8 +297,10 @@ class RuleEngine:
         self._pair_new: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {k: [] for k in _SINGLE_KINDS.values()}
         self._pair_arr: dict[int, tuple[np.ndarray, np.ndarray]] = {
             k: (np.zeros(0, _I32), np.zeros(0, _I32)) for k in _SINGLE_KINDS.values()}
-        self._pair_one: dict[int, bool] = {k: True for k in _SINGLE_KINDS.values()}
-        self._sensor_inst: dict[int, np.ndarray] = {}  # kinds with <= 1 pair per sensor: sensor -> inst (-1)
+        # threshold and quality: sensor -> its first instance of the kind (-1: none), and the other pairs
+        # of sensors with several rules of the kind
+        self._sensor_inst: dict[int, np.ndarray] = {}
+        self._pair_extra: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         # per-tag stale instances: sensor and entry in _stale_ents
         self._stale_sid = np.zeros(0, _I32)
         self._stale_ent = np.zeros(0, _I32)
@@ -417,15 +419,15 @@ class RuleEngine:
             o = np.argsort(ps, kind="stable")  # by sensor: expansions come out in sensor order
             ps, pi = ps[o], pi[o]
             self._pair_arr[k] = (ps, pi)
-            self._pair_one[k] = len(ps) < 2 or not bool(np.any(ps[1:] == ps[:-1]))
             self._sensor_inst.pop(k, None)
-        for k, (ps, pi) in self._pair_arr.items():
-            if self._pair_one[k] and len(ps):
-                si = self._sensor_inst.get(k)
-                if si is None or len(si) < n_sensors:
-                    si = np.full(n_sensors, -1, _I32)
-                    si[ps] = pi
-                    self._sensor_inst[k] = si
+        for k in (_K_THRESHOLD, _K_QUALITY):  # per-reading kinds: the first pair of each sensor by a map
+            ps, pi = self._pair_arr[k]
+            if len(ps) and (k not in self._sensor_inst or len(self._sensor_inst[k]) < n_sensors):
+                first = segment_first(ps)
+                si = np.full(n_sensors, -1, _I32)
+                si[ps[first]] = pi[first]
+                self._sensor_inst[k] = si
+                self._pair_extra[k] = (ps[~first], pi[~first])
         if self._stale_new:
             self._stale_sid = np.concatenate([self._stale_sid] + [a for a, _ in self._stale_new])
             self._stale_ent = np.concatenate([self._stale_ent] + [b for _, b in self._stale_new])
@@ -797,10 +799,10 @@ class RuleEngine:
                 good_cache.append((gi, b.sid[gi]))
             return good_cache[0]
 
-        def expand(kind: int, seg_sid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            """Points of every (sensor, rule) pair of `kind`: positions into seg_sid and instances
-            (pairs sorted by sensor: grouped by instance, in ts order inside)."""
-            psid, pinst = self._pair_arr[kind]
+        def expand(pairs: tuple[np.ndarray, np.ndarray], seg_sid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            """Points of every (sensor, instance) pair: positions into seg_sid and instances (pairs
+            sorted by sensor: grouped by instance, in ts order inside)."""
+            psid, pinst = pairs
             if len(psid) == 0 or len(seg_sid) == 0:
                 return np.zeros(0, _I64), np.zeros(0, _I64)
             starts, counts = seg_bounds(seg_sid)
@@ -811,35 +813,24 @@ class RuleEngine:
             if not len(self._pair_arr[kind][0]):
                 continue
             thr = kind == _K_THRESHOLD  # threshold: good readings only; quality: every reading
-            if self._pair_one[kind]:
-                inst = self._sensor_inst[kind][b.sid].astype(np.intp)
-                mask: np.ndarray | None = inst >= 0
-                if thr and not all_good:
-                    mask &= good
-                if mask.all():
-                    mask = None
-                elif not mask.any():
-                    continue
-                ts, v, a, q = b.ts, b.val, b.a, b.q
-            else:
+            # each sensor's first rule of the kind: reading order, no expansion, a mask
+            inst = self._sensor_inst[kind][b.sid].astype(np.intp)
+            mask: np.ndarray | None = inst >= 0
+            if thr and not all_good:
+                mask &= good
+            if mask.all():
+                mask = None
+            if mask is None or mask.any():
+                chunks.append(self._single_chunk(kind, inst, b.ts, b.val, b.a, b.q, mask))
+            if len(self._pair_extra[kind][0]):  # further rules of the kind on a sensor: expanded by pair
                 if thr and not all_good:
                     gi, g_sid = good_rows()
-                    pts, inst = expand(kind, g_sid)
+                    pts, inst = expand(self._pair_extra[kind], g_sid)
                     pts = gi[pts]
                 else:
-                    pts, inst = expand(kind, b.sid)
-                if not len(inst):
-                    continue
-                ts, v, a, q = b.ts[pts], b.val[pts], b.a[pts], b.q[pts]
-                mask = None
-            row = self._inst_row[inst].astype(np.intp)
-            if thr:
-                c, d = folded_conditions(v, p["sign"][row], p["above"][row], p["below"][row])
-            else:
-                c = (q == _BAD) | np.isnan(v)
-                c |= p["has_range"][row] & ((v < p["lo"][row]) | (v > p["hi"][row]))
-                d = ~c
-            chunks.append((kind, inst, ts, c, d, v, a, mask))
+                    pts, inst = expand(self._pair_extra[kind], b.sid)
+                if len(inst):
+                    chunks.append(self._single_chunk(kind, inst, b.ts[pts], b.val[pts], b.a[pts], b.q[pts], None))
         if any(len(self._pair_arr[k][0]) for k in _WINDOWED):
             if all_good:
                 g_sid, g_ts, g_val, g_a = b.sid, b.ts, b.val, b.a
@@ -916,6 +907,21 @@ class RuleEngine:
             self._site_stale_in_batch(b, alive_prev, site_alive_prev, site_newest_prev, clock_prev, out)
         if self._il_groups:
             self._interlocks(b, out)
+
+    def _single_chunk(
+        self, kind: int, inst: np.ndarray, ts: np.ndarray, v: np.ndarray, a: np.ndarray, q: np.ndarray,
+        mask: np.ndarray | None,
+    ) -> tuple[Any, ...]:
+        """Conditions of threshold (c = v op limit, d = past the deadband) or quality points."""
+        p = self._p
+        row = self._inst_row[inst].astype(np.intp)
+        if kind == _K_THRESHOLD:
+            c, d = folded_conditions(v, p["sign"][row], p["above"][row], p["below"][row])
+        else:
+            c = (q == _BAD) | np.isnan(v)
+            c |= p["has_range"][row] & ((v < p["lo"][row]) | (v > p["hi"][row]))
+            d = ~c
+        return (kind, inst, ts, c, d, v, a, mask)
 
     def _delay_signals(
         self, inst: np.ndarray, ts: np.ndarray, v: np.ndarray, is_raise: np.ndarray, out: list[tuple[Any, ...]],
@@ -1131,18 +1137,24 @@ class RuleEngine:
         prev[1:] = np.maximum(b.ts[:-1], clock_prev)
         prev[first] = alive_prev[b.sid[first]]
         n_sites = len(self._sites)
-        site_min_ts = np.full(n_sites, np.iinfo(_I64).max, _I64)
-        np.minimum.at(site_min_ts, site, b.ts)
-        base = np.where(site_alive_prev[site] != NONE_TS, site_alive_prev[site], site_min_ts[site])
         clk = np.maximum(np.maximum(clock_prev, site_newest_prev[site]), b.ts)
-        new_sensor = prev == NONE_TS
-        cand = has & np.where(new_sensor, b.ts > base + min_to, clk > prev + min_to)
+        cand = has & (clk > prev + min_to)  # (a new sensor's NONE_TS prev is replaced below)
+        fpos = np.flatnonzero(first)
+        new_sensor = fpos[prev[fpos] == NONE_TS]  # only a sensor's first reading can have no sign of life
+        if len(new_sensor):
+            # a new sensor of a site: a gap if it starts more than the timeout after the site's sign of
+            # life (or the site's first reading in this batch: readings are ts-ascending per sensor)
+            site_min_ts = np.full(n_sites, np.iinfo(_I64).max, _I64)
+            np.minimum.at(site_min_ts, site[fpos], b.ts[fpos])
+            ns_site = site[new_sensor]
+            base = np.where(site_alive_prev[ns_site] != NONE_TS, site_alive_prev[ns_site], site_min_ts[ns_site])
+            cand[new_sensor] = has[new_sensor] & (b.ts[new_sensor] > base + min_to[new_sensor])
         cand_sites = np.zeros(n_sites, bool)
         cand_sites[site[cand]] = True
         act = st.site_stale_active | st.site_stale_gated
         cand_sites[self._ss_site[act]] = True
         seen = np.zeros(n_sites, bool)
-        seen[site] = True
+        seen[site[fpos]] = True
         cand_sites &= seen
         if cand_sites.any():
             m = np.flatnonzero(cand_sites[site])
