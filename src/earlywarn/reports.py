@@ -30,12 +30,13 @@ Conventions shared by every report (product.md §9, made exact here):
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import decimal
 import json
 import math
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,7 @@ from typing import Any
 import duckdb
 import numpy as np
 import polars as pl
+import pyarrow as pa
 
 from earlywarn.config import DEFAULT_DEADLINES
 from earlywarn.errors import EarlywarnError
@@ -149,6 +151,26 @@ def _arrow(con: duckdb.DuckDBPyConnection, sql: str, params: Mapping[str, Any]) 
         return cur.sql(sql, params={k: params[k] for k in names}).to_arrow_table()
     finally:
         cur.close()
+
+
+@contextlib.contextmanager
+def _snapshot(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A cursor (see :func:`_cursor`) inside one transaction: every query on it sees the same snapshot,
+    even while the engine writes through ``con``. Reports only read; the transaction is rolled back."""
+    cur = _cursor(con)
+    try:
+        cur.begin()
+        yield cur
+    finally:
+        with contextlib.suppress(duckdb.Error):
+            cur.rollback()
+        cur.close()
+
+
+def _run(cur: duckdb.DuckDBPyConnection, sql: str, params: Mapping[str, Any]) -> duckdb.DuckDBPyRelation:
+    """One named query on a cursor, binding exactly the parameters it names."""
+    names = cur.extract_statements(sql)[0].named_parameters
+    return cur.sql(sql, params={k: params[k] for k in names})
 
 
 def _frame(rel: duckdb.DuckDBPyRelation) -> pl.DataFrame:
@@ -273,6 +295,56 @@ WHERE ack_ms IS NOT NULL OR close_ms IS NOT NULL
 """
 )
 
+#: The fast path's group codes: per group name, ("dim", column, order) — the column's value ranked among
+#: the cohort's distinct values in the report's sort order (a join with that short list, in SQL) — or
+#: ("bucket", "", "") — the bucket number of raised_at, computed in numpy (:func:`_bucket_code`).
+_GROUP_CODES: dict[str, tuple[str, str, str]] = {
+    "site": ("dim", "site", "v"),
+    "plant": ("dim", "plant", "v"),
+    "district": ("dim", "district", "v"),
+    "rule": ("dim", "rule_id", "v"),
+    "severity": ("dim", "severity", "CASE v WHEN 'red' THEN 0 WHEN 'orange' THEN 1 WHEN 'yellow' THEN 2 ELSE 3 END, v"),
+    "day": ("bucket", "", ""),
+    "week": ("bucket", "", ""),
+    "month": ("bucket", "", ""),
+}  # fmt: skip
+
+_COHORT_WHERE = "raised_at >= $since AND raised_at < $until AND raised_at <= $as_of"
+
+# The distinct values of one group column over the cohort, in the report's order ({column}, {order}
+# from _GROUP_CODES).
+_CLOSURE_DIM_SQL = (
+    "SELECT list(v ORDER BY {order}) AS vals FROM (SELECT DISTINCT {column} AS v FROM alarms WHERE "
+    + _COHORT_WHERE
+    + ")"
+)
+
+# One row per alarm of the cohort: its group codes ({codes}: "d0.c AS g0, <bucket> AS g1, "; {joins}: one
+# join per ranked column with its list bound as $d0 ...) and the raw times the state at as_of needs. The
+# per-alarm logic (acked / closed by as_of, on time, due, overdue, durations) runs in numpy
+# (_closure_counts): as SQL expressions it cost more than the scan. Never acked / closed is +infinity.
+_CLOSURE_ROWS_SQL = (
+    """
+SELECT {codes}
+       raised_at,
+       coalesce(acked_at, 'infinity'::TIMESTAMPTZ)   AS acked_at,
+       coalesce(closed_at, 'infinity'::TIMESTAMPTZ)  AS closed_at,
+       """
+    + _ACK_DUE
+    + """ AS ack_due,
+       """
+    + _CLOSE_DUE
+    + """ AS close_due,
+       coalesce(disposition IN ('false_alarm', 'instrument_fault'), false) AS false_alarm
+FROM alarms{joins}
+WHERE """
+    + _COHORT_WHERE
+    + "\n"
+)
+_CLOSURE_DIM_JOIN = (
+    "\nJOIN (SELECT unnest(${d}) AS v, (generate_subscripts(${d}, 1) - 1)::INTEGER AS c) {d} ON {d}.v = alarms.{column}"
+)
+
 CLOSURE_COLUMNS: tuple[str, ...] = (
     "raised", "due", "pending", "closed", "closure_rate", "acked_on_time", "on_time_ack_rate",
     "on_time_close_rate", "median_ack_s", "p90_ack_s", "median_close_s", "p90_close_s", "overdue",
@@ -283,45 +355,63 @@ CLOSURE_COLUMNS: tuple[str, ...] = (
 #: Tests set this to compare the numpy quantiles with DuckDB's quantile_cont on the same data.
 _SQL_QUANTILES = False
 _NONE = -(2**63) + 1  # "no duration" sentinel, below any real one
-_VALUE_BITS = 40  # durations below 2^40 ms (34 years) pack beside the group number into one int64
 
 
-def _sorted_by_group(gid: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """``values`` ordered by (gid, value): one int64 sort of packed keys when they fit, else a lexsort."""
-    if values.size == 0:
-        return values
-    if values.min() >= 0 and values.max() < (1 << _VALUE_BITS) and gid.max() < (1 << (63 - _VALUE_BITS)):
-        key = (gid << _VALUE_BITS) | values
-        key.sort()
-        return key & ((1 << _VALUE_BITS) - 1)
-    return values[np.lexsort((values, gid))]  # a negative or huge duration: slower, same answer
-
-
-def _group_quantiles(gid: np.ndarray, values: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
-    """Exact ``quantile_cont`` at 0.5 and 0.9 of ``values`` (ms) per group, in seconds; NaN for no value.
+def _group_quantiles(
+    gid: np.ndarray, values: np.ndarray, n_groups: int, unit: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact ``quantile_cont`` at 0.5 and 0.9 of ``values // unit`` (ms; :data:`_NONE` = no value) per
+    group, in seconds; NaN for a group without values.
 
     Same definition as DuckDB's: position ``(n - 1) q``, linear interpolation between its floor and
     ceiling ranks. DuckDB's holistic aggregate costs ~50 ns per value and group state (4-5 s for ack and
     close over 10 M alarms on two cores); one sort of packed (group, value) integers costs a fraction.
+    Each group's values end up contiguous and ordered; :data:`_NONE` packs as the largest value, after
+    every real one, so no filtering pass is needed, and two binary searches find each group's bounds.
+    ``// unit`` (truncating, as DuckDB's) keeps the order, so it is applied to the chosen values only.
     """
-    keep = values != _NONE
-    g, v = gid[keep], values[keep]
-    counts = np.bincount(g, minlength=n_groups)
-    ordered = _sorted_by_group(g, v)
-    starts = np.cumsum(counts) - counts
+    valid = values != _NONE
+    v_max = int(values.max()) if values.size else _NONE  # _NONE is below every real value
+    bits = (v_max + 1).bit_length() if v_max >= 0 else 64
+    if n_groups.bit_length() + bits <= 63 and np.min(values, where=valid, initial=0) >= 0:
+        top = (1 << bits) - 1  # above every value
+        key = np.where(valid, values, top)
+        key |= gid << bits
+        key.sort()
+        first = np.arange(n_groups, dtype=np.int64) << bits
+        starts = np.searchsorted(key, first)
+        counts = np.searchsorted(key, first | top) - starts
+        key_mask = top
+    else:  # no value, a negative duration (clock skew) or huge ones: filter, then sort by (group, value)
+        g, v = gid[valid], values[valid]
+        counts = np.bincount(g, minlength=n_groups)
+        starts = np.cumsum(counts) - counts
+        key = v[np.lexsort((v, g))]
+        key_mask = -1
     has = counts > 0
     out = []
     for q in (0.5, 0.9):
         pos = (counts - 1) * q
         lo = np.floor(pos).astype(np.int64)
         hi = np.minimum(lo + 1, counts - 1)
-        if ordered.size == 0:
+        if key.size == 0:
             out.append(np.full(n_groups, np.nan))
             continue
-        v_lo = ordered[np.where(has, starts + lo, 0)].astype(np.float64)
-        v_hi = ordered[np.where(has, starts + hi, 0)].astype(np.float64)
+        v_lo = _div_toward_zero(key[np.where(has, starts + lo, 0)] & key_mask, unit).astype(np.float64)
+        v_hi = _div_toward_zero(key[np.where(has, starts + hi, 0)] & key_mask, unit).astype(np.float64)
         out.append(np.where(has, (v_lo + (v_hi - v_lo) * (pos - lo)) / 1000.0, np.nan))
     return out[0], out[1]
+
+
+def _div_toward_zero(a: np.ndarray, d: int) -> np.ndarray:
+    """``a // d`` truncated toward 0, as DuckDB's integer ``//`` (numpy's floors)."""
+    if d == 1:
+        return a
+    q = a // d
+    if a.size and a.min() < 0:
+        neg = (a < 0) & (q * d != a)
+        q[neg] += 1
+    return q
 
 
 def _check_groups(by: Sequence[str]) -> tuple[str, ...]:
@@ -361,42 +451,195 @@ def closure(
     ``false_alarm_share`` = closed with disposition ``false_alarm`` or ``instrument_fault`` over closed.
     """
     by = _check_groups(by)
+    params = _window(since_ms, until_ms, as_of_ms) | {"none": _NONE}
+    if _SQL_QUANTILES:
+        return _closure_sql(con, by, params)
+    with _snapshot(con) as cur:  # the distinct values and the rows from one snapshot of a live store
+        dims: dict[str, list[str]] = {}
+        codes, joins = [], []
+        for i, name in enumerate(by):
+            kind, expr, order = _GROUP_CODES[name]
+            if kind == "dim":
+                d = f"d{len(dims)}"
+                [(vals,)] = _run(cur, _CLOSURE_DIM_SQL.format(column=expr, order=order), params).fetchall()
+                dims[d] = vals or []
+                codes.append(f"{d}.c AS g{i}, ")
+                joins.append(_CLOSURE_DIM_JOIN.format(d=d, column=expr))
+        if any(not v for v in dims.values()):
+            rows = None  # an empty cohort (and no list to bind)
+        else:
+            sql = _CLOSURE_ROWS_SQL.format(codes="".join(codes), joins="".join(joins))
+            rows = _run(cur, sql, params | dims).to_arrow_table()
+    out = _closure_from_rows(rows, by, list(dims.values()), as_of_ms)
+    return _closure_sql(con, by, params) if out is None else out
+
+
+#: Above this many possible groups (the product of the keys' ranges), group numbers are compacted with a
+#: sort first; above _MAX_PACKED_BINS, the states are counted one flag at a time instead of in one bincount.
+_MAX_DIRECT_GROUPS = 1 << 22
+_MAX_PACKED_BINS = 1 << 24
+# State of one alarm at as_of as bits (one bincount of group * 32 + state counts every flag per group).
+_ACKED_ON_TIME, _CLOSED, _OVERDUE, _CLOSED_ON_TIME, _FALSE_ALARM = 1, 2, 4, 8, 16
+_US_PER_WEEK = 7 * _US_PER_DAY
+_FIRST_MONDAY_US = 4 * _US_PER_DAY  # 1970-01-05
+
+
+def _bucket_code(name: str, raised_us: np.ndarray) -> np.ndarray:
+    """Bucket number of each raise time: the same day and week numbers as _GROUP_SQL; months since 1970-01."""
+    if name == "day":
+        return _div_toward_zero(raised_us, _US_PER_DAY)
+    if name == "week":
+        return _div_toward_zero(raised_us - _FIRST_MONDAY_US, _US_PER_WEEK)
+    return raised_us.view("datetime64[us]").astype("datetime64[M]").view(np.int64)  # calendar months
+
+
+def _bucket_days(name: str, code: np.ndarray) -> np.ndarray:
+    """The first day of bucket ``code`` (see :func:`_bucket_code`) in days since 1970-01-01."""
+    if name == "day":
+        return code
+    if name == "week":
+        return 4 + 7 * code
+    return code.astype("datetime64[M]").astype("datetime64[D]").view(np.int64)
+
+
+def _closure_from_rows(
+    rows: Any, by: tuple[str, ...], dim_values: list[list[str]], as_of_ms: int
+) -> pl.DataFrame | None:
+    """The closure report from :data:`_CLOSURE_ROWS_SQL`'s rows (None: empty cohort); None if it cannot."""
+    as_of = int(as_of_ms) * 1000
+    n = 0 if rows is None else rows.num_rows
+
+    def col(name: str) -> np.ndarray:
+        if n == 0:
+            return np.zeros(0, dtype=np.int64)
+        a = rows.column(name)
+        if pa.types.is_timestamp(a.type):
+            a = a.cast(pa.timestamp("us", tz="UTC")).cast(pa.int64())  # µs since the epoch, no copy
+        return a.to_numpy()
+
+    raised = col("raised_at")
+    # group number: the keys' codes in mixed radix, first key most significant, so that ascending group
+    # numbers are the report's row order
+    gid = np.zeros(n, dtype=np.int64)
+    spans: list[int] = []
+    lows: list[int] = []
+    dims = iter(dim_values)
+    for i, name in enumerate(by):
+        if _GROUP_CODES[name][0] == "dim":
+            g = col(f"g{i}")
+            lo, span = 0, max(1, len(next(dims)))  # no value: an empty cohort
+        else:
+            g = _bucket_code(name, raised)
+            lo, span = (int(g.min()), int(g.max()) - int(g.min()) + 1) if n else (0, 1)
+        spans.append(span)
+        lows.append(lo)
+        if math.prod(spans) >= 2**62:
+            return None  # too many possible groups for one int64: let DuckDB group
+        gid *= span
+        gid += g - lo
+    n_possible = math.prod(spans)
+    group_keys = None
+    n_groups = n_possible
+    if n_possible > _MAX_DIRECT_GROUPS:
+        group_keys, inverse = np.unique(gid, return_inverse=True)
+        gid, n_groups = inverse.astype(np.int64).reshape(-1), len(group_keys)
+
+    def durations(at: np.ndarray, done: np.ndarray) -> np.ndarray:
+        """µs from the raise to `at` where `done`, else _NONE (whole ms are taken in _group_quantiles)."""
+        return np.subtract(at, raised, where=done, out=np.full(n, _NONE, dtype=np.int64))
+
+    def ack_side() -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+        acked = col("acked_at")  # never acked: +infinity
+        on_time = (acked <= np.minimum(col("ack_due"), as_of)).view(np.uint8)  # acked by as_of, on time
+        return on_time, _group_quantiles(gid, durations(acked, acked <= as_of), n_groups, 1000)
+
+    def close_side() -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+        closed, close_due = col("closed_at"), col("close_due")
+        is_closed = closed <= as_of
+        state = is_closed.view(np.uint8) * np.uint8(_CLOSED)
+        state |= (~is_closed & (close_due <= as_of)).view(np.uint8) * np.uint8(_OVERDUE)
+        state |= (closed <= np.minimum(close_due, as_of)).view(np.uint8) * np.uint8(_CLOSED_ON_TIME)
+        state |= (is_closed & col("false_alarm")).view(np.uint8) * np.uint8(_FALSE_ALARM)
+        return state, _group_quantiles(gid, durations(closed, is_closed), n_groups, 1000)
+
+    # the acks and the closes are independent: two threads (numpy lets go of the GIL on large arrays)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        ack, close = pool.submit(ack_side), pool.submit(close_side)
+        (ack_state, (med_ack, p90_ack)), (state, (med_close, p90_close)) = ack.result(), close.result()
+    state |= ack_state
+
+    raised_n = np.bincount(gid, minlength=n_groups)
+    by_state = None
+    if n_groups * 32 <= _MAX_PACKED_BINS:
+        by_state = np.bincount(gid * 32 + state, minlength=n_groups * 32).reshape(n_groups, 32)
+
+    def per_group(bit: int, *, also: int = 0) -> np.ndarray:
+        """Alarms per group with state bit `bit` (and, if given, any of the bits `also`) set."""
+        if by_state is not None:
+            sel = [s for s in range(32) if s & bit and (not also or s & also)]
+            return by_state[:, sel].sum(axis=1)
+        mask = (state & bit).astype(bool)
+        if also:
+            mask &= (state & also).astype(bool)
+        return np.bincount(gid[mask], minlength=n_groups)
+
+    # the groups that have alarms (without keys: the one total row, even when empty), in key order
+    keep = np.flatnonzero(raised_n > 0) if by else np.zeros(1, dtype=np.int64)
+    keys = keep if group_keys is None else group_keys[keep]
+    out: dict[str, pl.Series] = {}
+    dims = iter(dim_values)
+    stride = n_possible
+    for name, span, lo in zip(by, spans, lows, strict=True):
+        stride //= span
+        digit = keys // stride % span + lo
+        if _GROUP_CODES[name][0] == "dim":
+            out[name] = pl.Series(name, next(dims), dtype=pl.String).gather(digit)
+        else:
+            out[name] = pl.Series(name, _bucket_days(name, digit), dtype=pl.Int32).cast(pl.Date)
+    closed_n, overdue = per_group(_CLOSED)[keep], per_group(_OVERDUE)[keep]
+    due = closed_n + overdue
+    counts = {
+        "raised": raised_n[keep], "due": due, "pending": raised_n[keep] - due, "closed": closed_n,
+        "acked_on_time": per_group(_ACKED_ON_TIME, also=_CLOSED | _OVERDUE)[keep],  # due and acked on time
+        "closed_on_time": per_group(_CLOSED_ON_TIME)[keep], "overdue": overdue,
+        "false_alarms": per_group(_FALSE_ALARM)[keep],
+    }  # fmt: skip
+    quantiles = {
+        "median_ack_s": med_ack[keep], "p90_ack_s": p90_ack[keep],
+        "median_close_s": med_close[keep], "p90_close_s": p90_close[keep],
+    }  # fmt: skip
+    df = pl.DataFrame(
+        out | {k: pl.Series(k, v, dtype=pl.Int64) for k, v in counts.items()}
+        | {k: pl.Series(k, v, dtype=pl.Float64, nan_to_null=True) for k, v in quantiles.items()}
+    )
+
+    def rate(num: str, den: str) -> pl.Expr:
+        return pl.when(pl.col(den) != 0).then(pl.col(num) / pl.col(den))
+
+    return df.with_columns(
+        rate("closed", "due").alias("closure_rate"),
+        rate("acked_on_time", "due").alias("on_time_ack_rate"),
+        rate("closed_on_time", "due").alias("on_time_close_rate"),
+        rate("false_alarms", "closed").alias("false_alarm_share"),
+    ).select(*by, *CLOSURE_COLUMNS)
+
+
+def _closure_sql(con: duckdb.DuckDBPyConnection, by: tuple[str, ...], params: Mapping[str, Any]) -> pl.DataFrame:
+    """The closure report in DuckDB alone (_CLOSURE_SQL with quantile_cont): the fast path's oracle in the
+    tests, and its fallback when the group keys' ranges do not fit one int64."""
     extra = "".join(_GROUP_SQL[g][0] for g in by)
     keys = [_GROUP_SQL[g][1] for g in by]
     outputs = [_GROUP_SQL[g][2] for g in by]
     order = ", ".join(_GROUP_SQL[g][3] for g in by)
-    gkey = f"hash({', '.join(keys)})" if keys else "0::UBIGINT"
     sql = _CLOSURE_SQL.format(
         extra=extra,
         keys_comma="".join(f"{k}, " for k in keys),
         outputs_comma="".join(f"{o}, " for o in outputs),
         group_by=("GROUP BY " + ", ".join(keys)) if keys else "",
         order_by=("ORDER BY " + order) if keys else "",
-        gkey=gkey,
+        gkey="0::UBIGINT",
     )
-    params = _window(since_ms, until_ms, as_of_ms) | {"none": _NONE}
-    counts = _query(con, sql, params)
-    dur = _arrow(con, _CLOSURE_DURATIONS_SQL.format(extra=extra, gkey=gkey), params)
-    # Row i of `counts` is group i; each duration finds its group by the hash of its keys. The hashes of
-    # distinct groups must differ for that; if two ever collide, DuckDB's own quantile_cont answers.
-    groups = counts.select(pl.col("gkey"), pl.int_range(pl.len(), dtype=pl.Int64).alias("gid"))
-    if _SQL_QUANTILES or groups["gkey"].n_unique() != groups.height:
-        return _closure_sql_quantiles(con, sql, params)
-    gid = (
-        pl.DataFrame({"gkey": dur.column("gkey")})
-        .join(groups, on="gkey", how="left", maintain_order="left")["gid"]
-        .to_numpy()
-    )
-    # two independent sorts; numpy lets go of the GIL, so they share the cores
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        ack = pool.submit(_group_quantiles, gid, dur.column("ack_ms").to_numpy(), counts.height)
-        close = pool.submit(_group_quantiles, gid, dur.column("close_ms").to_numpy(), counts.height)
-        (med_ack, p90_ack), (med_close, p90_close) = ack.result(), close.result()
-    quant = pl.DataFrame(
-        {"median_ack_s": med_ack, "p90_ack_s": p90_ack, "median_close_s": med_close, "p90_close_s": p90_close}
-    ).fill_nan(None)
-    group_cols = [c for c in counts.columns if c not in CLOSURE_COLUMNS and c != "gkey"]
-    return pl.concat([counts, quant], how="horizontal").select(*group_cols, *CLOSURE_COLUMNS)
+    return _closure_sql_quantiles(con, sql, params)
 
 
 def _closure_sql_quantiles(
