@@ -32,6 +32,8 @@ from functools import lru_cache
 from typing import Annotated, Any, Final, Literal
 
 import msgspec
+import numpy as np
+import polars as pl
 from msgspec import UNSET, Meta, UnsetType
 
 from earlywarn.config import IngestConfig
@@ -251,12 +253,18 @@ class DecodeResult:
 
 
 class _Columns:
-    """Column lists being filled for one decode() call."""
+    """Column lists being filled for one decode() call.
 
-    __slots__ = ("quality", "site", "tag", "ts_ms", "value")
+    The site column is kept as runs (one site and a count per message): a message's readings share it.
+    `quality` holds the codes of `q`; a null value makes the quality bad, which `_build` applies to the
+    whole column at once (a null value is the only NaN there: every accepted value is finite).
+    """
+
+    __slots__ = ("quality", "site_counts", "site_runs", "tag", "ts_ms", "value")
 
     def __init__(self) -> None:
-        self.site: list[str] = []
+        self.site_runs: list[str] = []
+        self.site_counts: list[int] = []
         self.tag: list[str] = []
         self.ts_ms: list[int] = []
         self.value: list[float | bool | None] = []
@@ -394,12 +402,12 @@ class Decoder:
                 return False
             if tag not in self._good_tags and not self._learn_tags([tag]):
                 return False
-            q_code = _BAD if value is None else _QUALITY_CODES[m.q]
-            cols.site.append(site)
+            cols.site_runs.append(site)
+            cols.site_counts.append(1)
             cols.tag.append(tag)
             cols.ts_ms.append(ts_ms)
             cols.value.append(value)
-            cols.quality.append(q_code)
+            cols.quality.append(_QUALITY_CODES[m.q])
             return True
 
         n = len(rs)
@@ -430,18 +438,17 @@ class Decoder:
             newest_ms = max(ts_list)
         if newest_ms > ts_limit_ms:
             return False
-        values = [r.value for r in rs]
         qs = [r.q for r in rs]
-        if None not in values and qs.count("good") == n:
-            quality = [_GOOD] * n
-        else:
-            codes = _QUALITY_CODES
-            quality = [_BAD if v is None else codes[q] for v, q in zip(values, qs, strict=True)]
-        cols.site += [site] * n
+        cols.site_runs.append(site)
+        cols.site_counts.append(n)
         cols.tag += tags
         cols.ts_ms += ts_list
-        cols.value += values
-        cols.quality += quality
+        cols.value += [r.value for r in rs]
+        if qs.count("good") == n:
+            cols.quality += [_GOOD] * n
+        else:
+            codes = _QUALITY_CODES
+            cols.quality += [codes[q] for q in qs]
         return True
 
     def _slow(
@@ -488,7 +495,9 @@ class Decoder:
                 quality.append(q)
         rejects += msg_rejects
         n = len(tags)
-        cols.site += [site] * n
+        if n:
+            cols.site_runs.append(site)
+            cols.site_counts.append(n)
         cols.tag += tags
         cols.ts_ms += ts_list
         cols.value += values
@@ -562,8 +571,33 @@ class Decoder:
         if not cols.tag:
             return ReadingBatch.empty()
         # Every value was validated (ASCII site and tag, ts_ms within int64, value float/bool/None), so the
-        # strict schema conversion cannot fail on any input; the property tests hold us to that.
-        return ReadingBatch.from_columns(cols.site, cols.tag, cols.ts_ms, cols.value, cols.quality)
+        # conversions cannot fail on any input; the property tests hold us to that. Numbers go through numpy
+        # (bool -> 1.0/0.0, None -> NaN -> null), the site column is one gather of the per-message runs.
+        n_runs = len(cols.site_runs)
+        if n_runs == len(cols.tag):  # single-reading messages: one run per reading
+            site = pl.Series(cols.site_runs, dtype=pl.String)
+        elif n_runs == 1:
+            site = pl.repeat(cols.site_runs[0], cols.site_counts[0], dtype=pl.String, eager=True)
+        else:
+            site = pl.Series(cols.site_runs, dtype=pl.String).gather(
+                np.repeat(np.arange(n_runs, dtype=np.uint32), cols.site_counts)
+            )
+        value = np.array(cols.value, dtype=np.float64)
+        null = np.isnan(value)
+        quality = np.array(cols.quality, dtype=np.int8)
+        if null.any():
+            quality[null] = _BAD
+        return ReadingBatch(
+            pl.DataFrame(
+                [
+                    site.alias("site"),
+                    pl.Series("tag", cols.tag, dtype=pl.String),
+                    pl.Series("ts_ms", cols.ts_ms, dtype=pl.Int64),
+                    pl.Series("value", value, nan_to_null=True),
+                    pl.Series("quality", quality),
+                ]
+            )
+        )
 
 
 def _parse_generic(payload: bytes) -> tuple[Any, str | None]:
