@@ -806,18 +806,15 @@ FULL OUTER JOIN stale ON stale.site = mix.site
 ORDER BY site
 """
 
-# One integer per alarm of the window: its site number x intervals + its 10-minute interval. Counting
-# equal integers is the (site, interval) grouping; done in numpy on sorted integers it takes a fraction of
-# a DuckDB GROUP BY with ~one group per alarm (3-4 s at 10 M alarms on two cores).
-_LOAD_SLOTS_SQL = """
-WITH win AS (
-    SELECT site, (epoch_us(raised_at) - $since_us) // $ten_min_us AS slot
-    FROM alarms
-    WHERE raised_at >= $since AND raised_at < $until AND raised_at <= $as_of
-), s AS (
-    SELECT site, row_number() OVER (ORDER BY site) - 1 AS sid FROM (SELECT DISTINCT site FROM win)
-)
-SELECT sid * $n_slots + slot AS k FROM win JOIN s USING (site)
+# Per alarm of the window: its site number (rank among the window's sites, bound as $sites in
+# _LOAD_SITES_SQL's order) and its raise time; the 10-minute interval is computed in numpy. Counting equal
+# (site, interval) keys in numpy on sorted integers takes a fraction of a DuckDB GROUP BY with ~one group
+# per alarm (3-4 s at 10 M alarms on two cores).
+_LOAD_ROWS_SQL = """
+SELECT s.sid, raised_at
+FROM alarms
+JOIN (SELECT unnest($sites) AS site, (generate_subscripts($sites, 1) - 1)::INTEGER AS sid) s USING (site)
+WHERE raised_at >= $since AND raised_at < $until AND raised_at <= $as_of
 """
 
 LOAD_COLUMNS: tuple[str, ...] = (
@@ -827,35 +824,42 @@ LOAD_COLUMNS: tuple[str, ...] = (
 )  # fmt: skip
 
 
-def _interval_counts(keys: np.ndarray, n_slots: int) -> pl.DataFrame:
-    """Per site number: busiest 10-minute interval, busiest hour, intervals in flood (keys = sid*n_slots+slot)."""
-    schema = {
-        "sid": pl.Int64,
-        "max_per_10min": pl.Int64,
-        "max_per_hour": pl.Int64,
-        "flood_intervals": pl.Int64,
-    }
-    if keys.size == 0:
+def _interval_counts(sid: np.ndarray, raised_us: np.ndarray, since_us: int, n_sites: int) -> pl.DataFrame:
+    """Per site number: busiest 10-minute interval, busiest hour, intervals in flood (> 10 alarms).
+
+    Intervals are aligned on ``since_us``. Each alarm becomes one integer, site x stride + interval, with
+    ``stride`` a multiple of 6 so that key // 6 numbers the hours and stays sorted; one sort of the keys,
+    then run lengths of equal keys are the counts, and binary searches find each site's runs.
+    """
+    schema = {"sid": pl.Int64, "max_per_10min": pl.Int64, "max_per_hour": pl.Int64, "flood_intervals": pl.Int64}
+    if sid.size == 0:
         return pl.DataFrame(schema=schema)
-    k = np.sort(keys.astype(np.int32) if keys.max() < 2**31 else keys)  # int32 sorts ~3x faster
-    starts = np.flatnonzero(np.concatenate(([True], k[1:] != k[:-1])))
-    per_slot = np.diff(np.append(starts, k.size))  # alarms in each non-empty (site, interval)
-    uk = k[starts].astype(np.int64)
-    sid, slot = uk // n_slots, uk % n_slots
-    hour_key = sid * (n_slots // 6 + 1) + slot // 6  # non-decreasing along uk
-    h_starts = np.flatnonzero(np.concatenate(([True], hour_key[1:] != hour_key[:-1])))
-    per_hour = np.add.reduceat(per_slot, h_starts)
-    site_starts = np.flatnonzero(np.concatenate(([True], sid[1:] != sid[:-1])))
-    h_sid = sid[h_starts]
-    h_site_starts = np.flatnonzero(np.concatenate(([True], h_sid[1:] != h_sid[:-1])))
+    slot = raised_us - since_us  # >= 0: the window starts at since
+    slot //= TEN_MIN_MS * 1000
+    stride = -(-(int(slot.max()) + 1) // 6) * 6
+    dtype = np.int32 if n_sites * stride < 2**31 else np.int64  # int32 sorts ~2x faster
+    key = sid.astype(dtype) * dtype(stride)
+    key += slot.astype(dtype)
+    key.sort()
+    site_first = np.arange(n_sites, dtype=np.int64) * stride
+
+    def runs(k: np.ndarray, first: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Length of each run of equal values of sorted `k`, and the index of each site's first run."""
+        change = np.empty(k.size, dtype=bool)
+        change[0] = True
+        np.not_equal(k[1:], k[:-1], out=change[1:])
+        starts = np.flatnonzero(change)
+        return np.diff(starts, append=k.size), np.searchsorted(k[starts], first)
+
+    per_slot, site_runs = runs(key, site_first)
+    key //= 6
+    per_hour, site_hours = runs(key, site_first // 6)
     return pl.DataFrame(
         {
-            "sid": sid[site_starts],
-            "max_per_10min": np.maximum.reduceat(per_slot, site_starts),
-            "max_per_hour": np.maximum.reduceat(per_hour, h_site_starts),
-            "flood_intervals": np.add.reduceat(
-                (per_slot > FLOOD_ALARMS_PER_10MIN).astype(np.int64), site_starts
-            ),
+            "sid": np.arange(n_sites),
+            "max_per_10min": np.maximum.reduceat(per_slot, site_runs),
+            "max_per_hour": np.maximum.reduceat(per_hour, site_hours),
+            "flood_intervals": np.add.reduceat(per_slot > FLOOD_ALARMS_PER_10MIN, site_runs, dtype=np.int64),
         },
         schema=schema,
     )
@@ -876,15 +880,18 @@ def load(con: duckdb.DuckDBPyConnection, *, since_ms: int, until_ms: int, as_of_
     n_slots = -(-(until_ms - since_ms) // TEN_MIN_MS)
     p = _window(since_ms, until_ms, as_of_ms) | {
         "ten_min_ms": TEN_MIN_MS,
-        "ten_min_us": TEN_MIN_MS * 1000,
-        "since_us": since_ms * 1000,
         "hour_ms": HOUR_MS,
         "stale_ms": STALE_OPEN_MS,
-        "n_slots": n_slots,
     }
-    sites = _query(con, _LOAD_SITES_SQL, p)
-    keys = _arrow(con, _LOAD_SLOTS_SQL, p).column("k").to_numpy()
-    per_site = _interval_counts(keys, n_slots)
+    with _snapshot(con) as cur:  # the sites and the alarms from one snapshot of a live store
+        sites = _frame(_run(cur, _LOAD_SITES_SQL, p))
+        names = sites.filter(pl.col("sid").is_not_null()).sort("sid")["site"].to_list()
+        rows = _run(cur, _LOAD_ROWS_SQL, p | {"sites": names}).to_arrow_table() if names else None
+    if rows is None or rows.num_rows == 0:
+        per_site = _interval_counts(np.zeros(0, np.int32), np.zeros(0, np.int64), since_ms * 1000, 0)
+    else:
+        raised = rows.column("raised_at").cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()).to_numpy()
+        per_site = _interval_counts(rows.column("sid").to_numpy(), raised, since_ms * 1000, len(names))
     out = sites.join(per_site, on="sid", how="left", maintain_order="left").with_columns(
         pl.col("max_per_10min", "max_per_hour", "flood_intervals").fill_null(0),
     )
