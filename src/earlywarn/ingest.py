@@ -12,9 +12,11 @@ older sessions are dropped (the broker redelivers those messages; the store dedu
 
 from __future__ import annotations
 
+import collections
 import logging
 import queue
 import ssl
+import struct
 import sys
 import threading
 import time
@@ -32,6 +34,26 @@ from earlywarn.metrics import Metrics
 from earlywarn.model import RawMessage
 
 log = logging.getLogger("earlywarn.ingest")
+
+_PUBACK_HEAD = struct.pack("!BB", mqtt.PUBACK, 2)  # PUBACK, remaining length 2 (the mid; reason 0 = success)
+
+
+def _ack_many(client: mqtt.Client, mids: list[int]) -> None:
+    """Acknowledge QoS 1 messages `mids` of the current connection with one write.
+
+    `client.ack()` queues each PUBACK as its own packet: one wake-up of the network thread and one
+    `send()` of 4 bytes per message, ~10 us of the MQTT process's time each. The PUBACKs of a committed
+    micro-batch are instead queued as one blob (the same 4 bytes each, as paho writes them for MQTT 3.1.1
+    and 5) through paho's packet queue, which keeps writes ordered with the client's own.
+    """
+    queue_packet = getattr(client, "_packet_queue", None)
+    if queue_packet is None or len(mids) < 2:  # a paho without it, or nothing to gain
+        for mid in mids:
+            client.ack(mid, 1)
+        return
+    head = _PUBACK_HEAD
+    blob = b"".join([head + mid.to_bytes(2, "big") for mid in mids])
+    queue_packet(mqtt.PUBACK, blob, 0, 0)
 
 
 class MqttIngest:
@@ -124,13 +146,11 @@ class MqttIngest:
 
     def ack(self, messages: Iterable[RawMessage]) -> int:
         """Acknowledge committed messages of the current connection; returns how many were acked."""
-        n = 0
         session = self._session
-        for m in messages:
-            if m.mid and m.session == session:
-                self.client.ack(m.mid, 1)
-                n += 1
-        return n
+        mids = [m.mid for m in messages if m.mid and m.session == session]
+        if mids:
+            _ack_many(self.client, mids)
+        return len(mids)
 
     def publish(self, topic: str, payload: bytes, qos: int = 1) -> None:
         """Publish on the engine's own connection (notices). Queued by paho while disconnected."""
@@ -204,7 +224,10 @@ def _child_main(cfg: BrokerConfig, conn: Any) -> None:  # runs in the child proc
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s[mqtt]: %(message)s")
 
-    inbox: queue.SimpleQueue[RawMessage] = queue.SimpleQueue()
+    # on_message (paho's thread) appends plain tuples; the forwarder drains them in chunks. A deque and an
+    # Event instead of RawMessages through a SimpleQueue: less of the GIL per message for paho's thread.
+    pending: collections.deque[tuple[str, bytes, int, int, int]] = collections.deque()
+    arrived = threading.Event()
     send_lock = threading.Lock()
 
     def send(obj: Any) -> None:
@@ -221,27 +244,30 @@ def _child_main(cfg: BrokerConfig, conn: Any) -> None:  # runs in the child proc
             super()._on_disconnect(client, userdata, flags, rc, props)
             send(("conn", False, self._session))
 
-    ing = _Reporting(cfg, inbox)
+        def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+            # QoS 0 messages need no ack: mid 0 marks them. (Counted by the engine's process, not here.)
+            pending.append((msg.topic, msg.payload, msg.mid if msg.qos > 0 else 0, now_ms(), self._session))
+            if not arrived.is_set():
+                arrived.set()
+
+    ing = _Reporting(cfg, queue.SimpleQueue())
+    now_ms = ing.clock.now_ms
     stop = threading.Event()
 
     def forward() -> None:
         # ship messages in chunks: one pipe write per chunk instead of one per message
+        popleft = pending.popleft
         while not stop.is_set():
-            try:
-                first = inbox.get(timeout=0.05)
-            except queue.Empty:
+            if not arrived.wait(0.05):
                 continue
-            chunk = [(first.topic, first.payload, first.mid, first.received_ms, first.session)]
-            while len(chunk) < _CHUNK_MESSAGES:
+            arrived.clear()  # before draining: a message appended after this sets it again
+            while pending:
+                n = min(len(pending), _CHUNK_MESSAGES)
+                chunk = [popleft() for _ in range(n)]
                 try:
-                    m = inbox.get_nowait()
-                except queue.Empty:
-                    break
-                chunk.append((m.topic, m.payload, m.mid, m.received_ms, m.session))
-            try:
-                send(("msgs", chunk))
-            except (OSError, ValueError):
-                os._exit(0)
+                    send(("msgs", chunk))
+                except (OSError, ValueError):
+                    os._exit(0)
 
     threading.Thread(target=forward, name="earlywarn-forward", daemon=True).start()
     ing.start()
@@ -254,9 +280,9 @@ def _child_main(cfg: BrokerConfig, conn: Any) -> None:  # runs in the child proc
             kind = cmd[0]
             if kind == "ack":
                 session = ing._session
-                for s, mid in cmd[1]:
-                    if s == session:
-                        ing.client.ack(mid, 1)
+                mids = [mid for s, mid in cmd[1] if s == session]
+                if mids:
+                    _ack_many(ing.client, mids)
             elif kind == "pub":
                 ing.publish(cmd[1], cmd[2], cmd[3])
             elif kind == "stop":
