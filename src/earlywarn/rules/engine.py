@@ -65,6 +65,8 @@ Semantics (product.md §5 is authoritative; the choices below fill in what it le
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+import dataclasses
+import types
 from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any
@@ -146,13 +148,17 @@ class RuleEngine:
     """
 
     def __init__(self, site_rules: Mapping[str, Sequence[RuleSpec]]) -> None:
-        self._site_rules = {s: [r for r in rules if r.enabled] for s, rules in site_rules.items()}
-        self._sites = [s for s, rules in self._site_rules.items() if rules]
+        # enabled rules per site; sites given the same sequence share one list (and one template below)
+        enabled: dict[int, list[RuleSpec]] = {}
+        for rules in site_rules.values():
+            if id(rules) not in enabled:
+                enabled[id(rules)] = [r for r in rules if r.enabled]
+        self._sites = [s for s, rules in site_rules.items() if enabled[id(rules)]]
         self._site_idx = {s: i for i, s in enumerate(self._sites)}
         n_sites = len(self._sites)
         # every site name seen: ruled sites first (their code is their index), then others as they appear
         self._site_names: list[str] = list(self._sites)
-        self._site_code: dict[str, int] = dict(self._site_idx)
+        self._site_code: dict[str, int] = {}  # codes of the sites without rules
         self._st = EngineState(site_newest_ms=np.full(n_sites, NONE_TS, _I64))
         self._tag_idx: dict[str, int] = {}
         self._tag_names: list[str] = []
@@ -161,7 +167,9 @@ class RuleEngine:
         self._sensor_site = self._sensor_site_buf = np.zeros(0, _I32)  # ruled site index, -1: no rules
         self._sensor_scode = self._sensor_scode_buf = np.zeros(0, _I32)  # code in _site_names
         self._sensor_tag = self._sensor_tag_buf = np.zeros(0, _I32)
-        self._maxwin = self._maxwin_buf = np.zeros(0, _I64)  # per sensor: longest window of its windowed rules (-1 none)
+        # per sensor: longest window of its windowed rules (-1 none); int32 unless a window is >= 24.8 days
+        max_window = max((r.window_ms for rules in enabled.values() for r in rules), default=0)
+        self._maxwin = self._maxwin_buf = np.zeros(0, _I32 if max_window < 2**31 - 1 else _I64)
         # --- templates and param rows
         cols: dict[str, list[Any]] = {k: [] for k in (
             "on", "off", "op", "limit", "db", "window", "eps", "lo", "hi", "has_range", "horizon",
@@ -234,7 +242,7 @@ class RuleEngine:
             key = id(site_rules[site])  # sites sharing one rule list share its template
             t = tpl_of.get(key)
             if t is None:
-                t = tpl_of[key] = template(self._site_rules[site])
+                t = tpl_of[key] = template(enabled[key])
             site_tpl[self._site_idx[site]] = t
         self._site_tpl = site_tpl
         n_local = np.asarray(tpl_nlocal, _I64)[site_tpl] if n_sites else np.zeros(0, _I64)
@@ -274,7 +282,7 @@ class RuleEngine:
             self._p["op"], self._p["limit"], self._p["db"])
         # tags whose readings must be put in site-stream order (as-of lookups, multi-tag evaluation)
         interest: set[str] = set()
-        for rules in self._site_rules.values():
+        for rules in enabled.values():
             for r in rules:
                 for e in (r.when, r.expr, r.trigger, r.expect):
                     if e is not None:
@@ -301,6 +309,7 @@ class RuleEngine:
         # of sensors with several rules of the kind
         self._sensor_inst: dict[int, np.ndarray] = {}
         self._pair_extra: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._n_unruled = 0  # sensors of sites without rules
         # per-tag stale instances: sensor and entry in _stale_ents
         self._stale_sid = np.zeros(0, _I32)
         self._stale_ent = np.zeros(0, _I32)
@@ -345,7 +354,9 @@ class RuleEngine:
         return t
 
     def _site(self, site: str) -> int:
-        c = self._site_code.get(site)
+        c = self._site_idx.get(site)
+        if c is None:
+            c = self._site_code.get(site)
         if c is None:
             c = self._site_code[site] = len(self._site_names)
             self._site_names.append(site)
@@ -380,6 +391,7 @@ class RuleEngine:
         self._sensor_tag = self._sensor_tag_buf[:n]
         self._maxwin = self._maxwin_buf[:n]
         ruled = np.flatnonzero(si >= 0)
+        self._n_unruled += k - len(ruled)
         if len(ruled):
             r_si, r_tag, r_sid = si[ruled], tcode[ruled], sids[ruled]
             self._sidm[r_si, r_tag] = r_sid
@@ -575,8 +587,11 @@ class RuleEngine:
             self._end_of_batch(out, None)
             return EvalResult(self._sorted(out), 0, 0)
         sid_all = self._map_sids(frame)
-        keep = self._sensor_site[sid_all] >= 0
-        all_kept = bool(keep.all())
+        if self._n_unruled:  # readings of sites without rules are ignored
+            keep = self._sensor_site[sid_all] >= 0
+            all_kept = bool(keep.all())
+        else:
+            all_kept = True
         sid = sid_all if all_kept else sid_all[keep]
         m = len(sid)
         if m == 0:
@@ -591,9 +606,10 @@ class RuleEngine:
 
         # sensor order (sid, ts), stable (ties keep arrival order)
         so = _sensor_order(sid, st.n_sensors)
-        s_sid, s_ts = sid[so], ts[so]
+        s_sid, s_ts = sid.take(so), ts.take(so)
         same = s_sid[1:] == s_sid[:-1]
-        if np.any((s_ts[1:] < s_ts[:-1]) & same):  # a sensor's readings out of ts order in the batch
+        flat = (s_ts[1:] <= s_ts[:-1]) & same  # a sensor's ts not increasing: out of order or duplicate
+        if flat.any() and np.any((s_ts[1:] < s_ts[:-1]) & same):  # out of ts order inside the batch
             t0 = int(ts.min())
             span = int(ts.max()) - t0 + 1
             if st.n_sensors < (1 << 62) // span:
@@ -601,19 +617,26 @@ class RuleEngine:
                 so = so[np.argsort(s_sid * span + (s_ts - t0), kind="stable")]
             else:
                 so = np.lexsort((ts, sid))
-            s_sid, s_ts = sid[so], ts[so]
+            s_sid, s_ts = sid.take(so), ts.take(so)
             same = s_sid[1:] == s_sid[:-1]
-        dup = np.zeros(m, bool)
-        dup[1:] = same & (s_ts[1:] == s_ts[:-1])
-        late = dup | (s_ts <= st.sensor_last_ts_ms[s_sid])
-        if late.any():
-            ok = ~late
-            ra = so[ok]  # arrival index of each evaluated reading, in sensor order
-            s_sid, s_ts = s_sid[ok], s_ts[ok]
+            flat = (s_ts[1:] <= s_ts[:-1]) & same  # now only duplicates
+        # late: ts <= the sensor's last evaluated ts. Within a sensor ts ascend, so only a sensor whose
+        # first reading here is late can have late readings: check the firsts, the rest only if needed
+        firsts = np.flatnonzero(~same) + 1
+        late_first = bool(np.any(s_ts[firsts] <= st.sensor_last_ts_ms[s_sid[firsts]])) or bool(
+            s_ts[0] <= st.sensor_last_ts_ms[s_sid[0]])
+        if late_first or flat.any():
+            late = np.zeros(m, bool)
+            late[1:] = flat
+            if late_first:
+                late |= s_ts <= st.sensor_last_ts_ms[s_sid]
+            ok = np.flatnonzero(~late)
+            ra = so.take(ok)  # arrival index of each evaluated reading, in sensor order
+            s_sid, s_ts = s_sid.take(ok), s_ts.take(ok)
         else:
             ra = so
         b = _Batch(
-            sid=s_sid, ts=s_ts, val=val[ra], q=qual[ra], a=ra, n_arrival=m,
+            sid=s_sid, ts=s_ts, val=val.take(ra), q=qual.take(ra), a=ra, n_arrival=m,
             site_of_sid=self._sensor_site, tag_of_sid=self._sensor_tag,
         )
         b.interest_sensor = self._interest_sensor
@@ -761,6 +784,7 @@ class RuleEngine:
         fp = np.empty(len(lp), _I64)  # and its first
         fp[0] = 0
         fp[1:] = lp[:-1] + 1
+        seg_lo, seg_n = fp, lp - fp + 1  # the batch's sensor segments
         if not all_good:
             lp, fp = _walk_to_good(lp, fp, good, -1), _walk_to_good(fp, lp, good, 1)
             has = lp >= 0
@@ -813,15 +837,17 @@ class RuleEngine:
             if not len(self._pair_arr[kind][0]):
                 continue
             thr = kind == _K_THRESHOLD  # threshold: good readings only; quality: every reading
-            # each sensor's first rule of the kind: reading order, no expansion, a mask
-            inst = self._sensor_inst[kind][b.sid].astype(np.intp)
-            mask: np.ndarray | None = inst >= 0
-            if thr and not all_good:
-                mask &= good
-            if mask.all():
-                mask = None
-            if mask is None or mask.any():
-                chunks.append(self._single_chunk(kind, inst, b.ts, b.val, b.a, b.q, mask))
+            # each sensor's first rule of the kind: per sensor segment, spread over its readings by
+            # np.repeat (a fraction of the cost of a gather per reading), no expansion, a mask
+            inst_s = self._sensor_inst[kind].take(ls).astype(np.intp)
+            has_s = inst_s >= 0
+            if has_s.any():
+                all_s = bool(has_s.all())
+                mask: np.ndarray | None = None if all_s else np.repeat(has_s, seg_n)
+                if thr and not all_good:
+                    mask = good if mask is None else mask & good
+                chunks.append(self._single_chunk(
+                    kind, inst_s, b.ts, b.val, b.a, b.q, mask, (has_s, all_s, seg_lo, seg_n)))
             if len(self._pair_extra[kind][0]):  # further rules of the kind on a sensor: expanded by pair
                 if thr and not all_good:
                     gi, g_sid = good_rows()
@@ -830,7 +856,8 @@ class RuleEngine:
                 else:
                     pts, inst = expand(self._pair_extra[kind], b.sid)
                 if len(inst):
-                    chunks.append(self._single_chunk(kind, inst, b.ts[pts], b.val[pts], b.a[pts], b.q[pts], None))
+                    chunks.append(self._single_chunk(kind, inst, b.ts[pts], b.val[pts], b.a[pts], b.q[pts], None,
+                                                     None))
         if any(len(self._pair_arr[k][0]) for k in _WINDOWED):
             if all_good:
                 g_sid, g_ts, g_val, g_a = b.sid, b.ts, b.val, b.a
@@ -865,7 +892,7 @@ class RuleEngine:
             else:
                 c = self._eval_expr(b, spec.expr, pts_r)  # type: ignore[arg-type]
                 d = ~c
-            chunks.append((kind, inst, rows.ts[pts_r], c, d, rows.val[pts_r], rows.a[pts_r], None))
+            chunks.append((kind, inst, rows.ts[pts_r], c, d, rows.val[pts_r], rows.a[pts_r], None, None))
 
         if chunks:
             for ch in chunks:
@@ -876,18 +903,31 @@ class RuleEngine:
             # c-run stays "none" (no c point), and their d-run does not matter while inactive: the
             # point that raises breaks it.
             rel = st.active | (st.c_start_ms != NONE_TS)
-            for _, inst, _, c, _, _, _, mask in chunks:
-                rel[inst[c if mask is None else c & mask]] = True
+            for _, inst, _, c, _, _, _, mask, seg in chunks:
+                cm = c if mask is None else c & mask
+                if seg is None:
+                    rel[inst[cm]] = True
+                else:  # per segment: any c point
+                    has_s, _, lo, _ = seg
+                    rel[inst[np.logical_or.reduceat(cm, lo) & has_s]] = True
             parts = []
-            for _, inst, ts, c, d, v, _, mask in chunks:
-                keep = rel[inst]
+            for _, inst, ts, c, d, v, _, mask, seg in chunks:
+                if seg is None:
+                    keep = rel[inst]
+                else:
+                    has_s, all_s, _, n_s = seg
+                    keep_s = rel.take(inst)
+                    if not all_s:
+                        keep_s &= has_s
+                    keep = np.repeat(keep_s, n_s)
+                    inst = np.repeat(inst, n_s)
                 if mask is not None:
                     keep &= mask
                 if keep.all():
                     parts.append((inst, ts, c, d, v))
                 else:
                     k = np.flatnonzero(keep)
-                    parts.append((inst[k], ts[k], c[k], d[k], v[k]))
+                    parts.append((inst.take(k), ts.take(k), c.take(k), d.take(k), v.take(k)))
             if len(parts) == 1:
                 inst, ts, c, d, v = parts[0]
             else:
@@ -910,35 +950,45 @@ class RuleEngine:
 
     def _single_chunk(
         self, kind: int, inst: np.ndarray, ts: np.ndarray, v: np.ndarray, a: np.ndarray, q: np.ndarray,
-        mask: np.ndarray | None,
+        mask: np.ndarray | None, seg: tuple[Any, ...] | None,
     ) -> tuple[Any, ...]:
-        """Conditions of threshold (c = v op limit, d = past the deadband) or quality points."""
+        """Conditions of threshold (c = v op limit, d = past the deadband) or quality points.
+
+        With `seg` = (has instance, all have one, segment starts, segment lengths), `inst` is per sensor
+        segment of the batch (-1: none) and the per-rule constants are spread over the readings.
+        """
         p = self._p
-        row = self._inst_row[inst].astype(np.intp)
+        row = self._inst_row.take(inst).astype(np.intp)
+
+        def const(name: str) -> np.ndarray:
+            x = p[name].take(row)
+            return x if seg is None else np.repeat(x, seg[3])
+
         if kind == _K_THRESHOLD:
-            c, d = folded_conditions(v, p["sign"][row], p["above"][row], p["below"][row])
+            c, d = folded_conditions(v, const("sign"), const("above"), const("below"))
         else:
             c = (q == _BAD) | np.isnan(v)
-            c |= p["has_range"][row] & ((v < p["lo"][row]) | (v > p["hi"][row]))
+            c |= const("has_range") & ((v < const("lo")) | (v > const("hi")))
             d = ~c
-        return (kind, inst, ts, c, d, v, a, mask)
+        return (kind, inst, ts, c, d, v, a, mask, seg)
 
     def _delay_signals(
         self, inst: np.ndarray, ts: np.ndarray, v: np.ndarray, is_raise: np.ndarray, out: list[tuple[Any, ...]],
     ) -> None:
         """Signals of delay instances (what _sig does, without a _Meta per signal: hundreds per batch)."""
-        sites, row_meta = self._sites, self._row_meta
+        sites, row_meta, make = self._sites, self._row_meta, _make_signal
         for si, r, t, x, up in zip(self._inst_site[inst].tolist(), self._inst_row[inst].tolist(), ts.tolist(),
                                    v.tolist(), is_raise.tolist()):
             pos, spec, tag = row_meta[r]
             site = sites[si]
-            # positional: Signal(site, tag, rule_id, severity, kind, ts_ms, value, message, detail)
-            out.append((t, site, pos, tag, 0 if up else 1, Signal(
+            out.append((t, site, pos, tag, 0 if up else 1, make(
                 site, tag, spec.id, spec.severity, _RAISE if up else _CLEAR, t, x, spec.message, "")))
 
     def _apply_gates(self, b: _Batch, ch: tuple[Any, ...]) -> None:
         """`when` gates: c &= gate, d |= not gate, with the gate evaluated as of each point."""
-        _, inst, _, c, d, _, a, mask = ch
+        _, inst, _, c, d, _, a, mask, seg = ch
+        if seg is not None:
+            inst = np.repeat(inst, seg[3])
         gate = self._p["gate"][self._inst_row[inst]]
         if mask is not None:
             gate = np.where(mask, gate, -1)
@@ -1024,7 +1074,7 @@ class RuleEngine:
                 c, d = _trend_conditions(prefix, sub_idx[j], sub_idx[pts], t_i, row, p)
                 c &= covered
                 d &= covered
-            chunks.append((kind, inst, t_i, c, d, v_i, e_a[pts], None))
+            chunks.append((kind, inst, t_i, c, d, v_i, e_a[pts], None, None))
         # keep the tail each sensor can still need: ts >= last good ts - longest window
         last_good_ts = np.full(len(self._maxwin), NONE_TS, _I64)
         el = segment_last(e_sid)
@@ -1386,6 +1436,45 @@ class RuleEngine:
     def _sorted(out: list[tuple[Any, ...]]) -> list[Signal]:
         out.sort(key=_SIG_ORDER)
         return [x[5] for x in out]
+
+
+def _signal_maker() -> Any:
+    """`Signal(site, tag, rule_id, severity, kind, ts_ms, value, message, detail)`, positional.
+
+    Signal is a frozen slots dataclass: its generated __init__ sets each field through
+    object.__setattr__ (~2.2 us a signal; a batch can emit hundreds). When Signal is exactly that (these
+    fields in this order, slots, no __post_init__), the slots are filled directly (~1.4 us), which is
+    what __init__ does; otherwise the constructor is used as is.
+    """
+    names = ("site", "tag", "rule_id", "severity", "kind", "ts_ms", "value", "message", "detail")
+    plain = (
+        dataclasses.is_dataclass(Signal) and tuple(f.name for f in dataclasses.fields(Signal)) == names
+        and getattr(Signal, "__slots__", None) == names and not hasattr(Signal, "__post_init__")
+        and all(isinstance(Signal.__dict__.get(n), types.MemberDescriptorType) for n in names)
+    )
+    if not plain:
+        return Signal
+    s1, s2, s3, s4, s5, s6, s7, s8, s9 = (Signal.__dict__[n].__set__ for n in names)
+    new = object.__new__
+
+    def make(site: str, tag: str, rule_id: str, severity: Any, kind: Any, ts_ms: int, value: float, message: str,
+             detail: str) -> Signal:
+        sig = new(Signal)
+        s1(sig, site)
+        s2(sig, tag)
+        s3(sig, rule_id)
+        s4(sig, severity)
+        s5(sig, kind)
+        s6(sig, ts_ms)
+        s7(sig, value)
+        s8(sig, message)
+        s9(sig, detail)
+        return sig
+
+    return make
+
+
+_make_signal = _signal_maker()
 
 
 def _walk_to_good(pos: np.ndarray, stop: np.ndarray, good: np.ndarray, step: int) -> np.ndarray:
