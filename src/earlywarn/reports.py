@@ -2,11 +2,13 @@
 
 Every report is built from named SQL queries in this module, run against the public tables of product.md
 §8. Parameters are always bound (``$since`` ...), never interpolated; the only text spliced into a query
-is a fragment chosen from a constant whitelist (the group-by columns of :func:`closure`). Two steps that
-DuckDB does slowly at 10 M alarms finish in numpy over integers the SQL returns: the closure quantiles
-(one sort of packed group/duration keys instead of a holistic aggregate per group) and load's
-per-(site, 10-minute interval) counts (one sort instead of a GROUP BY with about one group per alarm).
-DuckDB's own ``quantile_cont`` stays as the fallback and as the tests' oracle.
+is a fragment chosen from a constant whitelist (the group columns of :func:`closure`). Where DuckDB is slow
+at 10 M alarms, the SQL returns one row of integers and timestamps per alarm and numpy finishes: closure
+(the state at as_of as bits, counted per group with one bincount; exact quantiles from one sort of
+packed group/duration keys instead of a holistic aggregate per group) and load's per-(site, 10-minute
+interval) counts (one sort instead of a GROUP BY with about one group per alarm). Text group keys become
+integers by a join with the cohort's distinct values, read in the same transaction. The closure report
+done in DuckDB alone (``_CLOSURE_SQL`` with ``quantile_cont``) stays as the fallback and the tests' oracle.
 
 Conventions shared by every report (product.md §9, made exact here):
 
@@ -143,16 +145,6 @@ def _query(con: duckdb.DuckDBPyConnection, sql: str, params: Mapping[str, Any]) 
         cur.close()
 
 
-def _arrow(con: duckdb.DuckDBPyConnection, sql: str, params: Mapping[str, Any]) -> Any:
-    """Run one named query into an Arrow table (for columns numpy takes over without a copy)."""
-    names = con.extract_statements(sql)[0].named_parameters
-    cur = _cursor(con)
-    try:
-        return cur.sql(sql, params={k: params[k] for k in names}).to_arrow_table()
-    finally:
-        cur.close()
-
-
 @contextlib.contextmanager
 def _snapshot(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
     """A cursor (see :func:`_cursor`) inside one transaction: every query on it sees the same snapshot,
@@ -251,6 +243,7 @@ _GROUP_SQL: dict[str, tuple[str, str, str, str]] = {
               "CAST(k_month AS DATE) AS month", "k_month"),
 }  # fmt: skip
 
+# The closure report in DuckDB alone (quantile_cont is a holistic aggregate: slow with many groups).
 _CLOSURE_SQL = (
     "WITH"
     + _FACTS
@@ -265,7 +258,8 @@ agg AS (
            count(*) FILTER (WHERE closed_on_time)            AS closed_on_time,
            count(*) FILTER (WHERE is_overdue)                AS overdue,
            count(*) FILTER (WHERE is_closed AND disposition IN ('false_alarm', 'instrument_fault')) AS false_alarms,
-           {gkey} AS gkey
+           quantile_cont(ack_ms, [0.5, 0.9])                 AS ack_q,
+           quantile_cont(close_ms, [0.5, 0.9])               AS close_q
     FROM facts
     {group_by}
 )
@@ -277,21 +271,10 @@ SELECT {outputs_comma}
        closed_on_time / nullif(due, 0)          AS on_time_close_rate,
        overdue,
        false_alarms / nullif(closed, 0)         AS false_alarm_share,
-       gkey
+       ack_q[1] / 1000.0 AS median_ack_s, ack_q[2] / 1000.0 AS p90_ack_s,
+       close_q[1] / 1000.0 AS median_close_s, close_q[2] / 1000.0 AS p90_close_s
 FROM agg
 {order_by}
-"""
-)
-
-# Every acked or closed alarm's durations with the hash of its group keys (the same hash _CLOSURE_SQL
-# gives each group), for _group_quantiles. A NULL duration travels as a sentinel (no Arrow null mask).
-_CLOSURE_DURATIONS_SQL = (
-    "WITH"
-    + _FACTS
-    + """
-SELECT {gkey} AS gkey, coalesce(ack_ms, $none) AS ack_ms, coalesce(close_ms, $none) AS close_ms
-FROM facts
-WHERE ack_ms IS NOT NULL OR close_ms IS NOT NULL
 """
 )
 
@@ -352,7 +335,7 @@ CLOSURE_COLUMNS: tuple[str, ...] = (
 )  # fmt: skip
 
 
-#: Tests set this to compare the numpy quantiles with DuckDB's quantile_cont on the same data.
+#: Tests set this to compare the numpy path with the report done in DuckDB alone (_closure_sql).
 _SQL_QUANTILES = False
 _NONE = -(2**63) + 1  # "no duration" sentinel, below any real one
 
@@ -373,7 +356,7 @@ def _group_quantiles(
     valid = values != _NONE
     v_max = int(values.max()) if values.size else _NONE  # _NONE is below every real value
     bits = (v_max + 1).bit_length() if v_max >= 0 else 64
-    if n_groups.bit_length() + bits <= 63 and np.min(values, where=valid, initial=0) >= 0:
+    if int(n_groups).bit_length() + bits <= 63 and np.min(values, where=valid, initial=0) >= 0:
         top = (1 << bits) - 1  # above every value
         key = np.where(valid, values, top)
         key |= gid << bits
@@ -625,39 +608,17 @@ def _closure_from_rows(
 
 
 def _closure_sql(con: duckdb.DuckDBPyConnection, by: tuple[str, ...], params: Mapping[str, Any]) -> pl.DataFrame:
-    """The closure report in DuckDB alone (_CLOSURE_SQL with quantile_cont): the fast path's oracle in the
-    tests, and its fallback when the group keys' ranges do not fit one int64."""
-    extra = "".join(_GROUP_SQL[g][0] for g in by)
+    """The closure report in DuckDB alone (:data:`_CLOSURE_SQL`): the numpy path's oracle in the tests, and
+    its fallback when the group keys' ranges do not fit one int64."""
     keys = [_GROUP_SQL[g][1] for g in by]
-    outputs = [_GROUP_SQL[g][2] for g in by]
-    order = ", ".join(_GROUP_SQL[g][3] for g in by)
     sql = _CLOSURE_SQL.format(
-        extra=extra,
+        extra="".join(_GROUP_SQL[g][0] for g in by),
         keys_comma="".join(f"{k}, " for k in keys),
-        outputs_comma="".join(f"{o}, " for o in outputs),
+        outputs_comma="".join(f"{_GROUP_SQL[g][2]}, " for g in by),
         group_by=("GROUP BY " + ", ".join(keys)) if keys else "",
-        order_by=("ORDER BY " + order) if keys else "",
-        gkey="0::UBIGINT",
+        order_by=("ORDER BY " + ", ".join(_GROUP_SQL[g][3] for g in by)) if keys else "",
     )
-    return _closure_sql_quantiles(con, sql, params)
-
-
-def _closure_sql_quantiles(
-    con: duckdb.DuckDBPyConnection, sql: str, params: Mapping[str, Any]
-) -> pl.DataFrame:
-    """The closure report with quantiles from DuckDB's quantile_cont (slower; used on a hash collision)."""
-    sql = sql.replace(
-        " AS gkey\n    FROM facts",
-        " AS gkey, quantile_cont(ack_ms, [0.5, 0.9]) AS ack_q, quantile_cont(close_ms, [0.5, 0.9]) AS close_q"
-        "\n    FROM facts",
-    ).replace(
-        "       gkey\nFROM agg",
-        "       ack_q[1] / 1000.0 AS median_ack_s, ack_q[2] / 1000.0 AS p90_ack_s,"
-        " close_q[1] / 1000.0 AS median_close_s, close_q[2] / 1000.0 AS p90_close_s\nFROM agg",
-    )
-    df = _query(con, sql, params)
-    group_cols = [c for c in df.columns if c not in CLOSURE_COLUMNS]
-    return df.select(*group_cols, *CLOSURE_COLUMNS)
+    return _query(con, sql, params).select(*by, *CLOSURE_COLUMNS)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -770,7 +731,7 @@ def bad_actors(
 # load
 
 # Per site: the counts of load() that need no per-interval grouping, and the site's number (its rank by
-# name among the sites of the window) that _LOAD_SLOTS_SQL uses.
+# name among the sites of the window) that _LOAD_ROWS_SQL binds.
 _LOAD_SITES_SQL = """
 WITH by_severity AS (
     -- (site, severity) first: a few groups per site, and each row's severity is compared once per group
