@@ -537,12 +537,12 @@ class RuleEngine:
     def _lookup(self, h: np.ndarray) -> np.ndarray:
         """Sensor id per 64-bit hash (int32, -1 where unknown)."""
         s1 = self._slot(h, 0)
-        sid = np.where(self._hk[0][s1] == h, self._hv[0][s1], np.int32(-1))
+        sid = np.where(self._hk[0].take(s1) == h, self._hv[0].take(s1), np.int32(-1))
         miss = np.flatnonzero(sid < 0)
         if len(miss):
-            hm = h[miss]
+            hm = h.take(miss)
             s2 = self._slot(hm, 1)
-            sid[miss] = np.where(self._hk[1][s2] == hm, self._hv[1][s2], np.int32(-1))
+            sid[miss] = np.where(self._hk[1].take(s2) == hm, self._hv[1].take(s2), np.int32(-1))
             miss = miss[sid[miss] < 0]
         if len(miss) and len(self._ovf_h):
             k = np.minimum(np.searchsorted(self._ovf_h, h[miss]), len(self._ovf_h) - 1)
