@@ -18,6 +18,26 @@ Reported per variant:
 - processing delay: wall time from the start of the flush that closes the notice to its hand-off (p50/p99),
   i.e. what notify adds on top of the configured wait;
 - pipeline-thread cost: wall time of submit+flush per alarm with the ThreadedExecutor (what ingest pays).
+Variants (issue 5's target: raised -> handed to the channel p99 <= 1 s): (a) the default window
+(`notify.group_wait` 10 s; its p99 minus the window is the engine's own delay, the rest is policy), (b) red
+alarms on a short window of their own (`[notify.group_wait_by_severity] red`, --red-wait-ms, 500 ms), (c) no
+grouping (group_wait 0); a 1 s window and the naive sender for comparison.
+
+--realtime (on in full runs): (b) and (c) again on the wall clock with the ThreadedExecutor, as in
+production: the flood is raised over a real minute, the pipeline ticks every --tick-ms, and the delay is wall
+time from the alarm's raise to the channel's send (window + tick + queueing + rendering, all of it).
+
+--engine (on in full runs): the ingest-rate drop during a flood. The real Engine (`earlywarn.app.build_engine`,
+DuckDB store, rules, alarm lifecycle) and the production Dispatcher (`pipeline.build_dispatcher`: MQTT channel
+through a pipe to another process, as ProcessIngest does; webhooks POSTed to a real HTTP server on loopback in
+another process; the log channel to a file; ThreadedExecutor), fed pre-built 100-reading payloads of 500 sites
+back to back at its maximum rate (50 000 readings a batch, like a draining micro-batch). Every batch also carries
+the flood-shaped readings due at 10 000 per minute: in the baseline phases on tags whose rules never fire, in
+the flood phase on tags that raise 10 000 alarms (10 % red) over the minute — the same work except for the
+alarms and their notices. Per variant (a, b, c; a fresh engine each): baseline, flood, drain (window + 1 s,
+untimed), baseline again; readings/s of the flood phase over the baselines', and the raised -> received delay
+measured at the MQTT process and the webhook server. Deadlines are set to 1 h so no escalation or reminder
+falls inside a run.
 Results go to benchmarks/results/notify.json (git-ignored).
 """
 
@@ -25,15 +45,22 @@ from __future__ import annotations
 
 import argparse
 import gc
+import itertools
 import json
+import logging
+import multiprocessing as mp
+import os
 import platform
 import random
 import sys
+import tempfile
+import threading
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from earlywarn.clock import ManualClock
+from earlywarn.clock import ManualClock, SystemClock
 from earlywarn.config import AlarmsConfig, NotifyConfig, WebhookConfig
 from earlywarn.model import Alarm, AlarmEvent, AlarmState, Contact, EventKind, Severity, Site, Tier
 from earlywarn.notify import (
@@ -98,21 +125,28 @@ def build_workload(seed: int, n_alarms: int, n_sites: int) -> tuple[dict[str, Si
 class StampChannel:
     """Renders like the real channel and stamps when each notice was handed to it."""
 
-    def __init__(self, name: str, clock: ManualClock, flush_start: list[float]) -> None:
+    def __init__(self, name: str, clock: ManualClock | SystemClock, flush_start: list[float]) -> None:
         self.name = name
         self._clock = clock
         self._flush_start = flush_start
+        self._lock = threading.Lock()  # workers of one lane (webhook: 4) send at once
         self.deliveries = 0
         self.engine_delays_ms: list[int] = []
         self.red_delays_ms: list[int] = []
+        self.other_delays_ms: list[int] = []  # not red
         self.wall_delays_s: list[float] = []
 
     def send(self, notice: Notice, recipient: Recipient) -> None:
         now = self._clock.now_ms()
-        self.wall_delays_s.append(time.perf_counter() - self._flush_start[0])
-        self.engine_delays_ms.extend(now - na.event_ts_ms for na in notice.alarms)
-        self.red_delays_ms.extend(now - na.event_ts_ms for na in notice.alarms if na.alarm.severity is Severity.RED)
-        self.deliveries += 1
+        wall = time.perf_counter() - self._flush_start[0]
+        red = [now - na.event_ts_ms for na in notice.alarms if na.alarm.severity is Severity.RED]
+        other = [now - na.event_ts_ms for na in notice.alarms if na.alarm.severity is not Severity.RED]
+        with self._lock:
+            self.wall_delays_s.append(wall)
+            self.engine_delays_ms.extend(red + other)
+            self.red_delays_ms.extend(red)
+            self.other_delays_ms.extend(other)
+            self.deliveries += 1
         if self.name == "email":
             email_subject(notice)
             email_body(notice, recipient, now)
@@ -131,20 +165,30 @@ def _pct(values: list[float], q: float) -> float:
 # Variants
 
 
-def run_dispatcher(sites: dict[str, Site], items: list[tuple[Alarm, AlarmEvent]], group_wait_ms: int,
-                   tick_ms: int, *, threaded: bool = False, red_wait_ms: int | None = None) -> dict[str, Any]:
+def notify_config(group_wait_ms: int, red_wait_ms: int | None = None) -> NotifyConfig:
+    """[notify] as an operator would write it: group_wait, and `[notify.group_wait_by_severity] red`."""
+    return NotifyConfig(group_wait_ms=group_wait_ms,
+                        group_wait_by_severity_ms={} if red_wait_ms is None else {Severity.RED: red_wait_ms},
+                        webhook=WebhookConfig(urls=("http://bureau",)))
+
+
+def _dispatcher(sites: dict[str, Site], cfg: NotifyConfig, channels: dict[str, StampChannel],
+                clock: ManualClock | SystemClock, executor: ThreadedExecutor | None) -> Dispatcher:
+    return Dispatcher(sites, cfg, AlarmsConfig(red_immediate_tiers=("plant", "county")), channels=channels,
+                      log=InMemoryNotificationLog(), clock=clock, link_signer=LinkSigner(SECRET, 86_400_000),
+                      public_url=PUBLIC_URL, executor=executor)
+
+
+def run_dispatcher(sites: dict[str, Site], items: list[tuple[Alarm, AlarmEvent]], cfg: NotifyConfig,
+                   tick_ms: int, *, threaded: bool = False) -> dict[str, Any]:
     clock = ManualClock(T0_MS)
     flush_start = [0.0]
     channels = {n: StampChannel(n, clock, flush_start) for n in CHANNELS}
     executor = ThreadedExecutor(queue_max=100_000) if threaded else None
-    d = Dispatcher(sites, NotifyConfig(group_wait_ms=group_wait_ms, webhook=WebhookConfig(urls=("http://bureau",))),
-                   AlarmsConfig(red_immediate_tiers=("plant", "county")), channels=channels,
-                   log=InMemoryNotificationLog(), clock=clock, link_signer=LinkSigner(SECRET, 86_400_000),
-                   public_url=PUBLIC_URL, executor=executor,
-                   group_wait_ms_by_severity=None if red_wait_ms is None else {Severity.RED: red_wait_ms})
+    d = _dispatcher(sites, cfg, channels, clock, executor)
     notices = 0
     i = 0
-    end_ms = T0_MS + FLOOD_MS + group_wait_ms + tick_ms
+    end_ms = T0_MS + FLOOD_MS + max([cfg.group_wait_ms, *cfg.group_wait_by_severity_ms.values()]) + tick_ms
     gc.collect()
     t0 = time.perf_counter()
     cpu0 = time.thread_time()
@@ -169,7 +213,58 @@ def run_dispatcher(sites: dict[str, Site], items: list[tuple[Alarm, AlarmEvent]]
     wall_s = time.perf_counter() - t0
     cpu_s = time.process_time() - proc0
     d.close()
-    return _summary(channels, notices, len(items), wall_s, cpu_s, pipeline_s, pipeline_cpu_s)
+    return {**_summary(channels, notices, len(items), wall_s, cpu_s, pipeline_s, pipeline_cpu_s), **_windows(cfg)}
+
+
+def _windows(cfg: NotifyConfig) -> dict[str, Any]:
+    return {"group_wait_ms": cfg.group_wait_ms,
+            "group_wait_by_severity_ms": {s.value: ms for s, ms in cfg.group_wait_by_severity_ms.items()}}
+
+
+def run_realtime(sites: dict[str, Site], items: list[tuple[Alarm, AlarmEvent]], cfg: NotifyConfig,
+                 tick_ms: int) -> dict[str, Any]:
+    """The flood over a real minute on the wall clock, ThreadedExecutor: delay = send wall time - raise time."""
+    clock = SystemClock()
+    flush_start = [0.0]
+    channels = {n: StampChannel(n, clock, flush_start) for n in CHANNELS}
+    d = _dispatcher(sites, cfg, channels, clock, ThreadedExecutor(queue_max=100_000))
+    start_ms = clock.now_ms() + 100
+    shift = start_ms - T0_MS
+    flood = []
+    for a, e in items:  # the same flood, moved to start now
+        ts = e.ts_ms + shift
+        a2 = Alarm(alarm_id=a.alarm_id, site=a.site, plant=a.plant, district=a.district, tag=a.tag, rule_id=a.rule_id,
+                   severity=a.severity, state=a.state, raised_at_ms=ts, message=a.message, value=a.value,
+                   last_activation_ms=ts)
+        flood.append((a2, AlarmEvent(a.alarm_id, ts, EventKind.RAISED)))
+    notices = i = ticks = late_ticks = 0
+    next_tick = start_ms
+    gc.collect()
+    t0 = time.perf_counter()
+    proc0 = time.process_time()
+    while i < len(flood) or d.next_due_ms() is not None:
+        now = clock.now_ms()
+        if now < next_tick:
+            time.sleep((next_tick - now) / 1000)
+            continue
+        late_ticks += now - next_tick > tick_ms
+        j = i
+        while j < len(flood) and flood[j][1].ts_ms <= now:
+            j += 1
+        if j > i:
+            d.submit(flood[i:j])
+            i = j
+        flush_start[0] = time.perf_counter()
+        notices += len(d.flush(clock.now_ms()))
+        ticks += 1
+        next_tick += tick_ms
+    d.wait_idle(60)
+    wall_s = time.perf_counter() - t0
+    cpu_s = time.process_time() - proc0
+    d.close()
+    out = _summary(channels, notices, len(items), wall_s, cpu_s, wall_s, cpu_s)
+    out.update(_windows(cfg), ticks=ticks, ticks_late_by_more_than_a_tick=late_ticks)
+    return out
 
 
 def run_naive(sites: dict[str, Site], items: list[tuple[Alarm, AlarmEvent]], tick_ms: int) -> dict[str, Any]:
@@ -222,6 +317,7 @@ def _summary(channels: dict[str, StampChannel], notices: int, alarms: int, wall_
              pipeline_s: float, pipeline_cpu_s: float) -> dict[str, Any]:
     engine = [d for ch in channels.values() for d in ch.engine_delays_ms]
     red = [d for ch in channels.values() for d in ch.red_delays_ms]
+    other = [d for ch in channels.values() for d in ch.other_delays_ms]
     wall = [d for ch in channels.values() for d in ch.wall_delays_s]
     deliveries = sum(ch.deliveries for ch in channels.values())
     return {
@@ -237,7 +333,10 @@ def _summary(channels: dict[str, StampChannel], notices: int, alarms: int, wall_
         "alarms_per_s": alarms / wall_s,
         "engine_delay_p50_ms": _pct(engine, 0.50),
         "engine_delay_p99_ms": _pct(engine, 0.99),
+        "red_engine_delay_p50_ms": _pct(red, 0.50),
         "red_engine_delay_p99_ms": _pct(red, 0.99),
+        "not_red_engine_delay_p50_ms": _pct(other, 0.50),
+        "not_red_engine_delay_p99_ms": _pct(other, 0.99),
         "processing_delay_p50_ms": _pct(wall, 0.50) * 1000,
         "processing_delay_p99_ms": _pct(wall, 0.99) * 1000,
         "pipeline_thread_s": pipeline_s,
@@ -246,44 +345,459 @@ def _summary(channels: dict[str, StampChannel], notices: int, alarms: int, wall_
     }
 
 
+# ---------------------------------------------------------------------------------------------
+# The engine under a flood: ingest rate with and without 10 000 alarms a minute being raised and notified
+
+E_SITES = 500
+E_BG_TAGS = 100  # readings per site message (a 100-reading batch payload)
+E_BG_RULES = 10  # threshold rules on the first background tags (never crossed)
+E_FLOOD_TAGS = 20  # per site: 500 x 20 = 10 000 (site, tag) pairs, each raising once
+E_FLOOD_PER_MIN = 10_000
+E_LIMIT = 100.0
+E_SEVERITIES = ("red", "red", *(["orange", "yellow", "blue"] * 6))  # 2 of 20 tags red: 10 %
+
+
+def _iso_ms(text: str) -> int:
+    return int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1000)
+
+
+def _delays_of(received: list[tuple[float, bytes]]) -> dict[str, list[int]]:
+    """(wall time received, notice JSON) -> delays in ms from each alarm's event to receipt, red and not."""
+    out: dict[str, list[Any]] = {"red": [], "other": [], "received": []}
+    for t, body in received:
+        doc = json.loads(body)
+        t_ms = round(t * 1000)
+        out["received"].append((doc["notice_id"], t_ms))
+        for a in doc["alarms"]:
+            out["red" if a["severity"] == "red" else "other"].append(t_ms - _iso_ms(a["event_at"]))
+    return out
+
+
+def _mqtt_sink(conn: Any) -> None:
+    """Stands in for ProcessIngest's MQTT process: takes ("pub", topic, payload, qos) off the pipe, stamps it."""
+    got: list[tuple[float, bytes]] = []
+    while True:
+        msg = conn.recv()
+        if msg[0] == "stop":
+            break
+        if msg[0] == "pub":
+            got.append((time.time(), msg[2]))
+        elif msg[0] == "take":
+            conn.send(_delays_of(got) | {"n": [len(got)]})
+            got = []
+
+
+def _webhook_server(port_q: Any, conn: Any) -> None:
+    """A real HTTP server on loopback: 200 to every POST, stamps each notice on receipt."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    got: list[tuple[float, bytes]] = []
+    lock = threading.Lock()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            t = time.time()
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            with lock:
+                got.append((t, body))
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    srv.daemon_threads = True
+    port_q.put(srv.server_address[1])
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    while True:
+        msg = conn.recv()
+        if msg == "stop":
+            break
+        with lock:
+            taken, got[:] = list(got), []
+        conn.send(_delays_of(taken) | {"n": [len(taken)]})
+    srv.shutdown()
+
+
+class _Sinks:
+    """The MQTT pipe process and the webhook server process, started once for all variants."""
+
+    def __init__(self) -> None:
+        ctx = mp.get_context("spawn")
+        self.mqtt_conn, child = ctx.Pipe()
+        self.mqtt = ctx.Process(target=_mqtt_sink, args=(child,), daemon=True)
+        self.mqtt.start()
+        self._lock = threading.Lock()
+        port_q = ctx.Queue()
+        self.hook_conn, hchild = ctx.Pipe()
+        self.hook = ctx.Process(target=_webhook_server, args=(port_q, hchild), daemon=True)
+        self.hook.start()
+        self.url = f"http://127.0.0.1:{port_q.get(timeout=30)}/hook"
+
+    def publish(self, topic: str, payload: bytes, qos: int = 1) -> None:
+        """What ProcessIngest.publish does: one pickled message down a pipe to the MQTT process."""
+        with self._lock:
+            self.mqtt_conn.send(("pub", topic, payload, qos))
+
+    def take(self) -> dict[str, dict[str, list[int]]]:
+        with self._lock:
+            self.mqtt_conn.send(("take",))
+            mqtt_d = self.mqtt_conn.recv()
+        self.hook_conn.send("take")
+        return {"mqtt": mqtt_d, "webhook": self.hook_conn.recv()}
+
+    def close(self) -> None:
+        with self._lock:
+            self.mqtt_conn.send(("stop",))
+        self.hook_conn.send("stop")
+        self.mqtt.join(10)
+        self.hook.join(10)
+
+
+def _engine_files(tmp: Path, hook_url: str, notify_toml: str) -> Path:
+    sites = [f"FL-{i:04d}" for i in range(E_SITES)]
+    (tmp / "sites.toml").write_text("".join(
+        f'[[site]]\nid = "{s}"\nplant = "hazchem"\ndistrict = "bench"\n'
+        f'[[site.contacts]]\ntier = "plant"\nname = "safety {s}"\nwebhook = "{hook_url}"\n'
+        f'[[site.contacts]]\ntier = "township"\nname = "township"\n'
+        for s in sites))
+    (tmp / "rules").mkdir(exist_ok=True)
+    tags = [f"b{j}" for j in range(E_BG_TAGS)] + [f"{k}{j}" for k in "zf" for j in range(E_FLOOD_TAGS)]
+    rules = [f'[[rule]]\nid = "b{j}_h"\nkind = "threshold"\ntag = "b{j}"\nop = ">"\nlimit = 1000.0\n'
+             f'severity = "blue"\nmessage = "b{j} high"\n' for j in range(E_BG_RULES)]
+    rules += [f'[[rule]]\nid = "{k}{j}_h"\nkind = "threshold"\ntag = "{k}{j}"\nop = ">"\nlimit = {E_LIMIT}\n'
+              f'severity = "{E_SEVERITIES[j]}"\nmessage = "{k}{j} 超限 / high"\n'
+              for k in "zf" for j in range(E_FLOOD_TAGS)]
+    (tmp / "rules" / "hazchem.toml").write_text(
+        'plant = "hazchem"\n' + "".join(f'[[tag]]\nname = "{t}"\n' for t in tags) + "".join(rules))
+    cfg = tmp / "earlywarn.toml"
+    cfg.write_text(
+        '[broker]\nurl = "mqtt://127.0.0.1:1"\nclient_id = "bench-notify"\n'
+        '[store]\npath = "engine.duckdb"\n[rules]\nsites = "sites.toml"\ndir = "rules"\n'
+        '[http]\nlisten = ""\n[metrics]\nlisten = ""\n[ingest]\nmax_future = "3650d"\n'
+        '[alarms]\nreminder_interval = "1h"\n'
+        + "".join(f'[alarms.deadlines.{sev}]\nack = "1h"\nclose = "2h"\n' for sev in E_SEVERITIES[1:5])
+        + notify_toml
+    )
+    return cfg
+
+
+class _Feed:
+    """Pre-built 100-reading payloads of every site; a batch = each site once (50 000 readings) plus the
+    flood-shaped readings due by now, appended to their site's message."""
+
+    def __init__(self, seed: int) -> None:
+        rng = random.Random(seed)
+        self.sites = [f"FL-{i:04d}" for i in range(E_SITES)]
+        self.topics = [f"ew/{s}/telemetry" for s in self.sites]
+        self.bodies = [b",".join(b'{"tag":"b%d","value":%d.5}' % (j, rng.randrange(900)) for j in range(E_BG_TAGS))
+                       for _ in self.sites]
+        pairs = [(i, j) for i in range(E_SITES) for j in range(E_FLOOD_TAGS)]
+        rng.shuffle(pairs)
+        self.pairs = pairs
+        self.last_ts = 0
+
+    def batch(self, extra: dict[int, list[bytes]]) -> list[Any]:
+        from earlywarn.model import RawMessage
+
+        ts = max(time.time_ns() // 1_000_000, self.last_ts + 1)
+        self.last_ts = ts
+        out = []
+        for i, body in enumerate(self.bodies):
+            more = extra.get(i)
+            payload = (b'{"ts":%d,"readings":[%s%s]}' % (ts, body, b"," + b",".join(more) if more else b""))
+            out.append(RawMessage(self.topics[i], payload, i + 1, ts))
+        return out
+
+
+class _NoDispatcher:
+    def drain_records(self) -> list[Any]:
+        return []
+
+    def pending(self) -> dict[str, int]:
+        return {"groups": 0}
+
+    def wait_idle(self, timeout_s: float) -> bool:
+        return True
+
+    def close(self) -> None:
+        pass
+
+
+def _run_phase(engine: Any, feed: _Feed, duration_s: float, set_name: bytes, value: float,
+               pairs: Any) -> dict[str, Any]:
+    """The engine at its maximum rate for `duration_s`, with flood-shaped readings due at 10 000 / minute."""
+    d = engine.dispatcher or _NoDispatcher()
+    readings = batches = flood = 0
+    signals = 0
+    per_s = E_FLOOD_PER_MIN / 60
+    v = b"%g" % value
+    t0 = time.perf_counter()
+    cpu0 = time.thread_time()
+    proc0 = time.process_time()
+    while (el := time.perf_counter() - t0) < duration_s:
+        extra: dict[int, list[bytes]] = {}
+        while flood < int(el * per_s):
+            i, j = next(pairs)
+            extra.setdefault(i, []).append(b'{"tag":"%s%d","value":%s}' % (set_name, j, v))
+            flood += 1
+        res = engine.process_messages(feed.batch(extra))
+        engine.add_notice_records(d.drain_records())  # what Runner._loop does after each step
+        readings += res.readings
+        signals += res.signals
+        batches += 1
+    wall = time.perf_counter() - t0
+    cpu = time.thread_time() - cpu0
+    proc = time.process_time() - proc0
+    return {"readings": readings, "batches": batches, "flood_readings": flood, "signals": signals,
+            "wall_s": wall, "engine_thread_cpu_s": cpu, "process_cpu_s": proc,
+            "readings_per_s": readings / wall, "readings_per_engine_cpu_s": readings / cpu,
+            "readings_per_process_cpu_s": readings / proc, "mean_batch_s": wall / max(1, batches)}
+
+
+def run_engine_flood(variant: str, notify_toml: str | None, sinks: _Sinks, *, flood_s: float, base_s: float,
+                     seed: int, profile: Path | None = None) -> dict[str, Any]:
+    """One variant on a fresh engine; `notify_toml` None = no dispatcher at all (what the alarms alone cost)."""
+    from earlywarn.app import build_engine
+    from earlywarn.config import load_config
+    from earlywarn.metrics import Metrics
+    from earlywarn.pipeline import build_dispatcher
+
+    with tempfile.TemporaryDirectory(prefix="bench-notify-") as tmpd:
+        tmp = Path(tmpd)
+        cfg = load_config(_engine_files(tmp, sinks.url, notify_toml or ""))
+        handler = logging.FileHandler(tmp / "engine.log")  # `earlywarn run` logs at INFO (to stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root = logging.getLogger()
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)
+        metrics = Metrics()
+        engine = build_engine(cfg, metrics=metrics)
+        if notify_toml is not None:
+            engine.dispatcher = build_dispatcher(cfg, engine=engine, publish=sinks.publish, metrics=metrics)
+        d = engine.dispatcher or _NoDispatcher()
+        flushed: dict[str, int] = {}  # notice id -> wall ms when the flush that prepared it returned
+        if notify_toml is not None:
+            flush = engine.dispatcher.flush
+
+            def stamped_flush(now_ms: int, **kw: Any) -> list[Notice]:
+                notices = flush(now_ms, **kw)
+                t = time.time_ns() // 1_000_000
+                for n in notices:
+                    flushed[n.notice_id] = t
+                return notices
+
+            engine.dispatcher.flush = stamped_flush
+        feed = _Feed(seed)
+        below = itertools.cycle(feed.pairs)
+        flood_pairs = itertools.cycle(feed.pairs)
+        try:
+            # warm-up: one batch registers every sensor, the flood tags included (below their limit: they report
+            # all along, a flood is their values crossing), then a few steady batches
+            engine.process_messages(feed.batch({i: [b'{"tag":"%s%d","value":%g}' % (k, j, E_LIMIT / 2)
+                                                    for k in (b"z", b"f") for j in range(E_FLOOD_TAGS)]
+                                                for i in range(E_SITES)}))
+            _run_phase(engine, feed, 3.0, b"z", E_LIMIT / 2, below)
+            sinks.take()
+            before = _run_phase(engine, feed, base_s, b"z", E_LIMIT / 2, below)
+            prof = None
+            if profile is not None:
+                import cProfile
+
+                prof = cProfile.Profile()
+                prof.enable()
+            during = _run_phase(engine, feed, flood_s, b"f", E_LIMIT * 1.5, flood_pairs)
+            if prof is not None:
+                prof.disable()
+                import pstats
+
+                with profile.open("w") as f:
+                    st = pstats.Stats(prof, stream=f)
+                    st.sort_stats("tottime").print_stats(25)
+                    st.sort_stats("cumulative").print_stats(40)
+            # drain (untimed): telemetry goes on (the engine flushes notices only on a step that did something:
+            # an idle step with nothing to commit returns before the dispatcher's flush) until the last
+            # windows have closed and their deliveries are done
+            window_s = max([cfg.notify.group_wait_ms, *cfg.notify.group_wait_by_severity_ms.values()]) / 1000
+            _run_phase(engine, feed, window_s + 1, b"z", E_LIMIT / 2, below)
+            while d.pending()["groups"]:
+                _run_phase(engine, feed, 0.5, b"z", E_LIMIT / 2, below)
+            d.wait_idle(60)
+            engine.add_notice_records(d.drain_records())
+            engine.idle()
+            received = sinks.take()
+            after = _run_phase(engine, feed, base_s, b"z", E_LIMIT / 2, below)
+            open_alarms = len(engine.alarms.open_alarms())
+            n_notices = engine.store.sql("SELECT count(DISTINCT notice_id), count(*) FROM notices")[0]
+            outcomes = dict(engine.store.sql("SELECT outcome, count(*) FROM notices GROUP BY ALL"))
+        finally:
+            d.close()
+            engine.store.close()
+            root.removeHandler(handler)
+            handler.close()
+    base = (before["readings_per_s"] + after["readings_per_s"]) / 2
+    base_cpu = (before["readings_per_engine_cpu_s"] + after["readings_per_engine_cpu_s"]) / 2
+    base_proc = (before["readings_per_process_cpu_s"] + after["readings_per_process_cpu_s"]) / 2
+    red = received["mqtt"]["red"]
+    other = received["mqtt"]["other"]
+    # flush returned -> received: what the executor, the worker threads and the channel add (GIL included)
+    handoff = {ch: [t - flushed[nid] for nid, t in received[ch]["received"] if nid in flushed]
+               for ch in ("mqtt", "webhook")}
+    hook_all = received["webhook"]["red"] + received["webhook"]["other"]
+    return {
+        "variant": variant,
+        "notify_toml": notify_toml,
+        "baseline_before": before,
+        "flood": during,
+        "baseline_after": after,
+        "ratio_flood_over_baselines": during["readings_per_s"] / base,
+        "ratio_flood_over_before": during["readings_per_s"] / before["readings_per_s"],
+        "ratio_per_engine_cpu_s": during["readings_per_engine_cpu_s"] / base_cpu,
+        "ratio_per_process_cpu_s": during["readings_per_process_cpu_s"] / base_proc,
+        "open_alarms_after": open_alarms,
+        "notices": n_notices[0],
+        "notice_rows": n_notices[1],
+        "notice_outcomes": outcomes,
+        "mqtt_notices_received": received["mqtt"]["n"][0],
+        "webhook_posts_received": received["webhook"]["n"][0],
+        "mqtt_delay_p50_ms": _pct(red + other, 0.50),
+        "mqtt_delay_p99_ms": _pct(red + other, 0.99),
+        "mqtt_red_delay_p50_ms": _pct(red, 0.50),
+        "mqtt_red_delay_p99_ms": _pct(red, 0.99),
+        "mqtt_red_delay_max_ms": max(red, default=float("nan")),
+        "mqtt_not_red_delay_p99_ms": _pct(other, 0.99),
+        "webhook_delay_p50_ms": _pct(hook_all, 0.50),
+        "webhook_delay_p99_ms": _pct(hook_all, 0.99),
+        "webhook_red_delay_p99_ms": _pct(received["webhook"]["red"], 0.99),
+        "mqtt_handoff_p50_ms": _pct(handoff["mqtt"], 0.50),
+        "mqtt_handoff_p99_ms": _pct(handoff["mqtt"], 0.99),
+        "webhook_handoff_p50_ms": _pct(handoff["webhook"], 0.50),
+        "webhook_handoff_p99_ms": _pct(handoff["webhook"], 0.99),
+    }
+
+
+def _fmt(x: float) -> str:
+    return "-" if x != x else f"{x:,.0f}"  # NaN when nothing was measured
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="2 000 alarms across 100 sites (a smoke run)")
     ap.add_argument("--seed", type=int, default=20261128)
     ap.add_argument("--tick-ms", type=int, default=100, help="pipeline loop period: submit + flush")
     ap.add_argument("--group-wait-ms", type=int, default=10_000)
+    ap.add_argument("--red-wait-ms", type=int, default=500, help="variant (b): red's own window")
+    ap.add_argument("--realtime", action=argparse.BooleanOptionalAction, default=None,
+                    help="(b) and (c) on the wall clock, a real minute each (default: on in full runs)")
+    ap.add_argument("--engine", action=argparse.BooleanOptionalAction, default=None,
+                    help="ingest-rate drop of the engine during a flood (default: on in full runs)")
+    ap.add_argument("--engine-variants", default="nabc",
+                    help="which of n (no notify stage), a, b, c to run with --engine")
+    ap.add_argument("--flood-s", type=float, default=None, help="engine flood phase (default 60 s; quick 15 s)")
+    ap.add_argument("--base-s", type=float, default=None, help="engine baseline phases (default 30 s; quick 10 s)")
+    ap.add_argument("--profile", action="store_true", help="cProfile the engine's flood phase (results/)")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
+    realtime = (not args.quick) if args.realtime is None else args.realtime
+    with_engine = (not args.quick) if args.engine is None else args.engine
+    load_before = [round(x, 2) for x in os.getloadavg()]
 
     n_alarms, n_sites = (2_000, 100) if args.quick else (10_000, 500)
     sites, items = build_workload(args.seed, n_alarms, n_sites)
-    variants = {
-        f"grouped, group_wait {wait_ms / 1000:g} s": run_dispatcher(sites, items, wait_ms, args.tick_ms)
-        for wait_ms in dict.fromkeys((args.group_wait_ms, 1_000, 0))
+    gw, red_ms = args.group_wait_ms, args.red_wait_ms
+    name_a = f"grouped, group_wait {gw / 1000:g} s"
+    name_b = f"grouped, {gw / 1000:g} s, red {red_ms / 1000:g} s"
+    name_c = "grouped, group_wait 0 s"
+    configs = {
+        name_a: notify_config(gw),  # (a) the default
+        name_b: notify_config(gw, red_ms),  # (b) [notify.group_wait_by_severity] red
+        name_c: notify_config(0),  # (c) no grouping
+        f"grouped, group_wait {1:g} s": notify_config(1_000),
     }
-    variants[f"grouped, {args.group_wait_ms / 1000:g} s, red 1 s"] = run_dispatcher(
-        sites, items, args.group_wait_ms, args.tick_ms, red_wait_ms=1_000)
+    variants = {name: run_dispatcher(sites, items, cfg, args.tick_ms) for name, cfg in configs.items()}
     variants["naive one notice per alarm"] = run_naive(sites, items, args.tick_ms)
-    threaded = run_dispatcher(sites, items, args.group_wait_ms, args.tick_ms, threaded=True)
+    threaded = run_dispatcher(sites, items, configs[name_a], args.tick_ms, threaded=True)
 
     print(f"notify benchmark ({'quick' if args.quick else 'full'}): {n_alarms} alarms in {FLOOD_MS // 1000} s "
           f"across {n_sites} sites, tick {args.tick_ms} ms, in-memory channels rendering JSON/e-mail, "
-          f"Python {platform.python_version()}")
+          f"Python {platform.python_version()}, load {load_before}")
+    print("\n1. Dispatcher alone, engine clock (ManualClock), deliveries inline:")
     print(f"{'variant':<32}{'notices':>8}{'deliv.':>8}{'alarms/s':>10}{'notices/s':>11}{'(per CPU s)':>12}"
-          f"{'deliv./s':>10}{'engine p50/p99 ms':>19}{'red p99':>8}{'proc. p50/p99 ms':>18}{'wall s':>8}{'CPU s':>7}")
+          f"{'deliv./s':>10}{'all p50/p99 ms':>16}{'red p50/p99':>13}{'proc. p50/p99 ms':>18}{'wall s':>8}"
+          f"{'CPU s':>7}")
     for name, r in variants.items():
         print(f"{name:<32}{r['notices']:>8}{r['deliveries']:>8}{r['alarms_per_s']:>10,.0f}"
               f"{r['notices_per_s']:>11,.0f}{r['notices_per_cpu_s']:>12,.0f}{r['deliveries_per_s']:>10,.0f}"
-              f"{r['engine_delay_p50_ms']:>10,.0f}/{r['engine_delay_p99_ms']:<8,.0f}{r['red_engine_delay_p99_ms']:>8,.0f}"
+              f"{r['engine_delay_p50_ms']:>8,.0f}/{r['engine_delay_p99_ms']:<7,.0f}"
+              f"{_fmt(r['red_engine_delay_p50_ms']):>6}/{_fmt(r['red_engine_delay_p99_ms']):<6}"
               f"{r['processing_delay_p50_ms']:>9.2f}/{r['processing_delay_p99_ms']:<8.2f}{r['wall_s']:>8.2f}"
               f"{r['cpu_s']:>7.2f}")
-    print("engine delay = alarm event -> handed to channel on the engine clock (includes group_wait by design);")
-    print("proc. delay = wall time from the start of the closing flush to the hand-off (what notify adds).")
-    print(f"threaded executor, grouped: the pipeline thread spent {threaded['pipeline_thread_s'] * 1000:.1f} ms wall "
+    a = variants[name_a]
+    print(f"(a) policy: the {gw / 1000:g} s window; p99 {a['engine_delay_p99_ms']:,.0f} ms - window = "
+          f"{a['engine_delay_p99_ms'] - gw:,.0f} ms of the engine's own (the {args.tick_ms} ms tick), "
+          f"+ processing p99 {a['processing_delay_p99_ms']:.1f} ms")
+    print("all/red = alarm event -> handed to the channel on the engine clock (window + tick, by design);")
+    print("proc. = wall time from the start of the closing flush to the hand-off (what notify adds).")
+    print(f"threaded executor, (a): the pipeline thread spent {threaded['pipeline_thread_s'] * 1000:.1f} ms wall "
           f"({threaded['pipeline_thread_cpu_s'] * 1000:.1f} ms CPU) in submit+flush for {n_alarms} alarms "
           f"({threaded['pipeline_thread_us_per_alarm']:.1f} µs/alarm wall, "
           f"{threaded['pipeline_thread_s'] / (FLOOD_MS / 1000) * 100:.2f} % of the flood minute); "
           f"workers done after {threaded['wall_s']:.2f} s")
+
+    rt: dict[str, Any] = {}
+    if realtime:
+        print(f"\n2. Real time: the flood over a real minute, wall clock, ThreadedExecutor, tick {args.tick_ms} ms "
+              "(delay = send wall time - raise time):")
+        for name in (name_b, name_c):
+            r = rt[name] = run_realtime(sites, items, configs[name], args.tick_ms)
+            met = r["red_engine_delay_p99_ms"] <= 1000
+            print(f"  {name:<30} notices {r['notices']:>6}  all p50/p99 {_fmt(r['engine_delay_p50_ms'])}/"
+                  f"{_fmt(r['engine_delay_p99_ms'])} ms  red p50/p99 {_fmt(r['red_engine_delay_p50_ms'])}/"
+                  f"{_fmt(r['red_engine_delay_p99_ms'])} ms  not red p99 {_fmt(r['not_red_engine_delay_p99_ms'])} ms"
+                  f"  (red p99 <= 1 s: {'yes' if met else 'NO'}; ticks late {r['ticks_late_by_more_than_a_tick']})")
+
+    eng: dict[str, Any] = {}
+    if with_engine:
+        flood_s = args.flood_s or (15.0 if args.quick else 60.0)
+        base_s = args.base_s or (10.0 if args.quick else 30.0)
+        tomls: dict[str, tuple[str, str | None]] = {
+            "n": ("(n) alarms, no notify stage", None),
+            "a": ("(a) default: group_wait 10 s", ""),
+            "b": (f"(b) red {red_ms} ms", f'[notify.group_wait_by_severity]\nred = "{red_ms}ms"\n'),
+            "c": ("(c) group_wait 0", '[notify]\ngroup_wait = "0s"\n'),
+        }
+        print(f"\n3. Engine ingest rate during a flood: {E_SITES} sites x {E_BG_TAGS}-reading payloads, "
+              f"{E_FLOOD_PER_MIN:,} alarms/min for {flood_s:g} s; baselines {base_s:g} s before and after; "
+              f"MQTT to a pipe process, webhooks to a loopback HTTP server")
+        sinks = _Sinks()
+        try:
+            for key in args.engine_variants:
+                label, toml = tomls[key]
+                prof = RESULTS.parent / f"profile-notify-flood-{key}.txt" if args.profile else None
+                r = eng[label] = run_engine_flood(label, toml, sinks, flood_s=flood_s, base_s=base_s,
+                                                  seed=args.seed, profile=prof)
+                b0, f, b1 = r["baseline_before"], r["flood"], r["baseline_after"]
+                print(f"  {label:<30} readings/s before {b0['readings_per_s']:,.0f}, flood {f['readings_per_s']:,.0f},"
+                      f" after {b1['readings_per_s']:,.0f}: flood / baselines {r['ratio_flood_over_baselines']:.3f}"
+                      f" (/ before {r['ratio_flood_over_before']:.3f}; per engine-thread CPU s "
+                      f"{r['ratio_per_engine_cpu_s']:.3f}, per process CPU s {r['ratio_per_process_cpu_s']:.3f};"
+                      f" mean batch {f['mean_batch_s'] * 1000:.0f} ms)")
+                print(f"  {'':<30} {f['signals']:,} signals, {r['notices']:,} notices ({r['notice_rows']:,} rows: "
+                      f"{r['notice_outcomes']}), MQTT {r['mqtt_notices_received']:,} / webhook "
+                      f"{r['webhook_posts_received']:,} received; raised -> MQTT p50/p99 "
+                      f"{_fmt(r['mqtt_delay_p50_ms'])}/{_fmt(r['mqtt_delay_p99_ms'])} ms, red p50/p99/max "
+                      f"{_fmt(r['mqtt_red_delay_p50_ms'])}/{_fmt(r['mqtt_red_delay_p99_ms'])}/"
+                      f"{_fmt(r['mqtt_red_delay_max_ms'])} ms; -> webhook p99 {_fmt(r['webhook_delay_p99_ms'])} ms"
+                      f" (red {_fmt(r['webhook_red_delay_p99_ms'])}); flush -> received p50/p99 MQTT "
+                      f"{_fmt(r['mqtt_handoff_p50_ms'])}/{_fmt(r['mqtt_handoff_p99_ms'])} ms, webhook "
+                      f"{_fmt(r['webhook_handoff_p50_ms'])}/{_fmt(r['webhook_handoff_p99_ms'])} ms; "
+                      f"open alarms after {r['open_alarms_after']:,}")
+        finally:
+            sinks.close()
+    load_after = [round(x, 2) for x in os.getloadavg()]
+    print(f"load average before {load_before}, after {load_after}")
 
     doc = {
         "benchmark": "notify",
@@ -294,12 +808,17 @@ def main(argv: list[str] | None = None) -> int:
         "flood_ms": FLOOD_MS,
         "tick_ms": args.tick_ms,
         "group_wait_ms": args.group_wait_ms,
+        "red_wait_ms": args.red_wait_ms,
         "python": sys.version,
         "platform": platform.platform(),
+        "load_avg_before": load_before,
+        "load_avg_after": load_after,
         "variants": variants,
         "threaded_grouped": threaded,
+        "realtime": rt,
+        "engine_flood": eng,
         "notice_reduction_vs_naive": variants["naive one notice per alarm"]["notices"]
-        / max(1, next(iter(variants.values()))["notices"]),
+        / max(1, variants[name_a]["notices"]),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
