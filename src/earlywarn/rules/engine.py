@@ -162,7 +162,9 @@ class RuleEngine:
         self._st = EngineState(site_newest_ms=np.full(n_sites, NONE_TS, _I64))
         self._tag_idx: dict[str, int] = {}
         self._tag_names: list[str] = []
-        self._sidm_buf = np.full((n_sites, 0), -1, _I32)  # (ruled site, tag) -> sensor id; spare tag columns
+        # (site code, tag code) -> sensor id (-1: none yet), every site seen (ruled first) and every tag,
+        # with spare rows and columns
+        self._sidm_buf = np.full((0, 0), -1, _I32)
         self._sidm = self._sidm_buf
         self._sensor_site = self._sensor_site_buf = np.zeros(0, _I32)  # ruled site index, -1: no rules
         self._sensor_scode = self._sensor_scode_buf = np.zeros(0, _I32)  # code in _site_names
@@ -326,31 +328,39 @@ class RuleEngine:
         self._st.site_alive_ms = np.full(n_sites, NONE_TS, _I64)
         self._st.site_stale_active = np.zeros(len(ss_site), bool)
         self._st.site_stale_gated = np.zeros(len(ss_site), bool)
-        # sensor lookup: two-choice hash table on the 64-bit hash of (site, tag), see _hash_insert
+        # names -> codes: two-choice hash table on the 64-bit hash of a name, see _names_table
         self._hk = [np.zeros(0, np.uint64), np.zeros(0, np.uint64)]
         self._hv = [np.zeros(0, _I32), np.zeros(0, _I32)]
         self._h_m = 0  # slots of the first table (a power of two)
         self._h_m1 = 0  # slots of the second
         self._h_shift = np.uint64(63)
-        self._h_count = 0  # sensors in the tables (incl. the overflow table)
-        self._ovf_h, self._ovf_sid = np.zeros(0, np.uint64), np.zeros(0, _I32)
+        self._h_count = 0  # names in the tables (incl. the overflow table)
+        self._ovf_h, self._ovf_v = np.zeros(0, np.uint64), np.zeros(0, _I32)
         self._hash_exact_only = False
-        self._hash_pending: list[np.ndarray] = []  # ids of sensors registered but not yet in the table
-        self._sensor_df: pl.DataFrame | None = None  # (site, tag, sid) for exact joins, built on demand
+        self._new_names: tuple[list[int], list[int]] = (list(range(n_sites)), [])  # not yet in the table
+        self._grow_sidm(n_sites, 0)
         self._dirty = True
 
     # --- sensors --------------------------------------------------------------------------------
+
+    def _grow_sidm(self, rows: int, cols: int) -> None:
+        """Room in the (site code, tag code) -> sensor id matrix; capacity doubles (linear to fill)."""
+        r0, c0 = self._sidm_buf.shape
+        if rows > r0 or cols > c0:
+            buf = np.full((max(rows, 2 * r0 if rows > r0 else r0, 8), max(cols, 2 * c0 if cols > c0 else c0, 8)),
+                          -1, _I32)
+            buf[:r0, :c0] = self._sidm_buf
+            self._sidm_buf = buf
+        self._sidm = self._sidm_buf[: len(self._site_names), : len(self._tag_names)]
 
     def _tag(self, tag: str) -> int:
         t = self._tag_idx.get(tag)
         if t is None:
             t = self._tag_idx[tag] = len(self._tag_names)
             self._tag_names.append(tag)
-            if t >= self._sidm_buf.shape[1]:  # spare columns: adding tags one by one stays linear
-                buf = np.full((len(self._sites), max(8, 2 * self._sidm_buf.shape[1])), -1, _I32)
-                buf[:, : self._sidm_buf.shape[1]] = self._sidm_buf
-                self._sidm_buf = buf
-            self._sidm = self._sidm_buf[:, : t + 1]
+            self._new_names[1].append(t)
+            self._grow_sidm(len(self._site_names), t + 1)
+            self._dirty = True
         return t
 
     def _site(self, site: str) -> int:
@@ -360,22 +370,31 @@ class RuleEngine:
         if c is None:
             c = self._site_code[site] = len(self._site_names)
             self._site_names.append(site)
+            self._new_names[0].append(c)
+            self._grow_sidm(c + 1, len(self._tag_names))
+            self._dirty = True
         return c
 
     def _register(self, site: str, tag: str) -> int:
-        """A (site, tag) seen for the first time (see _register_many)."""
+        """A (site, tag) seen for the first time (see _register_codes)."""
         return int(self._register_many([site], [tag])[0])
 
     def _register_many(self, sites: Sequence[str], tags: Sequence[str]) -> np.ndarray:
-        """New (site, tag) pairs (distinct, not yet known): number them and attach the rule instances that
-        read them, vectorized over the sensors of each (template, tag)."""
         k = len(sites)
         scode = np.fromiter((self._site(s) for s in sites), _I32, k)
         tcode = np.fromiter((self._tag(t) for t in tags), _I32, k)
+        return self._register_codes(scode, tcode)
+
+    def _register_codes(self, scode: np.ndarray, tcode: np.ndarray) -> np.ndarray:
+        """New (site code, tag code) pairs (distinct, not yet known): number them and attach the rule
+        instances that read them, vectorized over the sensors of each (template, tag)."""
+        k = len(scode)
+        scode, tcode = scode.astype(_I32), tcode.astype(_I32)
         st = self._st
         sid0 = st.add_sensors(k)
         n = sid0 + k
         sids = np.arange(sid0, n, dtype=_I32)
+        self._sidm[scode, tcode] = sids
         n_ruled = len(self._sites)
         si = np.where(scode < n_ruled, scode, -1).astype(_I32)
         self._sensor_site_buf = _grow(self._sensor_site_buf, n, -1)
@@ -394,7 +413,6 @@ class RuleEngine:
         self._n_unruled += k - len(ruled)
         if len(ruled):
             r_si, r_tag, r_sid = si[ruled], tcode[ruled], sids[ruled]
-            self._sidm[r_si, r_tag] = r_sid
             tpl = self._site_tpl[r_si].astype(_I64)
             combo = tpl * (len(self._tag_names) + 1) + r_tag
             o = np.argsort(combo, kind="stable")
@@ -414,7 +432,6 @@ class RuleEngine:
                         self._maxwin[sel_sid] = np.maximum(self._maxwin[sel_sid], w)
                 for e in self._tpl_stale[t].get(tag, ()):
                     self._stale_new.append((sel_sid, np.full(len(sel), e, _I32)))
-        self._hash_pending.append(sids)
         self._dirty = True
         return sids
 
@@ -466,49 +483,44 @@ class RuleEngine:
             if name in self._tag_idx:
                 lut[self._tag_idx[name]] = True
         self._interest_sensor = lut[self._sensor_tag] & (self._sensor_site >= 0)
-        self._sensor_df = None
-        if self._hash_pending:
-            pend = np.concatenate(self._hash_pending)
-            self._hash_pending.clear()
-            self._hash_insert(pend)
+        self._names_table()
         self._dirty = False
 
-    def _keys_frame(self, sids: np.ndarray) -> pl.DataFrame:
-        """(site, tag) strings of the given sensors, for hashing and exact joins."""
-        return pl.DataFrame({
-            "site": pl.Series(self._site_names, dtype=pl.String).gather(self._sensor_scode[sids]),
-            "tag": pl.Series(self._tag_names, dtype=pl.String).gather(self._sensor_tag[sids]),
-        })
+    def _names_table(self) -> None:
+        """Put new site and tag names into the two-choice table from a name's 64-bit hash (sites hashed
+        with seed 1, tags with seed 2, as `_row_hashes` does) to its code (value = code * 2 + 1 for a tag).
 
-    def _hash_insert(self, sids: np.ndarray) -> None:
-        """Put sensors into the two-choice table from the 64-bit hash of (site, tag) to the sensor id.
-
-        Hashing two string columns in polars and two gathers cost a fraction of a string join; a lookup
-        matches on the full 64-bit hash, and if two known sensors ever shared one, the engine falls back
-        to the exact join for good. The first table (slot = high bits of the hash) has 2-4 slots per
-        sensor, so that most rows (80-90 %) are found at the first probe; the second (slot = low 32 bits
-        scaled to its size) half a slot per sensor; 12 bytes a slot, ~30-55 bytes per sensor in all.
-        Keys that find no free slot go to a small sorted side table, searched only for missed rows.
-        New sensors are inserted into free slots; the tables are rebuilt (all sensors) when the first
-        passes half full.
+        A batch's rows are mapped to (site code, tag code) by hashing two string columns in polars and
+        probing this table (small: one entry per distinct name, so it stays in cache however many sensors
+        there are), then to the sensor id through the (site, tag) matrix. A lookup matches on the full
+        64-bit hash; if two names ever shared one, the engine falls back to exact joins for good. The
+        first table (slot = high bits) has 2-4 slots per name, the second (slot = low 32 bits scaled to
+        its size) half a slot; names that find no free slot go to a small sorted side table, searched
+        only for missed rows. Rebuilt (all names) when the first passes half full.
         """
-        n = self._st.n_sensors
-        if self._h_count + len(sids) > self._h_m // 2:  # rebuild with room to grow
-            self._h_m = 1 << max(12, int(np.ceil(np.log2(max(2 * n, 1)))))
-            self._h_m1 = max(1024, n // 2)
+        new_s, new_t = self._new_names
+        if not new_s and not new_t:
+            return
+        n = len(self._site_names) + len(self._tag_names)
+        if self._h_count + len(new_s) + len(new_t) > self._h_m // 2:  # rebuild with room to grow
+            self._h_m = 1 << max(10, int(np.ceil(np.log2(max(2 * n, 1)))))
+            self._h_m1 = max(256, n // 2)
             self._h_shift = np.uint64(64 - int(np.log2(self._h_m)))
             self._hk = [np.zeros(self._h_m, np.uint64), np.zeros(self._h_m1, np.uint64)]
             self._hv = [np.full(self._h_m, -1, _I32), np.full(self._h_m1, -1, _I32)]
-            self._ovf_h, self._ovf_sid = np.zeros(0, np.uint64), np.zeros(0, _I32)
+            self._ovf_h, self._ovf_v = np.zeros(0, np.uint64), np.zeros(0, _I32)
             self._h_count = 0
-            sids = np.arange(n, dtype=_I32)
-        if not len(sids):
-            return
-        h = _pair_hash(self._keys_frame(sids))
-        # a new key equal to a known one, or two new keys alike: 64-bit collision, exact joins from now on
+            new_s, new_t = list(range(len(self._site_names))), list(range(len(self._tag_names)))
+        h = np.concatenate([
+            pl.Series([self._site_names[c] for c in new_s], dtype=pl.String).hash(seed=1).to_numpy(),
+            pl.Series([self._tag_names[c] for c in new_t], dtype=pl.String).hash(seed=2).to_numpy(),
+        ]).astype(np.uint64)
+        v = np.concatenate([np.asarray(new_s, _I64) * 2, np.asarray(new_t, _I64) * 2 + 1]).astype(_I32)
+        self._new_names = ([], [])
+        # a new name equal to a known one, or two new ones alike: 64-bit collision, exact joins from now on
         if len(np.unique(h)) != len(h) or (self._h_count and bool(np.any(self._lookup(h) >= 0))):
             self._hash_exact_only = True
-        self._h_count += len(sids)
+        self._h_count += len(h)
         todo = np.arange(len(h))
         for t in range(2):
             if not len(todo):
@@ -518,15 +530,15 @@ class RuleEngine:
             u, i = np.unique(slot[free], return_index=True)
             put = todo[np.flatnonzero(free)[i]]
             self._hk[t][u] = h[put]
-            self._hv[t][u] = sids[put]
+            self._hv[t][u] = v[put]
             placed = np.zeros(len(h), bool)
             placed[put] = True
             todo = todo[~placed[todo]]
         if len(todo):
             oh = np.concatenate([self._ovf_h, h[todo]])
-            osid = np.concatenate([self._ovf_sid, sids[todo].astype(_I32)])
+            ov = np.concatenate([self._ovf_v, v[todo]])
             o = np.argsort(oh)
-            self._ovf_h, self._ovf_sid = oh[o], osid[o]
+            self._ovf_h, self._ovf_v = oh[o], ov[o]
 
     def _slot(self, h: np.ndarray, t: int) -> np.ndarray:
         if t == 0:  # the high bits
@@ -535,44 +547,77 @@ class RuleEngine:
         return (((h & np.uint64(0xFFFFFFFF)) * np.uint64(self._h_m1)) >> np.uint64(32)).astype(np.intp)
 
     def _lookup(self, h: np.ndarray) -> np.ndarray:
-        """Sensor id per 64-bit hash (int32, -1 where unknown)."""
+        """Table value per 64-bit hash (int32, -1 where unknown)."""
+        if not self._h_m:
+            return np.full(len(h), -1, _I32)
         s1 = self._slot(h, 0)
-        sid = np.where(self._hk[0].take(s1) == h, self._hv[0].take(s1), np.int32(-1))
-        miss = np.flatnonzero(sid < 0)
+        val = np.where(self._hk[0].take(s1) == h, self._hv[0].take(s1), np.int32(-1))
+        miss = np.flatnonzero(val < 0)
         if len(miss):
             hm = h.take(miss)
             s2 = self._slot(hm, 1)
-            sid[miss] = np.where(self._hk[1].take(s2) == hm, self._hv[1].take(s2), np.int32(-1))
-            miss = miss[sid[miss] < 0]
+            val[miss] = np.where(self._hk[1].take(s2) == hm, self._hv[1].take(s2), np.int32(-1))
+            miss = miss[val[miss] < 0]
         if len(miss) and len(self._ovf_h):
             k = np.minimum(np.searchsorted(self._ovf_h, h[miss]), len(self._ovf_h) - 1)
-            sid[miss] = np.where(self._ovf_h[k] == h[miss], self._ovf_sid[k], np.int32(-1))
-        return sid
+            val[miss] = np.where(self._ovf_h[k] == h[miss], self._ovf_v[k], np.int32(-1))
+        return val
+
+    def _codes(self, h: np.ndarray, kind: int) -> np.ndarray:
+        """Site (kind 0) or tag (kind 1) codes of hashes, -1 where unknown."""
+        val = self._lookup(h)
+        return np.where((val >= 0) & ((val & 1) == kind), val >> 1, -1)
 
     def _map_sids(self, frame: pl.DataFrame) -> np.ndarray:
-        """Sensor id (int64) of every row; registers new (site, tag) pairs."""
+        """Sensor id (int64) of every row; registers new sites, tags and (site, tag) pairs."""
+        return self._map_rows(frame)[0]
+
+    def _map_rows(self, frame: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """(sensor id, site code) of every row, int64."""
         self._refresh()
         if self._hash_exact_only:
-            return self._map_sids_exact(frame)
-        sid = self._lookup(_pair_hash(frame)) if self._h_m else np.full(frame.height, -1, _I32)
-        miss = np.flatnonzero(sid < 0)
-        if len(miss):  # new sensors (a miss is never a known sensor: the table holds every known hash)
-            sid[miss] = self._map_sids_exact(frame[miss])
+            return self._map_rows_exact(frame)
+        hs, ht = _row_hashes(frame)
+        n = len(hs)
+        # a message's readings share their site: look up the first row of each run of equal hashes
+        head = np.ones(n, bool)
+        np.not_equal(hs[1:], hs[:-1], out=head[1:])
+        heads = np.flatnonzero(head)
+        sc = self._codes(hs.take(heads), 0)
+        if len(heads) < n:
+            sc = np.repeat(sc, np.diff(np.append(heads, n)))
+        tc = self._codes(ht, 1)
+        if bool(np.any(sc < 0)) or bool(np.any(tc < 0)):  # a site or tag never seen: the exact way
+            return self._map_rows_exact(frame)
+        return self._sids_of(sc, tc), sc
+
+    def _sids_of(self, sc: np.ndarray, tc: np.ndarray) -> np.ndarray:
+        """Sensor ids of (site code, tag code) rows; registers the new pairs."""
+        ncol = self._sidm_buf.shape[1]
+        flat = sc * ncol + tc
+        sid = self._sidm_buf.ravel().take(flat)
+        new = np.flatnonzero(sid < 0)
+        if len(new):
+            # one per new pair, numbered in order of first appearance
+            first = np.sort(new[np.unique(flat[new], return_index=True)[1]])
+            self._register_codes(sc[first], tc[first])
+            self._refresh()
+            sid = self._sidm_buf.ravel().take(flat)
         return sid.astype(_I64)
 
     def _map_sids_exact(self, frame: pl.DataFrame) -> np.ndarray:
-        keys = frame.select("site", "tag")
-        self._refresh()
-        if self._sensor_df is None:
-            self._sensor_df = self._keys_frame(np.arange(self._st.n_sensors)).with_columns(
-                sid=pl.int_range(self._st.n_sensors, dtype=pl.Int64))
-        joined = keys.join(self._sensor_df, on=["site", "tag"], how="left", maintain_order="left")
-        if joined["sid"].null_count():
-            new = joined.filter(pl.col("sid").is_null()).select("site", "tag").unique(maintain_order=True)
-            self._register_many(new["site"].to_list(), new["tag"].to_list())
-            self._refresh()
-            return self._map_sids_exact(frame)
-        return joined["sid"].to_numpy().astype(_I64, copy=False)
+        return self._map_rows_exact(frame)[0]
+
+    def _map_rows_exact(self, frame: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """The exact way (joins on the names): new sites, tags and sensors, or after a hash collision."""
+        codes = []
+        for col, reg in (("site", self._site), ("tag", self._tag)):
+            names = frame[col].unique(maintain_order=True).to_list()
+            lut = pl.DataFrame({col: names, "code": [reg(x) for x in names]},
+                               schema={col: pl.String, "code": pl.Int64})
+            codes.append(frame.select(col).join(lut, on=col, how="left", maintain_order="left")["code"].to_numpy())
+        sc, tc = codes
+        return self._sids_of(sc, tc), sc
 
     # --- public API -----------------------------------------------------------------------------
 
@@ -586,9 +631,9 @@ class RuleEngine:
             st.clock_ms = max(clock_prev, now_ms)
             self._end_of_batch(out, None)
             return EvalResult(self._sorted(out), 0, 0)
-        sid_all = self._map_sids(frame)
-        if self._n_unruled:  # readings of sites without rules are ignored
-            keep = self._sensor_site[sid_all] >= 0
+        sid_all, scode = self._map_rows(frame)
+        if self._n_unruled:  # readings of sites without rules are ignored (ruled sites: the low codes)
+            keep = scode < len(self._sites)
             all_kept = bool(keep.all())
         else:
             all_kept = True
@@ -793,9 +838,9 @@ class RuleEngine:
         fg = st.sensor_first_good_ts_ms
         fsid = b.sid[fp]
         fg[fsid] = np.where(fg[fsid] == NONE_TS, b.ts[fp], fg[fsid])
-        site_last = self._sensor_site[ls]
-        np.maximum.at(st.site_newest_ms, site_last, ls_ts)
-        np.maximum.at(st.site_alive_ms, site_last, np.maximum(ls_ts, clock_prev))
+        site_last = self._sensor_site.take(ls)
+        _scatter_max(st.site_newest_ms, site_last, ls_ts)
+        _scatter_max(st.site_alive_ms, site_last, np.maximum(ls_ts, clock_prev))
 
         # chunks of evaluation points: (kind, inst, ts, c, d, value, arrival index, mask); mask (None =
         # all) marks the points that take part, so that the batch-size arrays of the common case (one
@@ -1477,6 +1522,18 @@ def _signal_maker() -> Any:
 _make_signal = _signal_maker()
 
 
+def _scatter_max(target: np.ndarray, idx: np.ndarray, vals: np.ndarray) -> None:
+    """target[idx] = max(target[idx], vals), repeated indices included (np.maximum.at). Sensor ids are
+    numbered in order of first appearance, so a batch's sensors usually come site by site: then one
+    reduceat over the runs of equal indices, much cheaper than ufunc.at."""
+    if len(idx) > 1 and not bool(np.any(idx[1:] < idx[:-1])):
+        starts = np.flatnonzero(segment_first(idx))
+        u = idx.take(starts)
+        target[u] = np.maximum(target[u], np.maximum.reduceat(vals, starts))
+    else:
+        np.maximum.at(target, idx, vals)
+
+
 def _walk_to_good(pos: np.ndarray, stop: np.ndarray, good: np.ndarray, step: int) -> np.ndarray:
     """Move each position by `step` until it is on a good reading, not past `stop` (then -1)."""
     pos = pos.copy()
@@ -1519,10 +1576,11 @@ def _eval_scalar(e: Expr, value: Any) -> bool:
     return not _eval_scalar(e.item, value)
 
 
-def _pair_hash(frame: pl.DataFrame) -> np.ndarray:
-    """64-bit hash of (site, tag) per row: xor of two independently seeded column hashes (polars'
-    fixed-seed hashes are stable within a process; different seeds keep (a, b) and (b, a) apart)."""
-    return frame.select(pl.col("site").hash(seed=1) ^ pl.col("tag").hash(seed=2)).to_series().to_numpy()
+def _row_hashes(frame: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """64-bit hashes of the site (seed 1) and tag (seed 2) of every row (polars' fixed-seed hashes are
+    stable within a process; the table of names is rebuilt per process)."""
+    h = frame.select(pl.col("site").hash(seed=1), pl.col("tag").hash(seed=2))
+    return h["site"].to_numpy(), h["tag"].to_numpy()
 
 
 def _trend_prefix(e_sid: np.ndarray, e_ts: np.ndarray, e_val: np.ndarray) -> dict[str, np.ndarray]:
