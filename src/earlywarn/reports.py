@@ -503,7 +503,7 @@ def _closure_from_rows(
     raised = col("raised_at")
     # group number: the keys' codes in mixed radix, first key most significant, so that ascending group
     # numbers are the report's row order
-    gid = np.zeros(n, dtype=np.int64)
+    gid = np.zeros(n, dtype=np.int64) if not by else None
     spans: list[int] = []
     lows: list[int] = []
     dims = iter(dim_values)
@@ -518,8 +518,14 @@ def _closure_from_rows(
         lows.append(lo)
         if math.prod(spans) >= 2**62:
             return None  # too many possible groups for one int64: let DuckDB group
-        gid *= span
-        gid += g - lo
+        if gid is None:
+            gid = g.astype(np.int64)
+        else:
+            gid *= span
+            gid += g
+        if lo:
+            gid -= lo
+    assert gid is not None
     n_possible = math.prod(spans)
     group_keys = None
     n_groups = n_possible
@@ -551,10 +557,14 @@ def _closure_from_rows(
         (ack_state, (med_ack, p90_ack)), (state, (med_close, p90_close)) = ack.result(), close.result()
     state |= ack_state
 
-    raised_n = np.bincount(gid, minlength=n_groups)
     by_state = None
     if n_groups * 32 <= _MAX_PACKED_BINS:
-        by_state = np.bincount(gid * 32 + state, minlength=n_groups * 32).reshape(n_groups, 32)
+        packed = gid * 32
+        packed += state
+        by_state = np.bincount(packed, minlength=n_groups * 32).reshape(n_groups, 32)
+        raised_n = by_state.sum(axis=1)
+    else:
+        raised_n = np.bincount(gid, minlength=n_groups)
 
     def per_group(bit: int, *, also: int = 0) -> np.ndarray:
         """Alarms per group with state bit `bit` (and, if given, any of the bits `also`) set."""
