@@ -109,9 +109,10 @@ class Engine:
             history=store.list_alarms(state="closed", limit=10_000),
             windows=store.maintenance_windows(),
         )
-        self.metrics.open_alarms.set(len(self.alarms.open_alarms()))
+        self.metrics.open_alarms.set(len(self.alarms))
         self._event_clock_ms = 0  # newest event time seen (the engine clock of a replay)
         self._last_checkpoint_mono = time.monotonic()
+        self._snapshot_seq = store.batch_seq  # batch of the newest rule-state snapshot taken by this engine
         self._pending_notices: list[NoticeRecord] = []
 
     # -- restart -------------------------------------------------------------------------------------
@@ -190,11 +191,8 @@ class Engine:
         changes.append(self.alarms.tick(now_ms))
 
         alarms, events, notices = _merge_changes(changes)
-        state: dict[str, bytes] = {}
-        if time.monotonic() - self._last_checkpoint_mono >= self.cfg.store.checkpoint_interval_ms / 1000:
-            state[RULES_STATE_KEY] = self.rules.snapshot()
         notice_rows, self._pending_notices = self._pending_notices, []
-        if not (len(batch) or rejects or signals or alarms or events or notice_rows or state or actions or windows):
+        if not (len(batch) or rejects or signals or alarms or events or notice_rows or actions or windows):
             # nothing happened: no empty transaction, no batch number spent
             return StepResult()
         cb = CommitBatch(
@@ -205,14 +203,12 @@ class Engine:
             alarms=tuple(alarms),
             events=tuple(events),
             notices=tuple(notice_rows),
-            state=state,
             windows=tuple(windows),
             now_ms=now_ms,
         )
         committed = self._commit(cb)
-        if state:
-            self._last_checkpoint_mono = time.monotonic()
         self.sequencer.advance(split)
+        self._maybe_snapshot(committed.batch_seq, now_ms)
 
         for a, ch in action_results:
             a.done.set_result(ch)
@@ -232,7 +228,7 @@ class Engine:
             m.signals.labels(s.kind.value).inc()
         for e in events:
             m.alarm_events.labels(e.kind.value).inc()
-        m.open_alarms.set(len(self.alarms.open_alarms()))
+        m.open_alarms.set(len(self.alarms))  # not open_alarms(): that sorts every open alarm
         m.batch_readings.observe(len(batch))
         m.batch_seconds.observe(time.perf_counter() - t0)
         return StepResult(
@@ -244,6 +240,27 @@ class Engine:
             duplicates=committed.duplicates + split.in_batch_dups,
             batch_seq=committed.batch_seq,
         )
+
+    def _maybe_snapshot(self, batch_seq: int, now_ms: int) -> None:
+        """Hand a rule-state snapshot to the store on the checkpoint interval (live runs only).
+
+        Taken right after the commit of `batch_seq`, before the next batch is evaluated, so the bytes are
+        exactly the rule state that batch left; the store writes them (a few MB) on its background thread
+        with that batch_seq, and a restart replays the batches after it. `RuleEngine.snapshot()` is the
+        only part on this thread: it is the consistent copy. A replay takes one snapshot at its end
+        (`checkpoint`); an engine that committed nothing since the last snapshot takes none.
+        """
+        if self.replay or batch_seq <= self._snapshot_seq:
+            return
+        if time.monotonic() - self._last_checkpoint_mono < self.cfg.store.checkpoint_interval_ms / 1000:
+            return
+        t0 = time.perf_counter()
+        blob = self.rules.snapshot()
+        self.store.save_state_later(RULES_STATE_KEY, blob, batch_seq, now_ms)
+        self._snapshot_seq = batch_seq
+        self._last_checkpoint_mono = time.monotonic()
+        log.debug("rule-state snapshot of batch %d: %d bytes in %.1f ms", batch_seq, len(blob),
+                  (time.perf_counter() - t0) * 1e3)
 
     def _commit(self, cb: CommitBatch) -> Any:
         """Commit, retrying with backoff until the store takes it.
@@ -362,6 +379,10 @@ def load_site_rules(cfg: Config) -> tuple[dict[str, Site], dict[str, tuple[RuleS
 # Live run
 
 
+#: Put in the inbox by Runner.submit to end the engine thread's wait for messages; never decoded.
+_WAKE = RawMessage("$earlywarn/wake", b"")
+
+
 class Runner:
     """`earlywarn run`: ingest thread + engine thread until stop()."""
 
@@ -383,15 +404,25 @@ class Runner:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="earlywarn-engine", daemon=True)
         self.error: BaseException | None = None
+        self._wakes = 0  # wake-up markers put in the inbox by submit() and not yet taken out
+        self._wake_lock = threading.Lock()
 
     def start(self) -> None:
         self.ingest.start()
         self._thread.start()
 
     def submit(self, apply: Callable[[AlarmManager, int], Any]) -> Future[Any]:
-        """Queue a user action for the engine thread; the future resolves after the commit."""
+        """Queue a user action for the engine thread; the future resolves after the commit.
+
+        The engine thread waits on the inbox (up to 100 ms when no reading comes), so the action also
+        drops a wake-up marker there: an idle engine commits it within `idle_flush` instead of at the end
+        of that wait.
+        """
         a = Action(apply)
         self.actions.put(a)
+        with self._wake_lock:
+            self._wakes += 1
+        self.inbox.put(_WAKE)
         return a.done
 
     def _drain_actions(self) -> list[Action]:
@@ -413,6 +444,11 @@ class Runner:
                     # readings are not counted before decode; a compact reading is ~45 bytes of JSON
                     max_bytes=ic.batch_max_readings * _BYTES_PER_READING,
                 )
+                if self._wakes:
+                    n = len(msgs)
+                    msgs = [m for m in msgs if m is not _WAKE]
+                    with self._wake_lock:
+                        self._wakes -= n - len(msgs)
                 actions = self._drain_actions()
                 self.metrics.queue_depth.set(self.inbox.qsize())
                 if stopping and not msgs and not actions:
