@@ -12,6 +12,12 @@ Cases (seeded workload, built before any timing):
 - tick: `tick(now)` with 100 000 open alarms of which ~1 % fall due per tick (heap of due times), against
   a naive tick that asks every open alarm whether a timer is due.
 
+- api: actions through the HTTP API with 100 000 open alarms, as `earlywarn run` serves them: the starlette
+  app on uvicorn over loopback, the engine thread of a real `Runner` committing each action to a DuckDB
+  file before the reply (the 100 000 alarms were committed first and restored at start, like a restart).
+  A client process (httpx, keep-alive) posts `ack` and `comment` on random open alarms, one request at a
+  time per connection, with 1 and with 8 connections; actions/s and latency p50/p99 (`--no-api` skips it).
+
 Results go to benchmarks/results/lifecycle.json. The machine is shared: read the ratios.
 """
 
@@ -275,14 +281,159 @@ def run(quick: bool, call: int, seed: int) -> dict[str, Any]:
     return results
 
 
+# ---------------------------------------------------------------------------------------------
+# actions through the HTTP API (a real server on loopback)
+
+
+def _api_client(url: str, ids: list[str], conns: int, seconds: float, seed: int, out: Any) -> None:
+    """Client process: `conns` keep-alive connections, each posting one action at a time for `seconds`."""
+    import threading
+
+    import httpx
+
+    lat: list[float] = []
+    codes: dict[int, int] = {}
+    lock = threading.Lock()
+    deadline = time.perf_counter() + seconds
+
+    def worker(k: int) -> None:
+        rng = random.Random(seed * 1000 + k)
+        mine: list[float] = []
+        got: dict[int, int] = {}
+        with httpx.Client(base_url=url, timeout=30) as c:
+            while time.perf_counter() < deadline:
+                aid = ids[rng.randrange(len(ids))]
+                if rng.random() < 0.5:
+                    path, body = f"/api/alarms/{aid}/ack", {"note": ""}
+                else:
+                    path, body = f"/api/alarms/{aid}/comment", {"note": f"bench {k}"}
+                t = time.perf_counter()
+                r = c.post(path, json=body)
+                mine.append(time.perf_counter() - t)
+                got[r.status_code] = got.get(r.status_code, 0) + 1
+        with lock:
+            lat.extend(mine)
+            for code, n in got.items():
+                codes[code] = codes.get(code, 0) + n
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(conns)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    out.put({"requests": len(lat), "seconds": time.perf_counter() - t0, "latencies": lat, "codes": codes})
+
+
+class _NoIngest:
+    """The ingest stage of a Runner with no broker: the API case measures actions only."""
+
+    connected = True
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+    def ack(self, messages: Any) -> int:
+        return 0
+
+
+def run_api(quick: bool, seed: int, n_alarms: int = 100_000) -> dict[str, Any]:
+    """Actions/s through the HTTP API of a running engine with `n_alarms` open alarms."""
+    import multiprocessing as mp
+    import queue
+    import socket
+    import tempfile
+
+    import numpy as np
+
+    from earlywarn.api import serve_in_thread
+    from earlywarn.app import build_engine
+    from earlywarn.config import load_config
+    from earlywarn.metrics import Metrics
+    from earlywarn.pipeline import Runner
+    from earlywarn.store import CommitBatch, Store
+
+    n_sites = 500
+    seconds = 5.0 if quick else 15.0
+    sites = make_sites(n_sites)
+    with socket.socket() as so:
+        so.bind(("127.0.0.1", 0))
+        port = so.getsockname()[1]
+    res: dict[str, Any] = {"open_alarms": n_alarms, "seconds_per_case": seconds}
+    with tempfile.TemporaryDirectory(prefix="bench_lifecycle_api_") as d:
+        tmp = Path(d)
+        (tmp / "sites.toml").write_text("".join(
+            f'[[site]]\nid = "{s.id}"\nplant = "{s.plant}"\ndistrict = "{s.district}"\n' for s in sites.values()))
+        (tmp / "ew.toml").write_text(
+            '[store]\npath = "ew.duckdb"\n[rules]\nsites = "sites.toml"\n[metrics]\nlisten = ""\n'
+            f'[http]\nlisten = "127.0.0.1:{port}"\n[notify]\nlog = false\n[broker]\nurl = "mqtt://127.0.0.1:1"\n')
+        cfg = load_config(tmp / "ew.toml")
+        # 100 000 alarms raised over the last minute (no deadline falls due during the run), committed,
+        # then restored by the engine at start
+        now = int(time.time() * 1000)
+        opens = [Signal(f"S{i % n_sites:04d}", f"T{i // n_sites:04d}", f"R{i % 7}", SEVERITIES[i % 4],
+                        SignalKind.RAISE, now - 60_000 + i * 60_000 // n_alarms, 1.0, "high") for i in range(n_alarms)]
+        seedm = AlarmManager(sites, cfg.alarms)
+        ch = seedm.apply_signals(opens, now)
+        t = time.perf_counter()
+        with Store.open(tmp / "ew.duckdb", deadlines=cfg.alarms.deadlines) as st:
+            st.commit(CommitBatch(fresh=_empty(), maybe_dup=_empty(), alarms=tuple(ch.alarms),
+                                  events=tuple(ch.events), now_ms=now))
+        res["seed_commit_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        metrics = Metrics()
+        engine = build_engine(cfg, metrics=metrics)
+        res["engine_start_s"] = time.perf_counter() - t  # restores the open alarms from the store
+        ids = [a.alarm_id for a in engine.alarms.open_alarms()]
+        assert len(ids) == n_alarms, len(ids)
+        runner = Runner(cfg, engine=engine, metrics=metrics, ingest=_NoIngest(), inbox=queue.SimpleQueue())
+        runner.start()
+        server = serve_in_thread(cfg, runner)
+        url = f"http://127.0.0.1:{server.port}"
+        ctx = mp.get_context("spawn")
+        cases = []
+        try:
+            for conns in (1, 8):
+                q = ctx.Queue()
+                p = ctx.Process(target=_api_client, args=(url, ids, conns, seconds, seed, q), daemon=True)
+                p.start()
+                r = q.get(timeout=seconds + 120)
+                p.join(30)
+                lat = np.array(r["latencies"]) * 1e3
+                cases.append({
+                    "connections": conns, "requests": r["requests"], "seconds": r["seconds"],
+                    "actions_per_s": r["requests"] / r["seconds"], "codes": r["codes"],
+                    "p50_ms": float(np.percentile(lat, 50)), "p99_ms": float(np.percentile(lat, 99)),
+                })
+        finally:
+            server.stop()
+            runner.stop()
+            engine.store.close()
+        res["cases"] = cases
+        res["open_after"] = len(engine.alarms.open_alarms())
+    return res
+
+
+def _empty() -> Any:
+    from earlywarn.model import ReadingBatch
+
+    return ReadingBatch.empty()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="smaller stream (CI)")
     ap.add_argument("--call", type=int, default=5_000, help="signals per apply_signals call")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--no-api", action="store_true", help="skip actions through the HTTP API")
     args = ap.parse_args(argv)
     res = run(args.quick, args.call, args.seed)
+    if not args.no_api:
+        res["api"] = run_api(args.quick, args.seed)
     s, b, o, t = res["signals"], res["baseline_list_scan"], res["open"], res["tick"]
     rows = [
         (
@@ -308,6 +459,12 @@ def main(argv: list[str] | None = None) -> int:
         ("baseline tick: scan all", f"{t['baseline_ms_per_tick']:.2f} ms", ""),
         ("tick, nothing due", f"{t['idle_ms_per_tick'] * 1e3:.1f} us", ""),
     ]
+    for c in res.get("api", {}).get("cases", []):
+        rows.append((
+            f"API actions, 100k open, {c['connections']} conn.",
+            f"{c['actions_per_s']:,.0f} actions/s",
+            f"p50 {c['p50_ms']:.1f} ms, p99 {c['p99_ms']:.1f} ms; {c['requests']} requests, status {c['codes']}",
+        ))
     w = max(len(r[0]) for r in rows)
     print(f"{'case':<{w}}  {'rate':>22}  note")
     for name, rate, note in rows:
