@@ -157,6 +157,7 @@ def main() -> None:
     batches = workload(seconds, seed=7, batch_seconds=batch_s)
 
     repeats = 3 if args.quick else 5
+    load_before = os.getloadavg()
     rows = []
     for name, pack in (("threshold", threshold_pack()), ("full", full_pack())):
         r = run_engine(pack, batches, repeats)
@@ -189,9 +190,12 @@ def main() -> None:
         "quick": args.quick, "sensors": N_SITES * N_TAGS, "batch_seconds": batch_s,
         "readings_per_batch": N_SITES * N_TAGS * batch_s, "python": platform.python_version(),
         "numpy": np.__version__, "polars": pl.__version__, "polars_threads": os.environ["POLARS_MAX_THREADS"],
-        "results": rows,
+        "load_avg_before": load_before, "load_avg_after": os.getloadavg(), "results": rows,
     }, indent=2))
-    print(f"\nwrote {out.relative_to(ROOT)}")
+    load_after = os.getloadavg()
+    print(f"\nload average (1, 5, 15 min) before {load_before}, after {load_after}: the machine is shared, "
+          f"compare ratios from the same run")
+    print(f"wrote {out.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

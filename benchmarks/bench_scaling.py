@@ -127,6 +127,7 @@ def point(n_sensors: int, n_tags: int, n_rules: int, min_timed: int = MIN_TIMED,
         "peak_rss_mb": peak_rss_mb(),
         "snapshot_bytes": len(snap), "snapshot_bytes_per_sensor_rule": len(snap) / pairs,
         "engine_traced_bytes": engine_bytes, "engine_traced_bytes_per_sensor_rule": engine_bytes / pairs,
+        "load_avg": os.getloadavg(),
     }
 
 

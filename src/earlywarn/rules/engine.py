@@ -1010,7 +1010,13 @@ class RuleEngine:
             return x if seg is None else np.repeat(x, seg[3])
 
         if kind == _K_THRESHOLD:
-            c, d = folded_conditions(v, const("sign"), const("above"), const("below"))
+            sign = p["sign"].take(row)
+            if sign.min() == sign.max() == 1.0:  # all `>` / `>=` (often): no sign to apply
+                c, d = v > const("above"), v < const("below")
+            elif sign.min() == sign.max():  # one direction: a scalar sign, no per-reading array
+                c, d = folded_conditions(v, float(sign[0]), const("above"), const("below"))
+            else:
+                c, d = folded_conditions(v, const("sign"), const("above"), const("below"))
         else:
             c = (q == _BAD) | np.isnan(v)
             c |= const("has_range") & ((v < const("lo")) | (v > const("hi")))

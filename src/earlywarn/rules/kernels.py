@@ -174,19 +174,20 @@ def delay_kernel(
 
     def run_start(cond: BoolA, carried: IntA) -> IntA:
         """Start ts of the run of `cond` each point belongs to (meaningful only where cond holds)."""
+        # a run starts where cond holds and did not at the point before (a segment's first point: a
+        # run starts unless one is carried over from the last batch, which starts at the carried ts)
+        marks = cond.copy()
+        np.greater(cond[1:], cond[:-1], out=marks[1:])
         carried_here = carried[seg_inst]
-        prev = np.empty(n, dtype=bool)
-        prev[0] = False
-        prev[1:] = cond[:-1]
-        prev[first_pos] = carried_here != NONE_TS
-        marks = cond & ~prev
-        cont = first_pos[cond[first_pos] & prev[first_pos]]  # runs carried over from the last batch
+        marks[first_pos] = cond[first_pos]
+        cont = first_pos[cond[first_pos] & (carried_here != NONE_TS)]  # runs carried over from the last batch
         ts_x = ts_ms
         if len(cont):
-            marks[cont] = True
             ts_x = ts_ms.copy()
             ts_x[cont] = carried[inst[cont]]
-        return ts_x[np.maximum.accumulate(ar * marks)]
+        idx = np.where(marks, ar, 0)
+        np.maximum.accumulate(idx, out=idx)
+        return ts_x.take(idx)
 
     c_start = run_start(c, c_start_prev_ms)
     d_start = run_start(d, d_start_prev_ms)
