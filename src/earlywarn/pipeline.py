@@ -545,52 +545,53 @@ def read_replay_files(paths: Sequence[str]) -> tuple[ReadingBatch, list[Reject]]
         if missing:
             msg = f"{path}: missing column(s) {', '.join(missing)} (need site, tag, ts, value[, quality])"
             raise ValueError(msg)
-        ts = df.get_column("ts")
-        if ts.dtype.is_integer():
+        # one lazy query per file (polars runs the column expressions in parallel, in one pass)
+        ts_dtype = df.schema["ts"]
+        ts = pl.col("ts")
+        if ts_dtype.is_integer():
             ts_ms = ts.cast(pl.Int64)
-        elif ts.dtype == pl.String:
-            as_int = ts.str.to_integer(strict=False)
-            parsed = ts.str.to_datetime(time_zone="UTC", strict=False, time_unit="ms").dt.epoch("ms")
-            ts_ms = as_int.fill_null(parsed)
-        elif isinstance(ts.dtype, pl.Datetime):
+        elif ts_dtype == pl.String:
+            ts_ms = ts.str.to_integer(strict=False).fill_null(
+                ts.str.to_datetime(time_zone="UTC", strict=False, time_unit="ms").dt.epoch("ms"))
+        elif isinstance(ts_dtype, pl.Datetime):
             ts_ms = ts.dt.epoch("ms")
         else:
             ts_ms = ts.cast(pl.Int64, strict=False)
         if "quality" in df.columns:
-            q = df.get_column("quality")
-            if q.dtype == pl.String:
+            q = pl.col("quality")
+            if df.schema["quality"] == pl.String:
                 quality = q.str.to_lowercase().replace_strict(
                     {lab: i for i, lab in enumerate(QUALITY_LABELS)}, default=None, return_dtype=pl.Int8
                 )
             else:
                 quality = q.cast(pl.Int8, strict=False)
         else:
-            quality = pl.Series("quality", [0] * df.height, dtype=pl.Int8)
-        value = df.get_column("value").cast(pl.Float64, strict=False)
-        out = pl.DataFrame(
-            {
-                "site": df.get_column("site").cast(pl.String),
-                "tag": df.get_column("tag").cast(pl.String),
-                "ts_ms": ts_ms,
-                "value": value,
-                "quality": quality,
-            }
-        )
-        bad = out.get_column("ts_ms").is_null() | out.get_column("site").is_null() | out.get_column("tag").is_null()
-        bad = bad | out.get_column("quality").is_null()
-        bad = bad | (out.get_column("value").is_nan().fill_null(False)) | out.get_column("value").is_infinite().fill_null(False)
+            quality = pl.lit(0, dtype=pl.Int8)
+        value = pl.col("value").cast(pl.Float64, strict=False)
+        out = df.lazy().select(
+            pl.col("site").cast(pl.String), pl.col("tag").cast(pl.String), ts_ms.alias("ts_ms"),
+            value.alias("value"), quality.alias("quality"),
+        ).with_columns(
+            (pl.col("ts_ms").is_null() | pl.col("site").is_null() | pl.col("tag").is_null()
+             | pl.col("quality").is_null() | pl.col("value").is_nan().fill_null(False)
+             | pl.col("value").is_infinite().fill_null(False)).alias("_bad")
+        ).collect()
+        bad = out.get_column("_bad")
         if bad.any():
             for row in df.filter(bad).head(100_000).iter_rows(named=True):
                 rejects.append(Reject(0, path, "bad_replay_row", str(row)[:200]))
-        out = out.filter(~bad)
+            out = out.filter(~bad)
         # a null value is stored with quality bad (product.md §3)
-        out = out.with_columns(
-            pl.when(pl.col("value").is_null()).then(pl.lit(2, dtype=pl.Int8)).otherwise(pl.col("quality")).alias("quality")
-        )
-        frames.append(out.cast(READING_SCHEMA))  # type: ignore[arg-type]
+        out = out.lazy().select(
+            "site", "tag", "ts_ms", "value",
+            pl.when(pl.col("value").is_null()).then(pl.lit(2, dtype=pl.Int8)).otherwise(pl.col("quality")).alias("quality"),
+        ).cast(READING_SCHEMA).collect()  # type: ignore[arg-type]
+        frames.append(out)
     if not frames:
         return ReadingBatch.empty(), rejects
-    full = pl.concat(frames).sort("ts_ms", maintain_order=True)
+    full = frames[0] if len(frames) == 1 else pl.concat(frames)
+    if not full.get_column("ts_ms").is_sorted():  # a recording is usually in time order already
+        full = full.sort("ts_ms", maintain_order=True)
     return ReadingBatch(full), rejects
 
 
