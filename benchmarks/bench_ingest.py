@@ -130,15 +130,20 @@ class Bare:
         self.client.loop_stop()
 
 
-def run_bare(broker: Mosquitto, msgs: list[tuple[str, bytes]], per: int, live: bool, tag: str) -> float:
+def run_bare(broker: Mosquitto, msgs: list[tuple[str, bytes]], per: int, live: bool, tag: str,
+             detail: dict[str, float] | None = None) -> float:
+    """Readings/s of the bare subscriber; `detail` gets the CPU s of this process (the subscriber) over
+    the timed part, comparable with the engine's processes."""
     n_readings = len(msgs) * per
     b = Bare(broker, f"bare-{tag}", per)
     if live:
         b.connect()
         time.sleep(0.3)
+        cpu0 = time.process_time()
         p, done = publish(broker.host, broker.port, msgs)
         while b.n < n_readings:
             time.sleep(0.002)
+        cpu1 = time.process_time()
         p.join()
         rate = n_readings / (b.last - b.first)
     else:
@@ -149,11 +154,15 @@ def run_bare(broker: Mosquitto, msgs: list[tuple[str, bytes]], per: int, live: b
         p, done = publish(broker.host, broker.port, msgs)
         done.wait()
         p.join()
+        cpu0 = time.process_time()
         t0 = b.connect()
         while b.n < n_readings:
             time.sleep(0.002)
+        cpu1 = time.process_time()
         rate = n_readings / (b.last - t0)
     b.stop()
+    if detail is not None:
+        detail["bare_cpu_s"] = round(cpu1 - cpu0, 3)
     return rate
 
 
@@ -268,14 +277,16 @@ def main(argv: list[str] | None = None) -> int:
                 broker = Mosquitto(tmp / f"b-{shape}-{live}", max_inflight=args.window).start()
                 try:
                     label = f"{shape}-{'live' if live else 'drain'}"
-                    bare = run_bare(broker, msgs, per, live, label)
+                    bare_detail: dict[str, float] = {}
+                    bare = run_bare(broker, msgs, per, live, label, bare_detail)
                     e = run_engine_detail(broker, tmp, msgs, per, live, label, args.mode)
                 finally:
                     broker.stop()
                 eng = e.pop("readings_s")
                 results.append({"case": label, "readings": n, "bare_readings_s": round(bare),
-                                "engine_readings_s": round(eng), "ratio": round(eng / bare, 3), **e})
+                                "engine_readings_s": round(eng), "ratio": round(eng / bare, 3), **e, **bare_detail})
                 cpu = "  ".join(f"{k[4:-2]} {v:.2f}" for k, v in e.items() if k.startswith("cpu_"))
+                cpu += f"; bare subscriber {bare_detail['bare_cpu_s']:.2f}"
                 print(f"{label:16} bare {bare:>12,.0f} r/s   engine {eng:>12,.0f} r/s   ratio {eng / bare:5.2f}"
                       f"   ({e['seconds']:.2f} s; start-up {e['startup_s']:.2f} s apart; CPU s: {cpu})",
                       flush=True)
