@@ -952,9 +952,10 @@ class RuleEngine:
                 cm = c if mask is None else c & mask
                 if seg is None:
                     rel[inst[cm]] = True
-                else:  # per segment: any c point
+                else:  # per segment: any c point (one reading per sensor: the point itself)
                     has_s, _, lo, _ = seg
-                    rel[inst[np.logical_or.reduceat(cm, lo) & has_s]] = True
+                    any_c = cm if len(lo) == len(cm) else np.logical_or.reduceat(cm, lo)
+                    rel[inst[any_c & has_s]] = True
             parts = []
             for _, inst, ts, c, d, v, _, mask, seg in chunks:
                 if seg is None:
@@ -964,8 +965,10 @@ class RuleEngine:
                     keep_s = rel.take(inst)
                     if not all_s:
                         keep_s &= has_s
-                    keep = np.repeat(keep_s, n_s)
-                    inst = np.repeat(inst, n_s)
+                    if len(n_s) != len(ts):
+                        keep_s = np.repeat(keep_s, n_s)
+                        inst = np.repeat(inst, n_s)
+                    keep = keep_s
                 if mask is not None:
                     keep &= mask
                 if keep.all():
@@ -1005,9 +1008,11 @@ class RuleEngine:
         p = self._p
         row = self._inst_row.take(inst).astype(np.intp)
 
+        spread = seg is not None and len(seg[3]) != len(v)  # not one reading per sensor
+
         def const(name: str) -> np.ndarray:
             x = p[name].take(row)
-            return x if seg is None else np.repeat(x, seg[3])
+            return np.repeat(x, seg[3]) if spread else x  # type: ignore[index]
 
         if kind == _K_THRESHOLD:
             sign = p["sign"].take(row)
@@ -1126,12 +1131,12 @@ class RuleEngine:
                 c &= covered
                 d &= covered
             chunks.append((kind, inst, t_i, c, d, v_i, e_a[pts], None, None))
-        # keep the tail each sensor can still need: ts >= last good ts - longest window
-        last_good_ts = np.full(len(self._maxwin), NONE_TS, _I64)
-        el = segment_last(e_sid)
-        last_good_ts[e_sid[el]] = e_ts[el]
-        cutoff = last_good_ts[e_sid] - self._maxwin[e_sid]
-        keep = e_ts >= cutoff
+        # keep the tail each sensor can still need: ts >= last good ts - longest window (per sensor
+        # segment of the buffer, spread over it)
+        el = np.flatnonzero(segment_last(e_sid))
+        seg_len = np.diff(el, prepend=-1)
+        cutoff = e_ts.take(el) - self._maxwin.take(e_sid.take(el))
+        keep = e_ts >= np.repeat(cutoff, seg_len)
         # and the latest reading before the cut: a rate's reference reading (at or before t - window).
         # Within a sensor `keep` is False...True (ts ascending, its last reading always kept), so that
         # reading is the one whose successor is the first kept.
