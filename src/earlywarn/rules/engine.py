@@ -176,7 +176,8 @@ class RuleEngine:
         cols: dict[str, list[Any]] = {k: [] for k in (
             "on", "off", "op", "limit", "db", "window", "eps", "lo", "hi", "has_range", "horizon",
             "min_r2", "gate", "k", "kind")}
-        self._row_meta: list[tuple[int, RuleSpec, str]] = []  # per param row: (rule position, spec, signal tag)
+        # per param row: (rule position, spec, signal tag)
+        self._row_meta: list[tuple[int, RuleSpec, str]] = []
         self._gates: list[Expr] = []
         gate_ids: dict[Expr, int] = {}
         self._tpl_single: list[dict[str, list[tuple[int, int]]]] = []  # tag -> [(kind, j)]
@@ -304,7 +305,8 @@ class RuleEngine:
         self._st.il_trig_last = np.zeros(len(self._il_meta), bool)
         self._st.il_active = np.zeros(len(self._il_meta), bool)
         # (sensor, instance) pairs by kind: chunks appended at registration, merged by _refresh
-        self._pair_new: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {k: [] for k in _SINGLE_KINDS.values()}
+        self._pair_new: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {
+            k: [] for k in _SINGLE_KINDS.values()}
         self._pair_arr: dict[int, tuple[np.ndarray, np.ndarray]] = {
             k: (np.zeros(0, _I32), np.zeros(0, _I32)) for k in _SINGLE_KINDS.values()}
         # threshold and quality: sensor -> its first instance of the kind (-1: none), and the other pairs
@@ -347,8 +349,9 @@ class RuleEngine:
         """Room in the (site code, tag code) -> sensor id matrix; capacity doubles (linear to fill)."""
         r0, c0 = self._sidm_buf.shape
         if rows > r0 or cols > c0:
-            buf = np.full((max(rows, 2 * r0 if rows > r0 else r0, 8), max(cols, 2 * c0 if cols > c0 else c0, 8)),
-                          -1, _I32)
+            new_r = max(rows, 2 * r0 if rows > r0 else r0, 8)
+            new_c = max(cols, 2 * c0 if cols > c0 else c0, 8)
+            buf = np.full((new_r, new_c), -1, _I32)
             buf[:r0, :c0] = self._sidm_buf
             self._sidm_buf = buf
         self._sidm = self._sidm_buf[: len(self._site_names), : len(self._tag_names)]
@@ -615,7 +618,8 @@ class RuleEngine:
             names = frame[col].unique(maintain_order=True).to_list()
             lut = pl.DataFrame({col: names, "code": [reg(x) for x in names]},
                                schema={col: pl.String, "code": pl.Int64})
-            codes.append(frame.select(col).join(lut, on=col, how="left", maintain_order="left")["code"].to_numpy())
+            joined = frame.select(col).join(lut, on=col, how="left", maintain_order="left")
+            codes.append(joined["code"].to_numpy())
         sc, tc = codes
         return self._sids_of(sc, tc), sc
 
@@ -868,7 +872,9 @@ class RuleEngine:
                 good_cache.append((gi, b.sid[gi]))
             return good_cache[0]
 
-        def expand(pairs: tuple[np.ndarray, np.ndarray], seg_sid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        def expand(
+            pairs: tuple[np.ndarray, np.ndarray], seg_sid: np.ndarray
+        ) -> tuple[np.ndarray, np.ndarray]:
             """Points of every (sensor, instance) pair: positions into seg_sid and instances (pairs
             sorted by sensor: grouped by instance, in ts order inside)."""
             psid, pinst = pairs
@@ -901,8 +907,8 @@ class RuleEngine:
                 else:
                     pts, inst = expand(self._pair_extra[kind], b.sid)
                 if len(inst):
-                    chunks.append(self._single_chunk(kind, inst, b.ts[pts], b.val[pts], b.a[pts], b.q[pts], None,
-                                                     None))
+                    chunks.append(self._single_chunk(
+                        kind, inst, b.ts[pts], b.val[pts], b.a[pts], b.q[pts], None, None))
         if any(len(self._pair_arr[k][0]) for k in _WINDOWED):
             if all_good:
                 g_sid, g_ts, g_val, g_a = b.sid, b.ts, b.val, b.a
@@ -1029,7 +1035,8 @@ class RuleEngine:
         return (kind, inst, ts, c, d, v, a, mask, seg)
 
     def _delay_signals(
-        self, inst: np.ndarray, ts: np.ndarray, v: np.ndarray, is_raise: np.ndarray, out: list[tuple[Any, ...]],
+        self, inst: np.ndarray, ts: np.ndarray, v: np.ndarray, is_raise: np.ndarray,
+        out: list[tuple[Any, ...]],
     ) -> None:
         """Signals of delay instances (what _sig does, without a _Meta per signal: hundreds per batch)."""
         sites, row_meta, make = self._sites, self._row_meta, _make_signal
@@ -1253,7 +1260,8 @@ class RuleEngine:
             site_min_ts = np.full(n_sites, np.iinfo(_I64).max, _I64)
             np.minimum.at(site_min_ts, site[fpos], b.ts[fpos])
             ns_site = site[new_sensor]
-            base = np.where(site_alive_prev[ns_site] != NONE_TS, site_alive_prev[ns_site], site_min_ts[ns_site])
+            alive_ns = site_alive_prev[ns_site]
+            base = np.where(alive_ns != NONE_TS, alive_ns, site_min_ts[ns_site])
             cand[new_sensor] = has[new_sensor] & (b.ts[new_sensor] > base + min_to[new_sensor])
         cand_sites = np.zeros(n_sites, bool)
         cand_sites[site[cand]] = True
@@ -1513,8 +1521,8 @@ def _signal_maker() -> Any:
     s1, s2, s3, s4, s5, s6, s7, s8, s9 = (Signal.__dict__[n].__set__ for n in names)
     new = object.__new__
 
-    def make(site: str, tag: str, rule_id: str, severity: Any, kind: Any, ts_ms: int, value: float, message: str,
-             detail: str) -> Signal:
+    def make(site: str, tag: str, rule_id: str, severity: Any, kind: Any, ts_ms: int, value: float,
+             message: str, detail: str) -> Signal:
         sig = new(Signal)
         s1(sig, site)
         s2(sig, tag)

@@ -156,9 +156,9 @@ def delay_kernel(
 
     Points are grouped contiguously by `inst` and in event-time order inside each group; `c` and `d`
     are mutually exclusive. `on_delay_ms`/`off_delay_ms` are per point (the delays of each point's
-    instance); the `*_prev` arrays are indexed by instance id. A point is *raise-eligible* when `c` held over the whole current run of `c` and the
-    run has lasted at least `on_delay_ms` (the run may have started in an earlier batch: its start is
-    carried); *clear-eligible* likewise for `d` and `off_delay_ms`. Because a raise point is never a
+    instance); the `*_prev` arrays are indexed by instance id. A point is *raise-eligible* when `c`
+    held over the whole current run of `c` and the run has lasted at least `on_delay_ms` (the run may
+    have started in an earlier batch: its start is carried); *clear-eligible* likewise for `d` and `off_delay_ms`. Because a raise point is never a
     `d` point (and vice versa), eligibility does not depend on the alarm state, and the actual events
     are simply the first eligible point of each block of same-kind eligible points, starting from the
     carried state: raise, clear, raise, ... No loop per point.
