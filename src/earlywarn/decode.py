@@ -418,24 +418,30 @@ class Decoder:
         if not self._good_tags.issuperset(tags) and not self._learn_tags(tags):
             return False
         ts_list: list[Any] = [r.ts for r in rs]
-        if UNSET in ts_list:
-            batch_ts_ms: Any = m.ts
-            if type(batch_ts_ms) is str:
-                batch_ts_ms = _rfc3339_in_range(batch_ts_ms)
-            if batch_ts_ms is UNSET or batch_ts_ms is None:
-                return False
-            ts_list = [batch_ts_ms if t is UNSET else t for t in ts_list]
-        # max() doubles as the detector of RFC 3339 strings: it raises on a mix of int and str and
-        # returns a str when all are strings, so all-integer messages pay nothing extra.
+        # Common case first: every reading has an integer ts, and max() over ints is all it takes. max()
+        # raises on a mix of int, str and UNSET (or returns a str / UNSET when all are that), which sends
+        # the message to the careful handling below.
         try:
-            newest_ms = max(ts_list)
+            newest_ms: Any = max(ts_list)
         except TypeError:
-            newest_ms = ""
-        if type(newest_ms) is str:
-            ts_list = [t if type(t) is int else _rfc3339_in_range(t) for t in ts_list]
-            if None in ts_list:
-                return False
-            newest_ms = max(ts_list)
+            newest_ms = None
+        if type(newest_ms) is not int:
+            if UNSET in ts_list:
+                batch_ts_ms: Any = m.ts
+                if type(batch_ts_ms) is str:
+                    batch_ts_ms = _rfc3339_in_range(batch_ts_ms)
+                if batch_ts_ms is UNSET or batch_ts_ms is None:
+                    return False
+                ts_list = [batch_ts_ms if t is UNSET else t for t in ts_list]
+            try:
+                newest_ms = max(ts_list)
+            except TypeError:
+                newest_ms = ""
+            if type(newest_ms) is str:
+                ts_list = [t if type(t) is int else _rfc3339_in_range(t) for t in ts_list]
+                if None in ts_list:
+                    return False
+                newest_ms = max(ts_list)
         if newest_ms > ts_limit_ms:
             return False
         qs = [r.q for r in rs]
