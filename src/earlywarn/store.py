@@ -101,9 +101,12 @@ BG_CHECKPOINT_WAL_BYTES = 4 << 20
 #: it is only a back-stop (its default, 16 MiB, is ≈ 250 000 readings: every 2.5 s at 100 000 readings/s).
 DUCKDB_CHECKPOINT_THRESHOLD = "256MiB"
 
-# Quality code -> stored label, as a DuckDB list literal indexed by code + 1 (lists are 1-based).
-# An unknown code gives NULL, which the NOT NULL constraint on readings.quality turns into an error.
-_QUALITY_SQL = "[" + ", ".join(f"'{label}'" for label in QUALITY_LABELS) + "]"
+# Quality code -> stored label. An unknown code gives NULL, which the NOT NULL constraint on
+# readings.quality turns into an error. A CASE, not a list literal indexed by code + 1: that builds the list
+# for every row (measured on 1 M readings: the INSERT took 1.2-1.3 s with the list, 0.7-0.95 s with the CASE).
+_QUALITY_LABEL_SQL = (
+    "CASE quality " + " ".join(f"WHEN {i} THEN '{label}'" for i, label in enumerate(QUALITY_LABELS)) + " END"
+)
 _QUALITY_CODE_SQL = (
     "CASE quality " + " ".join(f"WHEN '{label}' THEN {i}" for i, label in enumerate(QUALITY_LABELS)) + " END"
 )
@@ -823,7 +826,7 @@ class Store:
     # quality code -> its label.
     _READINGS_SELECT = (
         f"SELECT site, tag, make_timestamptz(ts_ms * 1000) AS ts, value, "
-        f"{_QUALITY_SQL}[quality + 1] AS quality"
+        f"{_QUALITY_LABEL_SQL} AS quality"
     )
 
     def _insert_fresh(self, batch: ReadingBatch, seq: int) -> int:
