@@ -1106,7 +1106,6 @@ class RuleEngine:
             inst = np.repeat(pinst.astype(_I64), n_new)
             row = self._inst_row[inst]
             window = p["window"][row]
-            j = np.maximum(np.searchsorted(e_key, e_key[pts] - window, "left"), e_seg_lo[pts])
             t_i, v_i = e_ts[pts], e_val[pts]
             if kind == _K_RATE:
                 # reference: the latest reading at or before t_i - window, so the change spans at least
@@ -1118,13 +1117,15 @@ class RuleEngine:
                     rate = (v_i - e_val[jr]) / (t_i - e_ts[jr]) * 60000.0
                 rate[~ok] = np.nan
                 c, d = folded_conditions(rate, p["sign"][row], p["above"][row], p["below"][row])
-            elif kind == _K_FLATLINE:
+            else:  # flatline, trend: the first point of the window [t_i - window, t_i]
+                j = np.maximum(np.searchsorted(e_key, e_key[pts] - window, "left"), e_seg_lo[pts])
+            if kind == _K_FLATLINE:
                 if spread is None:
                     spread = SparseRange(e_val)
                 ok = (t_i - st.sensor_first_good_ts_ms[e_sid[pts]]) >= window
                 c = ok & (spread.spread(j, pts) <= p["eps"][row])
                 d = ok & ~c
-            else:
+            elif kind == _K_TREND:
                 # evaluable only once the sensor's history covers the whole window (no forecast from
                 # the first few points after a cold start)
                 covered = (t_i - st.sensor_first_good_ts_ms[e_sid[pts]]) >= window
