@@ -778,6 +778,7 @@ class Store:
                     cur.close()
             except Exception as e:  # noqa: BLE001 - never fatal: the WAL keeps everything committed
                 log.warning("background store maintenance failed (the WAL keeps the data): %s", e)
+                time.sleep(0.5)  # a lasting failure (disk full) must not spin
             finally:
                 with self._bg_cond:
                     self._bg_busy = False
