@@ -889,23 +889,27 @@ class RuleEngine:
                 continue
             thr = kind == _K_THRESHOLD  # threshold: good readings only; quality: every reading
             # each sensor's first rule of the kind: per sensor segment, spread over its readings by
-            # np.repeat (a fraction of the cost of a gather per reading), no expansion, a mask
+            # np.repeat (a fraction of the cost of a gather per reading), no expansion, a mask. When
+            # most of the batch's sensors have no rule of the kind, the points of the pairs instead.
             inst_s = self._sensor_inst[kind].take(ls).astype(np.intp)
             has_s = inst_s >= 0
-            if has_s.any():
-                all_s = bool(has_s.all())
+            n_has = int(np.count_nonzero(has_s))
+            dense = 2 * n_has >= len(has_s)
+            if dense:
+                all_s = n_has == len(has_s)
                 mask: np.ndarray | None = None if all_s else np.repeat(has_s, seg_n)
                 if thr and not all_good:
                     mask = good if mask is None else mask & good
                 chunks.append(self._single_chunk(
                     kind, inst_s, b.ts, b.val, b.a, b.q, mask, (has_s, all_s, seg_lo, seg_n)))
-            if len(self._pair_extra[kind][0]):  # further rules of the kind on a sensor: expanded by pair
+            pairs = self._pair_extra[kind] if dense else self._pair_arr[kind]
+            if n_has and len(pairs[0]):  # (further) rules of the kind on a sensor: expanded by pair
                 if thr and not all_good:
                     gi, g_sid = good_rows()
-                    pts, inst = expand(self._pair_extra[kind], g_sid)
+                    pts, inst = expand(pairs, g_sid)
                     pts = gi[pts]
                 else:
-                    pts, inst = expand(self._pair_extra[kind], b.sid)
+                    pts, inst = expand(pairs, b.sid)
                 if len(inst):
                     chunks.append(self._single_chunk(
                         kind, inst, b.ts[pts], b.val[pts], b.a[pts], b.q[pts], None, None))
