@@ -388,13 +388,17 @@ def _mqtt_sink(conn: Any) -> None:
 
 
 def _webhook_server(port_q: Any, conn: Any) -> None:
-    """A real HTTP server on loopback: 200 to every POST, stamps each notice on receipt."""
+    """A real HTTP/1.1 server on loopback (keep-alive): 200 to every POST, stamps each notice on receipt."""
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     got: list[tuple[float, bytes]] = []
     lock = threading.Lock()
 
     class Handler(BaseHTTPRequestHandler):
+        # HTTP/1.1 with keep-alive, as real receivers (nginx, any web framework) speak: http.server's default
+        # HTTP/1.0 closes every connection, which would make a client's connection reuse unmeasurable
+        protocol_version = "HTTP/1.1"
+
         def do_POST(self) -> None:  # noqa: N802 (http.server's name)
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
             t = time.time()
