@@ -260,11 +260,12 @@ class _Columns:
     whole column at once (a null value is the only NaN there: every accepted value is finite).
     """
 
-    __slots__ = ("quality", "site_counts", "site_runs", "tag", "ts_ms", "value")
+    __slots__ = ("multi_at", "multi_n", "quality", "site_runs", "tag", "ts_ms", "value")
 
     def __init__(self) -> None:
-        self.site_runs: list[str] = []
-        self.site_counts: list[int] = []
+        self.site_runs: list[str] = []  # one site per message with readings
+        self.multi_at: list[int] = []  # the runs of more than one reading (index in site_runs) ...
+        self.multi_n: list[int] = []  # ... and their lengths; every other run is one reading
         self.tag: list[str] = []
         self.ts_ms: list[int] = []
         self.value: list[float | bool | None] = []
@@ -403,7 +404,6 @@ class Decoder:
             if tag not in self._good_tags and not self._learn_tags([tag]):
                 return False
             cols.site_runs.append(site)
-            cols.site_counts.append(1)
             cols.tag.append(tag)
             cols.ts_ms.append(ts_ms)
             cols.value.append(value)
@@ -445,8 +445,10 @@ class Decoder:
         if newest_ms > ts_limit_ms:
             return False
         qs = [r.q for r in rs]
+        if n > 1:
+            cols.multi_at.append(len(cols.site_runs))
+            cols.multi_n.append(n)
         cols.site_runs.append(site)
-        cols.site_counts.append(n)
         cols.tag += tags
         cols.ts_ms += ts_list
         cols.value += [r.value for r in rs]
@@ -501,9 +503,11 @@ class Decoder:
                 quality.append(q)
         rejects += msg_rejects
         n = len(tags)
+        if n > 1:
+            cols.multi_at.append(len(cols.site_runs))
+            cols.multi_n.append(n)
         if n:
             cols.site_runs.append(site)
-            cols.site_counts.append(n)
         cols.tag += tags
         cols.ts_ms += ts_list
         cols.value += values
@@ -580,13 +584,15 @@ class Decoder:
         # conversions cannot fail on any input; the property tests hold us to that. Numbers go through numpy
         # (bool -> 1.0/0.0, None -> NaN -> null), the site column is one gather of the per-message runs.
         n_runs = len(cols.site_runs)
-        if n_runs == len(cols.tag):  # single-reading messages: one run per reading
+        if not cols.multi_at:  # single-reading messages: one run per reading
             site = pl.Series(cols.site_runs, dtype=pl.String)
         elif n_runs == 1:
-            site = pl.repeat(cols.site_runs[0], cols.site_counts[0], dtype=pl.String, eager=True)
+            site = pl.repeat(cols.site_runs[0], cols.multi_n[0], dtype=pl.String, eager=True)
         else:
+            counts = np.ones(n_runs, dtype=np.int64)
+            counts[cols.multi_at] = cols.multi_n
             site = pl.Series(cols.site_runs, dtype=pl.String).gather(
-                np.repeat(np.arange(n_runs, dtype=np.uint32), cols.site_counts)
+                np.repeat(np.arange(n_runs, dtype=np.uint32), counts)
             )
         value = np.array(cols.value, dtype=np.float64)
         null = np.isnan(value)
