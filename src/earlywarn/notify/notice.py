@@ -182,9 +182,44 @@ def notice_json(notice: Notice, recipient: Recipient) -> dict[str, Any]:
 _encode = msgspec.json.Encoder().encode
 
 
+def _base_bytes(notice: Notice) -> tuple[bytes, list[bytes]]:
+    """The recipient-independent JSON, encoded once per notice: the head object without its closing brace,
+    and each alarm object without its closing brace (cached on the notice)."""
+    cached = notice._doc_cache.get("bytes")
+    if cached is not None:
+        return cached  # type: ignore[no-any-return]
+    head, alarms = _base_json(notice)
+    out = (_encode(head)[:-1], [_encode(a)[:-1] for a in alarms])
+    notice._doc_cache["bytes"] = out
+    return out
+
+
 def notice_bytes(notice: Notice, recipient: Recipient) -> bytes:
-    """UTF-8 JSON of notice_json (Chinese kept readable, not \\u-escaped)."""
-    return _encode(notice_json(notice, recipient))
+    """UTF-8 JSON of notice_json (Chinese kept readable, not \\u-escaped), byte for byte.
+
+    The notice is serialized once; a recipient's copy only splices in its `recipient` and its links, so
+    MQTT, every webhook and the log channel do not each re-encode the same alarms.
+    """
+    head, alarms = _base_bytes(notice)
+    links = notice.ack_urls.get(recipient.key)
+    parts = [head, b',"recipient":', _encode(recipient.key)]
+    if links:
+        top = links.get(ALL_ALARMS)
+        if top is not None:
+            parts += (b',"ack_url":', _encode(top))
+        parts.append(b',"alarms":[')
+        for i, (item, na) in enumerate(zip(alarms, notice.alarms, strict=True)):
+            if i:
+                parts.append(b",")
+            parts.append(item)
+            url = links.get(na.alarm.alarm_id)
+            if url is not None:
+                parts += (b',"ack_url":', _encode(url))
+            parts.append(b"}")
+        parts.append(b"]}")
+    else:
+        parts += (b',"alarms":[', b"},".join(alarms), b"}]}" if alarms else b"]}")
+    return b"".join(parts)
 
 
 def email_subject(notice: Notice) -> str:
