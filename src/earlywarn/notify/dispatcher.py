@@ -21,6 +21,7 @@ import threading
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from earlywarn.clock import Clock
 from earlywarn.config import AlarmsConfig, NotifyConfig
@@ -145,6 +146,7 @@ class Dispatcher:
         self._retries: list[tuple[int, int, Delivery]] = []
         self._seq = itertools.count()
         self._records: list[NoticeRecord] = []
+        self._counters: dict[tuple[str, str], Any] = {}  # (channel, outcome) -> child of earlywarn_notices_total
         #: counts of events not turned into notices, by Decision (and "duplicate"); for tests and diagnostics
         self.skipped: dict[str, int] = {}
 
@@ -346,7 +348,11 @@ class Dispatcher:
         with self._lock:
             self._records.extend(records)
         if self._metrics is not None:
-            self._metrics.notices.labels(channel=d.channel, outcome=outcome).inc()
+            counter = self._counters.get((d.channel, outcome))
+            if counter is None:  # labels() takes a lock and builds a key each time: once per (channel, outcome)
+                counter = self._counters[(d.channel, outcome)] = self._metrics.notices.labels(
+                    channel=d.channel, outcome=outcome)
+            counter.inc()
 
     def _after_failure(self, d: Delivery, recoverable: bool, now_ms: int) -> str:
         if not recoverable:
