@@ -87,7 +87,7 @@ from earlywarn.rules.kernels import (
     segment_first,
     segment_last,
 )
-from earlywarn.rules.state import EngineState, _grow
+from earlywarn.rules.state import EngineState, _grow, bisect
 from earlywarn.rules.types import And, Cmp, Expr, Not, Or, RuleKind, RuleSpec, expr_tags
 
 _BAD = int(Quality.BAD)
@@ -803,9 +803,8 @@ class RuleEngine:
                 st.site_stale_active[ni] = arrays["site_stale_active"][j]
                 st.site_stale_gated[ni] = arrays["site_stale_gated"][j]
         keep = eng._maxwin[arrays["hist_sid"]] >= 0 if len(arrays["hist_sid"]) else np.zeros(0, bool)
-        st.hist_sid = arrays["hist_sid"][keep].astype(_I64)
-        st.hist_ts_ms = arrays["hist_ts_ms"][keep]
-        st.hist_value = arrays["hist_value"][keep]
+        st.hist_import(arrays["hist_sid"][keep].astype(_I64), arrays["hist_ts_ms"][keep],
+                       arrays["hist_value"][keep])
         return eng
 
     # --- evaluation -----------------------------------------------------------------------------
@@ -1069,92 +1068,78 @@ class RuleEngine:
     def _windowed(
         self, b: _Batch, g_sid: np.ndarray, g_ts: np.ndarray, g_val: np.ndarray, g_a: np.ndarray
     ) -> list[tuple[Any, ...]]:
-        """rate, flatline, trend: windows reach into a carried history tail of good readings."""
+        """rate, flatline, trend: windows reach into a carried history tail of good readings.
+
+        The batch's readings are appended to their sensors' history regions (state.hist_append), so each
+        sensor's window is one ascending run [h_lo, h_hi) of the flat arrays; window starts and rate
+        references are binary searches inside the runs. Nothing here touches the history of sensors
+        without readings in the batch.
+        """
         st, p = self._st, self._p
         win = self._maxwin[g_sid] >= 0
-        n_sid = g_sid[win]
-        # merge history (sorted by sensor, ts) and new readings (same order, all newer): linear, no sort
-        n_h, n_n = len(st.hist_sid), len(n_sid)
-        ins = np.searchsorted(st.hist_sid, n_sid, "right") + np.arange(n_n)
-        is_new = np.zeros(n_h + n_n, bool)
-        is_new[ins] = True
-        old = ~is_new
-
-        def merged(hist: np.ndarray, new: np.ndarray) -> np.ndarray:
-            res = np.empty(n_h + n_n, dtype=new.dtype)
-            res[ins] = new
-            res[old] = hist
-            return res
-
-        e_sid = merged(st.hist_sid, n_sid)
-        e_ts = merged(st.hist_ts_ms, g_ts[win])
-        e_val = merged(st.hist_value, g_val[win])
-        e_a = merged(np.full(n_h, -1, _I64), g_a[win])
-        e_first = segment_first(e_sid)
-        e_seg_lo = ffill_index(e_first)  # first index of each point's sensor segment
-        # composite key (sensor, relative ts) for all window searches of this batch
-        t0 = int(e_ts.min()) if len(e_ts) else 0
-        span = (int(e_ts.max()) - t0 if len(e_ts) else 0) + int(self._maxwin.max(initial=0)) + 2
-        e_key = e_sid * span + (e_ts - t0)
         chunks: list[tuple[Any, ...]] = []
-        spread: SparseRange | None = None
+        if not win.any():
+            return chunks
+        n_sid = g_sid[win].astype(_I64)
+        n_ts, n_val, n_a = g_ts[win], g_val[win], g_a[win]
+        starts = np.flatnonzero(segment_first(n_sid))
+        u = n_sid[starts]
+        cnt = np.diff(np.append(starts, len(n_sid)))
+        st.hist_append(u, cnt, n_ts, n_val)
+        pos_new = expand_ranges(st.h_hi[u] - cnt, cnt)  # flat position of each new reading
+        h_ts, h_val = st.h_ts, st.h_val
         for kind in _WINDOWED:
             psid, pinst = self._pair_arr[kind]
             if not len(psid):
                 continue
-            hi = np.searchsorted(e_sid, psid, "right")
-            n_new = np.searchsorted(n_sid, psid, "right") - np.searchsorted(n_sid, psid, "left")
-            pts = expand_ranges(hi - n_new, n_new)
-            if not len(pts):
+            n_lo = np.searchsorted(n_sid, psid, "left")
+            n_cnt = np.searchsorted(n_sid, psid, "right") - n_lo
+            idx = expand_ranges(n_lo, n_cnt)
+            if not len(idx):
                 continue
-            inst = np.repeat(pinst.astype(_I64), n_new)
+            inst = np.repeat(pinst.astype(_I64), n_cnt)
             row = self._inst_row[inst]
             window = p["window"][row]
-            t_i, v_i = e_ts[pts], e_val[pts]
+            sid_i, pos = n_sid[idx], pos_new[idx]
+            t_i, v_i = n_ts[idx], n_val[idx]
+            lo = st.h_lo[sid_i]
             if kind == _K_RATE:
                 # reference: the latest reading at or before t_i - window, so the change spans at least
                 # the window (a zero window means the previous reading)
-                jr = np.searchsorted(e_key, e_key[pts] - np.maximum(window, 1), "right") - 1
-                ok = jr >= e_seg_lo[pts]
-                jr = np.where(ok, jr, pts)
+                jr = bisect(h_ts, lo, pos, t_i - np.maximum(window, 1), right=True) - 1
+                ok = jr >= lo
+                jr = np.where(ok, jr, pos)
                 with np.errstate(divide="ignore", invalid="ignore"):
-                    rate = (v_i - e_val[jr]) / (t_i - e_ts[jr]) * 60000.0
+                    rate = (v_i - h_val[jr]) / (t_i - h_ts[jr]) * 60000.0
                 rate[~ok] = np.nan
                 c, d = folded_conditions(rate, p["sign"][row], p["above"][row], p["below"][row])
-            else:  # flatline, trend: the first point of the window [t_i - window, t_i]
-                j = np.maximum(np.searchsorted(e_key, e_key[pts] - window, "left"), e_seg_lo[pts])
+                chunks.append((kind, inst, t_i, c, d, v_i, n_a[idx], None, None))
+                continue
+            # flatline, trend: the first point of the window [t_i - window, t_i]
+            j = bisect(h_ts, lo, pos, t_i - window, right=False)
+            # the runs of this kind's sensors with points here, gathered into one buffer
+            su = sid_i[segment_first(sid_i)]  # pairs are sorted by sensor: sid_i ascends
+            s_lo, s_len = st.h_lo[su], st.h_hi[su] - st.h_lo[su]
+            src = expand_ranges(s_lo, s_len)
+            base = np.cumsum(s_len) - s_len - s_lo  # flat position + base = position in the buffer
+            k_of = np.searchsorted(su, sid_i)
+            shift = base[k_of]
+            e_val = h_val[src]
+            covered = (t_i - st.sensor_first_good_ts_ms[sid_i]) >= window
             if kind == _K_FLATLINE:
-                if spread is None:
-                    spread = SparseRange(e_val)
-                ok = (t_i - st.sensor_first_good_ts_ms[e_sid[pts]]) >= window
-                c = ok & (spread.spread(j, pts) <= p["eps"][row])
-                d = ok & ~c
-            elif kind == _K_TREND:
+                c = covered & (SparseRange(e_val).spread(j + shift, pos + shift) <= p["eps"][row])
+                d = covered & ~c
+            else:
                 # evaluable only once the sensor's history covers the whole window (no forecast from
                 # the first few points after a cold start)
-                covered = (t_i - st.sensor_first_good_ts_ms[e_sid[pts]]) >= window
-                # prefix sums over the trend sensors' part of the buffer only
-                sub = np.zeros(len(self._maxwin), bool)
-                sub[psid] = True
-                m = sub[e_sid]
-                sub_idx = np.cumsum(m) - 1
-                prefix = _trend_prefix(e_sid[m], e_ts[m], e_val[m])
-                c, d = _trend_conditions(prefix, sub_idx[j], sub_idx[pts], t_i, row, p)
+                prefix = _trend_prefix(np.repeat(su, s_len), h_ts[src], e_val)
+                c, d = _trend_conditions(prefix, j + shift, pos + shift, t_i, row, p)
                 c &= covered
                 d &= covered
-            chunks.append((kind, inst, t_i, c, d, v_i, e_a[pts], None, None))
-        # keep the tail each sensor can still need: ts >= last good ts - longest window (per sensor
-        # segment of the buffer, spread over it)
-        el = np.flatnonzero(segment_last(e_sid))
-        seg_len = np.diff(el, prepend=-1)
-        cutoff = e_ts.take(el) - self._maxwin.take(e_sid.take(el))
-        keep = e_ts >= np.repeat(cutoff, seg_len)
-        # and the latest reading before the cut: a rate's reference reading (at or before t - window).
-        # Within a sensor `keep` is False...True (ts ascending, its last reading always kept), so that
-        # reading is the one whose successor is the first kept.
-        if len(keep) > 1:
-            keep[:-1] |= ~keep[:-1] & keep[1:]
-        st.hist_sid, st.hist_ts_ms, st.hist_value = e_sid[keep], e_ts[keep], e_val[keep]
+            chunks.append((kind, inst, t_i, c, d, v_i, n_a[idx], None, None))
+        # keep the tail each sensor can still need: ts >= last good ts - longest window, and the latest
+        # reading before that (a rate's reference reading, at or before t - window)
+        st.hist_trim(u, self._maxwin[u].astype(_I64))
         return chunks
 
     # --- expressions ----------------------------------------------------------------------------

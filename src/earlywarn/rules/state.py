@@ -15,9 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from earlywarn.rules.kernels import NONE_TS
+from earlywarn.rules.kernels import NONE_TS, expand_ranges
 
 _I64 = np.int64
+#: Dead history slots below which no repack is done (however large their share).
+H_REPACK_MIN = 4096
 
 
 def _grow(a: np.ndarray, n: int, fill: Any) -> np.ndarray:
@@ -66,10 +68,19 @@ class EngineState:
     il_trig_last: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
     il_active: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
     il_pending: dict[int, list[tuple[int, int]]] = field(default_factory=dict)  # inst -> [(t0, deadline)]
-    # history tail of good readings for windowed kinds, sorted by (sid, ts)
-    hist_sid: np.ndarray = field(default_factory=lambda: np.zeros(0, _I64))
-    hist_ts_ms: np.ndarray = field(default_factory=lambda: np.zeros(0, _I64))
-    hist_value: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    # history tail of good readings for windowed kinds: per sensor a region [h_off, h_off + h_cap) of
+    # the flat arrays h_ts / h_val, its live readings (ts ascending) at [h_lo, h_hi). A batch appends
+    # at h_hi and moves h_lo past what no window needs any more; a full region is compacted in place
+    # (at most half full once compacted) or moved to the end with twice the room, so a batch costs in
+    # proportion to its readings, not to the stored history (see hist_append).
+    h_off: np.ndarray = field(default_factory=lambda: np.zeros(0, _I64))
+    h_cap: np.ndarray = field(default_factory=lambda: np.zeros(0, _I64))
+    h_lo: np.ndarray = field(default_factory=lambda: np.zeros(0, _I64))
+    h_hi: np.ndarray = field(default_factory=lambda: np.zeros(0, _I64))
+    h_ts: np.ndarray = field(default_factory=lambda: np.zeros(0, _I64))
+    h_val: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    h_used: int = 0  # end of the allocated regions in h_ts / h_val
+    h_dead: int = 0  # slots of regions given up by moves (reclaimed by a repack)
 
     def add_sensors(self, k: int) -> int:
         """Room for k new sensors; returns the first new id."""
@@ -79,7 +90,100 @@ class EngineState:
         self.sensor_last_good = _grow(self.sensor_last_good, n, np.nan)
         self.sensor_first_good_ts_ms = _grow(self.sensor_first_good_ts_ms, n, NONE_TS)
         self.sensor_alive_ms = _grow(self.sensor_alive_ms, n, NONE_TS)
+        self.h_off = _grow(self.h_off, n, 0)
+        self.h_cap = _grow(self.h_cap, n, 0)
+        self.h_lo = _grow(self.h_lo, n, 0)
+        self.h_hi = _grow(self.h_hi, n, 0)
         return sid
+
+    # --- windowed history -------------------------------------------------------------------------
+
+    def hist_append(self, u: np.ndarray, cnt: np.ndarray, ts: np.ndarray, val: np.ndarray) -> None:
+        """Append readings newer than each sensor's history: `u` distinct sensors (ascending), `cnt`
+        readings each, `ts` / `val` grouped by sensor in that order, ts ascending inside.
+
+        Amortized O(1) per reading: a region without room for its new readings is compacted in place
+        when its live part plus the new readings fill at most half of it (then at least half of it is
+        free again), otherwise moved to the end of the flat arrays with room for twice that. Moved
+        regions leave dead slots; when they exceed half of the arrays everything is repacked.
+        """
+        lo, hi, off, cap = self.h_lo[u], self.h_hi[u], self.h_off[u], self.h_cap[u]
+        live = hi - lo
+        need = live + cnt
+        full = np.flatnonzero(hi + cnt > off + cap)
+        if len(full):
+            f_need = need[full]
+            compact = f_need <= cap[full] // 2
+            mv = full[~compact]
+            new_cap = np.maximum(2 * need[mv], 8)
+            new_off = self.h_used + np.cumsum(new_cap) - new_cap
+            self.h_dead += int(cap[mv].sum())
+            self.h_used += int(new_cap.sum())
+            self._h_room(self.h_used)
+            cap[mv] = new_cap
+            off[mv] = new_off
+            src = expand_ranges(lo[full], live[full])
+            dst = expand_ranges(off[full], live[full])
+            self.h_ts[dst] = self.h_ts[src]  # fancy indexing copies the source first: overlaps are fine
+            self.h_val[dst] = self.h_val[src]
+            lo[full] = off[full]
+            hi[full] = off[full] + live[full]
+            self.h_off[u], self.h_cap[u] = off, cap
+        dst = expand_ranges(hi, cnt)
+        self.h_ts[dst] = ts
+        self.h_val[dst] = val
+        self.h_lo[u], self.h_hi[u] = lo, hi + cnt
+        if self.h_dead > H_REPACK_MIN and 2 * self.h_dead > self.h_used:
+            self._h_repack()
+
+    def _h_room(self, n: int) -> None:
+        if len(self.h_ts) < n:
+            size = max(n, 2 * len(self.h_ts), 1024)
+            for name in ("h_ts", "h_val"):
+                old = getattr(self, name)
+                new = np.zeros(size, old.dtype)
+                new[: len(old)] = old
+                setattr(self, name, new)
+
+    def _h_repack(self) -> None:
+        """Regions packed again in sensor order (same capacities): the dead slots are dropped."""
+        n = self.n_sensors
+        s = np.flatnonzero(self.h_cap[:n] > 0)
+        cap = self.h_cap[s]
+        off = np.cumsum(cap) - cap
+        live = self.h_hi[s] - self.h_lo[s]
+        src = expand_ranges(self.h_lo[s], live)
+        dst = expand_ranges(off, live)
+        used = int(cap.sum())
+        ts, val = np.zeros(max(used, 1024), _I64), np.zeros(max(used, 1024))
+        ts[dst], val[dst] = self.h_ts[src], self.h_val[src]
+        self.h_ts, self.h_val = ts, val
+        self.h_off[s], self.h_lo[s], self.h_hi[s] = off, off, off + live
+        self.h_used, self.h_dead = used, 0
+
+    def hist_trim(self, u: np.ndarray, maxwin: np.ndarray) -> None:
+        """Keep of each sensor in `u` the readings with ts >= its last ts - `maxwin`, and the latest one
+        before them (a rate's reference reading, at or before t - window)."""
+        lo, hi = self.h_lo[u], self.h_hi[u]
+        cutoff = self.h_ts[hi - 1] - maxwin
+        first = bisect(self.h_ts, lo, hi, cutoff, right=False)
+        self.h_lo[u] = np.maximum(lo, first - 1)
+
+    def hist_export(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The live history as (sid, ts, value) sorted by (sid, ts): the snapshot format."""
+        n = self.n_sensors
+        s = np.flatnonzero(self.h_hi[:n] > self.h_lo[:n])
+        live = self.h_hi[s] - self.h_lo[s]
+        src = expand_ranges(self.h_lo[s], live)
+        return np.repeat(s.astype(_I64), live), self.h_ts[src], self.h_val[src]
+
+    def hist_import(self, sid: np.ndarray, ts: np.ndarray, val: np.ndarray) -> None:
+        """Load a history sorted by (sid, ts) (a snapshot's) into sensors without history yet."""
+        if not len(sid):
+            return
+        starts = np.flatnonzero(np.concatenate(([True], sid[1:] != sid[:-1])))
+        cnt = np.diff(np.append(starts, len(sid)))
+        self.hist_append(sid[starts].astype(_I64), cnt, ts.astype(_I64), val.astype(np.float64))
 
     def ensure_stale(self, n: int) -> None:
         self.stale_active = _grow(self.stale_active, n, False)
@@ -89,6 +193,7 @@ class EngineState:
     def to_bytes(self, meta: dict[str, Any]) -> bytes:
         """Serialize to an npz archive; `meta` carries the engine's sensor and instance keys (JSON-able)."""
         n = self.n_sensors
+        hist = self.hist_export()
         doc = {
             "clock_ms": self.clock_ms,
             "il_pending": {str(k): v for k, v in self.il_pending.items()},
@@ -109,9 +214,9 @@ class EngineState:
             "site_stale_gated": self.site_stale_gated,
             "il_trig_last": self.il_trig_last,
             "il_active": self.il_active,
-            "hist_sid": self.hist_sid,
-            "hist_ts_ms": self.hist_ts_ms,
-            "hist_value": self.hist_value,
+            "hist_sid": hist[0],
+            "hist_ts_ms": hist[1],
+            "hist_value": hist[2],
             "doc": np.frombuffer(json.dumps(doc).encode(), dtype=np.uint8),
         }
         buf = io.BytesIO()
@@ -125,3 +230,20 @@ class EngineState:
             arrays = {k: z[k].copy() for k in z.files}
         doc = json.loads(arrays.pop("doc").tobytes().decode())
         return arrays, doc
+
+
+def bisect(a: np.ndarray, lo: np.ndarray, hi: np.ndarray, x: np.ndarray, right: bool) -> np.ndarray:
+    """Per query, the first index in [lo, hi) of the ascending run `a[lo:hi]` with a > x (`right`) or
+    a >= x: a binary search for all queries at once (log2 of the longest range rounds)."""
+    lo, hi = lo.copy(), hi.copy()
+    act = np.flatnonzero(lo < hi)
+    while len(act):
+        lq, hq = lo[act], hi[act]
+        mid = (lq + hq) >> 1
+        v = a[mid]
+        go = (v <= x[act]) if right else (v < x[act])
+        lq = np.where(go, mid + 1, lq)
+        hq = np.where(go, hq, mid)
+        lo[act], hi[act] = lq, hq
+        act = act[lq < hq]
+    return lo
