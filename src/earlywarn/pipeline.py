@@ -205,7 +205,11 @@ class Engine:
         alarms, events, notices = _merge_changes(changes)
         notice_rows, self._pending_notices = self._pending_notices, []
         if not (len(batch) or rejects or signals or alarms or events or notice_rows or actions or windows):
-            # nothing happened: no empty transaction, no batch number spent
+            # nothing happened: no empty transaction, no batch number spent. Notices grouped earlier still
+            # go out when their window ends (their records are committed with the next step).
+            if self.dispatcher is not None:
+                self.dispatcher.flush(now_ms)
+                self._pending_notices.extend(self.dispatcher.drain_records())
             return StepResult()
         cb = CommitBatch(
             fresh=split.fresh if store_readings else ReadingBatch.empty(),
