@@ -72,11 +72,12 @@ class EngineState:
     # the flat arrays h_ts / h_val, its live readings (ts ascending) at [h_lo, h_hi). A batch appends
     # at h_hi and moves h_lo past what no window needs any more; a full region is compacted in place
     # (at most half full once compacted) or moved to the end with twice the room, so a batch costs in
-    # proportion to its readings, not to the stored history (see hist_append).
-    h_off: np.ndarray = field(default_factory=lambda: np.zeros(0, _I64))
-    h_cap: np.ndarray = field(default_factory=lambda: np.zeros(0, _I64))
-    h_lo: np.ndarray = field(default_factory=lambda: np.zeros(0, _I64))
-    h_hi: np.ndarray = field(default_factory=lambda: np.zeros(0, _I64))
+    # proportion to its readings, not to the stored history (see hist_append). Positions are int32
+    # (16 bytes per sensor; the flat arrays stay below 2**31 entries).
+    h_off: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
+    h_cap: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
+    h_lo: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
+    h_hi: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
     h_ts: np.ndarray = field(default_factory=lambda: np.zeros(0, _I64))
     h_val: np.ndarray = field(default_factory=lambda: np.zeros(0))
     h_used: int = 0  # end of the allocated regions in h_ts / h_val
@@ -137,6 +138,9 @@ class EngineState:
             self._h_repack()
 
     def _h_room(self, n: int) -> None:
+        if n >= 2**31 - 1:
+            msg = f"windowed history of {n} readings: beyond int32 positions"
+            raise OverflowError(msg)
         if len(self.h_ts) < n:
             size = max(n, 2 * len(self.h_ts), 1024)
             for name in ("h_ts", "h_val"):
