@@ -8,8 +8,12 @@ Two sweeps, each point in its own fresh process (so peak RSS belongs to that poi
 - rules per plant 10 -> 100 -> 1 000 (quick: up to 100) on 10 000 sensors (100 sites x 100 tags); rule j
   watches tag j mod 100 with its own limit, every tenth rule a rate rule.
 Every sensor reads once per second (random walks crossing their limits now and then, seeded); a batch
-holds whole seconds of all sensors, at least 100 000 readings; one warm-up batch registers the sensors,
-then at least 1 M readings (quick: 300 k) are evaluated (timed: `RuleEngine.evaluate` only, batches built before).
+holds whole seconds of all sensors, at least 100 000 readings; one warm-up batch registers the sensors
+(timed apart), further untimed batches complete WARM_S seconds of data (the rate rule's window filled,
+the start-up burst of raises of the sensors that begin above their limit over), then at least 1 M
+readings (quick: 300 k) are evaluated (timed: `RuleEngine.evaluate` only, batches built before). Without
+that, a point whose batches are 1 s long (100 k sensors and more) timed the start-up burst (4x the
+signals per reading of the other points) and a rate rule still without references.
 
 Reported per point: readings/s (wall and CPU), sensor-rule evaluations/s, peak RSS and its growth over
 the point's own baseline, `len(RuleEngine.snapshot())` and the tracemalloc'd size of the engine built and
@@ -40,6 +44,7 @@ from common import RESULTS, Figure, env_block, write_json
 T0_MS = 1_767_225_600_000
 MIN_BATCH = 100_000
 MIN_TIMED = 1_000_000
+WARM_S = 20  # seconds of data evaluated before the timed part: > rate window (10 s) + on/off delays
 
 
 def _pack(n_rules: int, n_tags: int) -> list[Any]:
@@ -74,21 +79,26 @@ def point(n_sensors: int, n_tags: int, n_rules: int, min_timed: int = MIN_TIMED,
     secs = max(1, MIN_BATCH // n_sensors)
     batch_n = secs * n_sensors
     n_batches = max(2, math.ceil(min_timed / batch_n))
+    n_warm = max(1, math.ceil(WARM_S / secs))  # the first registers the sensors
     rng = np.random.default_rng(seed)
     sites = np.repeat(np.array([f"s{i:06d}" for i in range(n_sites)], dtype=object), n_tags)
     tags = np.tile(np.array([f"t{i:04d}" for i in range(n_tags)], dtype=object), n_sites)
     site_col = pl.Series("site", np.tile(sites, secs), dtype=pl.String)
     tag_col = pl.Series("tag", np.tile(tags, secs), dtype=pl.String)
-    level = rng.uniform(40, 90, n_sensors)
-    batches = []
-    for b in range(n_batches + 1):  # the first is the warm-up
+    walk = [rng.uniform(40, 90, n_sensors)]
+
+    def make(b: int) -> ReadingBatch:  # batches in order b = 0, 1, 2, ... (the walks continue)
         steps = rng.normal(0, 1.5, (secs, n_sensors))
-        vals = np.clip(level + np.cumsum(steps, axis=0), 0, 100)
-        level = vals[-1]
+        vals = np.clip(walk[0] + np.cumsum(steps, axis=0), 0, 100)
+        walk[0] = vals[-1]
         ts = T0_MS + (b * secs + np.arange(secs))[:, None] * 1000 + rng.integers(0, 200, (secs, n_sensors))
         frame = pl.DataFrame({"site": site_col, "tag": tag_col, "ts_ms": ts.ravel(), "value": vals.ravel(),
                               "quality": np.zeros(batch_n, np.int8)}, schema=READING_SCHEMA)
-        batches.append(ReadingBatch(frame))
+        return ReadingBatch(frame)
+
+    # the first n_warm batches are the warm-up: the later warm-up batches are made while warming up (not
+    # held, so that they do not count in the peak RSS); the timed ones are made before the clock starts
+    batches = [make(0)]
     pack = _pack(n_rules, n_tags)
     site_rules = {f"s{i:06d}": pack for i in range(n_sites)}
     rules_per_sensor = n_rules / n_tags
@@ -105,11 +115,18 @@ def point(n_sensors: int, n_tags: int, n_rules: int, min_timed: int = MIN_TIMED,
     w0 = time.perf_counter()
     eng.evaluate(batches[0], int(batches[0].frame["ts_ms"].max()))  # registers every sensor: not timed below
     warm_s = time.perf_counter() - w0
+    for b in range(1, n_warm):
+        wb = make(b)
+        eng.evaluate(wb, int(wb.frame["ts_ms"].max()))
+    wb = None
+    before = rss_mb()
+    batches = [make(b) for b in range(n_warm, n_warm + n_batches)]
+    base_rss += rss_mb() - before  # the timed batches are input, not growth (as when they were made first)
     warm_rss = rss_mb()
 
     n = n_sig = 0
     c0, w0 = time.process_time(), time.perf_counter()
-    for bt in batches[1:]:
+    for bt in batches:
         res = eng.evaluate(bt, int(bt.frame["ts_ms"].max()))
         n += res.evaluated
         n_sig += len(res.signals)
@@ -119,7 +136,7 @@ def point(n_sensors: int, n_tags: int, n_rules: int, min_timed: int = MIN_TIMED,
     return {
         "sensors": n_sensors, "tags_per_site": n_tags, "rules_per_plant": n_rules, "sites": n_sites,
         "rules_per_sensor": rules_per_sensor, "sensor_rules": pairs, "batch_readings": batch_n,
-        "batches": n_batches, "readings": n, "signals": n_sig, "wall_s": wall, "cpu_s": cpu,
+        "batches": n_batches, "warmup_batches": n_warm, "readings": n, "signals": n_sig, "wall_s": wall, "cpu_s": cpu,
         "readings_per_s": n / wall, "readings_per_cpu_s": n / cpu,
         "sensor_rule_evals_per_cpu_s": n * rules_per_sensor / cpu,
         "cpu_s_per_data_second": cpu / (n_batches * secs),
