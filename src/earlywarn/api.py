@@ -13,6 +13,7 @@ reply means "durably recorded". Reads use their own DuckDB cursor.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import html
@@ -29,6 +30,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
@@ -205,8 +207,11 @@ def build_app(cfg: Config, runner: Any, *, link_verify: Callable[[str, int], tup
             raise _err(422, f"{name} is longer than {max_len} characters", field=name)
         return v
 
-    def commit(fn: Callable[[Any, int], Any]) -> Any:
-        return runner.submit(fn).result(timeout=30)
+    async def commit(fn: Callable[[Any, int], Any]) -> Any:
+        # Awaited, not .result(): a blocked event loop would serve one request per engine commit (~30 ms
+        # on a synced WAL), while awaiting lets concurrent actions queue up and share the engine's next
+        # commit (Runner drains every queued action into one step).
+        return await asyncio.wait_for(asyncio.wrap_future(runner.submit(fn)), timeout=30)
 
     def handle(fn: Callable[[Request], Any]) -> Callable[[Request], Any]:
         async def endpoint(request: Request) -> Response:
@@ -245,7 +250,8 @@ def build_app(cfg: Config, runner: Any, *, link_verify: Callable[[str, int], tup
         # str.isdigit() is true for "²" and other non-ASCII digits that int() refuses: ASCII only
         if not (limit.isascii() and limit.isdigit()) or not 0 < int(limit) <= 10_000:
             raise _err(422, "limit must be an integer from 1 to 10000", field="limit")
-        rows = engine.store.list_alarms(
+        rows = await run_in_threadpool(
+            engine.store.list_alarms,
             site=q.get("site"), state=q.get("state"), severity=q.get("severity"),
             open_only=q.get("open") in ("1", "true"), limit=int(limit),
         )
@@ -254,8 +260,8 @@ def build_app(cfg: Config, runner: Any, *, link_verify: Callable[[str, int], tup
     async def show_alarm(request: Request) -> Any:
         p = principal(request)
         need(p, READ)
-        a = visible_alarm(p, request.path_params["alarm_id"])
-        events = engine.store.alarm_events(a.alarm_id)
+        a = await run_in_threadpool(visible_alarm, p, request.path_params["alarm_id"])
+        events = await run_in_threadpool(engine.store.alarm_events, a.alarm_id)
         out = alarm_json(a)
         out["events"] = [
             {"ts": _iso(e.ts_ms), "kind": e.kind.value, "actor": e.actor, "detail": e.detail} for e in events
@@ -270,22 +276,22 @@ def build_app(cfg: Config, runner: Any, *, link_verify: Callable[[str, int], tup
         if perm is None:
             raise _err(404, f"no action {action}")
         b = await body_of(request)
-        visible_alarm(p, alarm_id)
+        await run_in_threadpool(visible_alarm, p, alarm_id)
         need(p, perm)
         actor = p.name
         if action == "ack":
             note = text_field(b, "note")
-            ch = commit(lambda m, now: m.ack(alarm_id, actor, note, now))
+            ch = await commit(lambda m, now: m.ack(alarm_id, actor, note, now))
         elif action == "close":
             d = b.get("disposition")
             if d not in {x.value for x in Disposition}:
                 raise _err(422, f"disposition must be one of {', '.join(x.value for x in Disposition)}",
                            field="disposition")
             note = text_field(b, "note", required=d == "other")
-            ch = commit(lambda m, now: m.close(alarm_id, actor, Disposition(d), note, now))
+            ch = await commit(lambda m, now: m.close(alarm_id, actor, Disposition(d), note, now))
         elif action == "comment":
             note = text_field(b, "note", required=True)
-            ch = commit(lambda m, now: m.comment(alarm_id, actor, note, now))
+            ch = await commit(lambda m, now: m.comment(alarm_id, actor, note, now))
         elif action == "shelve":
             reason = text_field(b, "reason", required=True)
             dur = b.get("duration")
@@ -295,12 +301,12 @@ def build_app(cfg: Config, runner: Any, *, link_verify: Callable[[str, int], tup
                 raise _err(422, "duration must be a duration such as '30m' or '2h'", field="duration") from None
             if dur_ms <= 0:
                 raise _err(422, "duration must be positive", field="duration")
-            ch = commit(lambda m, now: m.shelve(alarm_id, actor, now + dur_ms, reason, now))
+            ch = await commit(lambda m, now: m.shelve(alarm_id, actor, now + dur_ms, reason, now))
         else:
-            ch = commit(lambda m, now: m.unshelve(alarm_id, actor, text_field(b, "note"), now))
+            ch = await commit(lambda m, now: m.unshelve(alarm_id, actor, text_field(b, "note"), now))
         alarms = getattr(ch, "alarms", ())
         final = next((a for a in reversed(list(alarms)) if a.alarm_id == alarm_id), None)
-        final = final or engine.store.get_alarm(alarm_id)
+        final = final or await run_in_threadpool(engine.store.get_alarm, alarm_id)
         return alarm_json(final) if final else {"alarm_id": alarm_id}
 
     async def add_maintenance(request: Request) -> Any:
@@ -324,7 +330,7 @@ def build_app(cfg: Config, runner: Any, *, link_verify: Callable[[str, int], tup
         def add(m: Any, now: int) -> Any:
             return m.add_window(site, tag, now, now + dur_ms, reason, actor)
 
-        commit(add)
+        await commit(add)
         return {"site": site, "tag": tag, "ends_at": _iso(engine.now_ms() + dur_ms), "reason": reason}
 
     async def report(request: Request) -> Any:
@@ -338,9 +344,12 @@ def build_app(cfg: Config, runner: Any, *, link_verify: Callable[[str, int], tup
         fmt = q.get("format", "json")
         if fmt not in ("json", "csv"):
             raise _err(422, "format must be json or csv", field="format")
+        def run() -> Any:
+            return reports.run_report(engine.store.read_cursor(), name, since=q.get("since"), until=q.get("until"),
+                                      as_of=q.get("as_of"), by=by)
+
         try:
-            cur = engine.store.read_cursor()
-            df = reports.run_report(cur, name, since=q.get("since"), until=q.get("until"), as_of=q.get("as_of"), by=by)
+            df = await run_in_threadpool(run)
         except (ValueError, KeyError) as e:
             raise _err(422, str(e), field="query") from None
         if p.role in ("plant",) or (p.role == "supervisor" and p.districts):
@@ -359,7 +368,7 @@ def build_app(cfg: Config, runner: Any, *, link_verify: Callable[[str, int], tup
             alarm_id, recipient, notice_id = _verify(token)
         except HttpError as e:
             return HTMLResponse(f"<p>{html.escape(e.body['error'])}</p>", status_code=e.status)
-        a = engine.store.get_alarm(alarm_id)
+        a = await run_in_threadpool(engine.store.get_alarm, alarm_id)
         what = html.escape(f"{a.site} {a.rule_id} {a.tag} ({a.severity.value}) {a.state.value}" if a else alarm_id)
         return HTMLResponse(
             f"<!doctype html><meta charset=utf-8><title>earlywarn</title><p>确认签收 / Acknowledge: {what}"
@@ -378,8 +387,9 @@ def build_app(cfg: Config, runner: Any, *, link_verify: Callable[[str, int], tup
         alarm_id, recipient, notice_id = _verify(request.path_params["token"])
         actor = f"{recipient} (notice {notice_id})"
         if alarm_id == "*":  # a grouped notice's link: every alarm the notice carried
-            ids = [r[0] for r in engine.store.sql(
-                "SELECT DISTINCT alarm_id FROM notices WHERE notice_id = ?", [notice_id])]
+            rows = await run_in_threadpool(
+                engine.store.sql, "SELECT DISTINCT alarm_id FROM notices WHERE notice_id = ?", [notice_id])
+            ids = [r[0] for r in rows]
         else:
             ids = [alarm_id]
 
@@ -392,8 +402,8 @@ def build_app(cfg: Config, runner: Any, *, link_verify: Callable[[str, int], tup
                     continue
             return out
 
-        commit(ack_all)
-        alarms = [engine.store.get_alarm(i) for i in ids]
+        await commit(ack_all)
+        alarms = [await run_in_threadpool(engine.store.get_alarm, i) for i in ids]
         return {"acknowledged": [alarm_json(a) for a in alarms if a is not None]}
 
     routes = [
