@@ -238,16 +238,17 @@ class EngineState:
 
 def bisect(a: np.ndarray, lo: np.ndarray, hi: np.ndarray, x: np.ndarray, right: bool) -> np.ndarray:
     """Per query, the first index in [lo, hi) of the ascending run `a[lo:hi]` with a > x (`right`) or
-    a >= x: a binary search for all queries at once (log2 of the longest range rounds)."""
-    lo, hi = lo.copy(), hi.copy()
-    act = np.flatnonzero(lo < hi)
-    while len(act):
-        lq, hq = lo[act], hi[act]
-        mid = (lq + hq) >> 1
-        v = a[mid]
-        go = (v <= x[act]) if right else (v < x[act])
-        lq = np.where(go, mid + 1, lq)
-        hq = np.where(go, hq, mid)
-        lo[act], hi[act] = lq, hq
-        act = act[lq < hq]
-    return lo
+    a >= x (hi if none): a branchless binary search for all queries at once (log2 of the longest
+    range rounds of a few array operations each)."""
+    base = lo.astype(_I64)
+    n = hi.astype(_I64) - base
+    cmp = np.less_equal if right else np.less
+    while True:
+        half = n >> 1
+        if not half.any():
+            break
+        go = cmp(a.take(base + half, mode="clip"), x)  # half = 0 (a range of 0 or 1) moves nothing
+        base += half * go
+        n -= half
+    # n is 0 or 1 now: one last comparison where a candidate is left
+    return base + ((n > 0) & cmp(a.take(base, mode="clip"), x))
