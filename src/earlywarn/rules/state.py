@@ -71,8 +71,9 @@ class EngineState:
     # history tail of good readings for windowed kinds: per sensor a region [h_off, h_off + h_cap) of
     # the flat arrays h_ts / h_val, its live readings (ts ascending) at [h_lo, h_hi). A batch appends
     # at h_hi and moves h_lo past what no window needs any more; a full region is compacted in place
-    # (at most half full once compacted) or moved to the end with twice the room, so a batch costs in
-    # proportion to its readings, not to the stored history (see hist_append). Positions are int32
+    # (when that leaves room for at least its live part) or moved to the end with twice the room, so a
+    # batch costs in proportion to its readings, not to the stored history (see hist_append). Positions
+    # are int32
     # (16 bytes per sensor; the flat arrays stay below 2**31 entries).
     h_off: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
     h_cap: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
@@ -104,19 +105,20 @@ class EngineState:
         readings each, `ts` / `val` grouped by sensor in that order, ts ascending inside.
 
         Amortized O(1) per reading: a region without room for its new readings is compacted in place
-        when its live part plus the new readings fill at most half of it (then at least half of it is
-        free again), otherwise moved to the end of the flat arrays with room for twice that. Moved
-        regions leave dead slots; when they exceed half of the arrays everything is repacked.
+        when the room left afterwards is at least its live part, otherwise moved to the end of the flat
+        arrays with room for twice its live part plus the new readings (+ 8). Moved regions leave dead
+        slots; when they exceed half of the arrays everything is repacked.
         """
         lo, hi, off, cap = self.h_lo[u], self.h_hi[u], self.h_off[u], self.h_cap[u]
         live = hi - lo
         need = live + cnt
         full = np.flatnonzero(hi + cnt > off + cap)
         if len(full):
-            f_need = need[full]
-            compact = f_need <= cap[full] // 2
+            # in place when the room left afterwards is at least the live part moved (so copies stay
+            # below one per appended reading); a steady window compacts in place, with no dead slots
+            compact = need[full] + live[full] <= cap[full]
             mv = full[~compact]
-            new_cap = np.maximum(2 * need[mv], 8)
+            new_cap = 2 * need[mv] + 8
             new_off = self.h_used + np.cumsum(new_cap) - new_cap
             self.h_dead += int(cap[mv].sum())
             self.h_used += int(new_cap.sum())
