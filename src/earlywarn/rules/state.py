@@ -73,8 +73,7 @@ class EngineState:
     # at h_hi and moves h_lo past what no window needs any more; a full region is compacted in place
     # (when that leaves room for at least its live part) or moved to the end with twice the room, so a
     # batch costs in proportion to its readings, not to the stored history (see hist_append). Positions
-    # are int32
-    # (16 bytes per sensor; the flat arrays stay below 2**31 entries).
+    # are int32 (16 bytes per sensor; the flat arrays stay below 2**31 entries).
     h_off: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
     h_cap: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
     h_lo: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
