@@ -308,3 +308,33 @@ def test_dispatcher_over_kept_connections() -> None:
             assert hook.connections <= ThreadedExecutor.DEFAULT_WORKERS["webhook"]
         finally:
             d.close()
+
+
+def test_https_posts_share_one_tls_connection_and_a_wrong_ca_is_refused(tmp_path) -> None:
+    """https webhooks (the common case in deployments) over a real TLS server with a test CA."""
+    import ssl
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "security"))
+    from tlsbroker import make_ca, make_server_cert
+
+    ca_path, ca_key, ca = make_ca(tmp_path / "pki", "hook-ca")
+    cert, key = make_server_cert(tmp_path / "pki", ca_key, ca)
+    with _Hook() as hook:
+        server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        server_ctx.load_cert_chain(cert, key)
+        hook.server.socket = server_ctx.wrap_socket(hook.server.socket, server_side=True)
+        url = hook.url.replace("http://", "https://")
+        ch = WebhookChannel(timeout_ms=5_000, ssl_context=ssl.create_default_context(cafile=str(ca_path)))
+        for n in range(20):
+            _send(ch, url, n)
+        assert hook.ids == [f"n-{n:024x}" for n in range(20)]
+        assert hook.connections == 1 and ch.connections == 1
+
+        other_ca, _, _ = make_ca(tmp_path / "other", "other-ca")
+        stranger = WebhookChannel(timeout_ms=5_000, ssl_context=ssl.create_default_context(cafile=str(other_ca)))
+        with pytest.raises(DeliveryError) as e:
+            _send(stranger, url, 99)
+        assert e.value.recoverable and "CERTIFICATE_VERIFY_FAILED" in str(e.value)
+        assert "n-" + f"{99:024x}" not in hook.ids

@@ -78,8 +78,8 @@ class MqttChannel:
 class WebhookChannel:
     """HTTP POST of the notice JSON. 2xx = delivered; 408, 425, 429, 5xx and network errors are recoverable.
 
-    Each worker thread keeps one HTTP/1.1 connection per origin open between POSTs (httpconn.py): a new
-    connection and urllib's machinery per POST cost ~0.3 ms of CPU, which a flood's hundreds of deliveries a
+    Each worker thread keeps one HTTP/1.1 connection per origin open between POSTs (httpconn.py, over
+    `http.client`): a new connection per POST cost ~0.3 ms of CPU, which a flood's hundreds of deliveries a
     second take from the engine thread through the GIL. A kept connection the server has closed is replaced
     within the same attempt. URLs behind a proxy from the environment or with credentials in them go through
     urllib as before (`keep_alive=False`: always). Redirects (3xx) are not followed: a failure, not retried.
@@ -100,12 +100,9 @@ class WebhookChannel:
         merged = {"Content-Type": "application/json; charset=utf-8", "User-Agent": "earlywarn-notify/1"}
         merged.update({k.title(): v for k, v in (headers or {}).items()})
         self._headers = merged
-        lines = []
         for k, v in merged.items():
             if any(c in k + v for c in "\r\n\0") or not k or any(c in k for c in " :\t"):
                 raise ValueError(f"bad webhook header {k!r}")
-            lines.append(f"{k}: {v}\r\n".encode("latin-1"))
-        self._static_head = b"".join(lines)
         self._poster = KeepAlivePoster(self.timeout_s, idle_s=idle_ms / 1000, ssl_context=ssl_context) \
             if keep_alive else None
         self._targets: dict[str, Target | None] = {}
@@ -130,10 +127,10 @@ class WebhookChannel:
             self._targets[url] = target
         if target is None:
             return self._send_urllib(notice, url, body)
-        head = b"POST %s HTTP/1.1\r\nHost: %s\r\n%sX-Earlywarn-Notice-Id: %s\r\nContent-Length: %d\r\n\r\n" % (
-            target.path, target.host_header, self._static_head, notice.notice_id.encode("ascii"), len(body))
+        headers = dict(self._headers)
+        headers["X-Earlywarn-Notice-Id"] = notice.notice_id  # receivers de-duplicate retries on it
         try:
-            status, reason = self._poster.post(target, head, body)
+            status, reason = self._poster.post(target, headers, body)
         except OSError as e:  # refused, reset, timed out, TLS, a garbled answer
             raise DeliveryError(f"webhook unreachable: {e}", recoverable=True) from None
         if 200 <= status < 300:
