@@ -129,3 +129,33 @@ def test_fast_maker_falls_back_where_it_would_not_be_exact() -> None:
     assert lc.fast_maker(Post) is Post
     assert lc.fast_maker(Factory) is Factory
     assert lc.fast_maker(NoSlots) is NoSlots
+
+
+@pytest.mark.parametrize("state", [AlarmState.ACTIVE_UNACK, AlarmState.ACTIVE_ACK])
+@pytest.mark.parametrize("shelved", [None, 10_000_000])
+@pytest.mark.parametrize("suppressed", [False, True])
+@pytest.mark.parametrize("tier", list(Tier))
+@pytest.mark.parametrize("severity", list(Severity))
+def test_a_clear_never_moves_the_next_timer(
+    state: AlarmState, shelved: int | None, suppressed: bool, tier: Tier, severity: Severity
+) -> None:
+    # AlarmManager.apply_signals relies on this to keep the heap entry of a cleared alarm as it is
+    policy = lc.Policy()
+    for extra in ({}, {"ack_escalations": 1, "last_reminded_ms": 400_000, "close_escalated": True}):
+        a = Alarm(
+            "A1", "s", "p", "d", "t", "r", severity, state, 1_000,
+            last_activation_ms=2_000, unacked_since_ms=1_500, shelved_until_ms=shelved,
+            suppressed=suppressed, escalation_tier=tier, **extra,  # type: ignore[arg-type]
+        )
+        out = lc.step(a, lc.Clear(3_000, 1.0), 3_000, policy)
+        assert out.reason is lc.Reason.CLEARED
+        assert lc.next_due_ms(out.alarm, policy) == lc.next_due_ms(a, policy)
+        assert out.alarm.suppressed == a.suppressed
+
+
+def test_fast_inputs_are_the_constructors() -> None:
+    assert lc.new_raise(5) == lc.Raise(5) or math.isnan(lc.new_raise(5).value)
+    r = lc.new_raise(5, 1.0, "m", "d", "w", True)
+    assert type(r) is lc.Raise and r == lc.Raise(5, 1.0, "m", "d", "w", True) and r.kind is lc.InputKind.RAISE
+    c = lc.new_clear(6, 2.0, "d")
+    assert type(c) is lc.Clear and c == lc.Clear(6, 2.0, "d") and c.kind is lc.InputKind.CLEAR

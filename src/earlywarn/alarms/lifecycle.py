@@ -518,6 +518,9 @@ def evolve(alarm: Alarm, **changes: object) -> Alarm:
 #: Alarm(...) / AlarmEvent(...), faster (see above)
 new_alarm: Callable[..., Alarm] = fast_maker(Alarm)
 new_event: Callable[..., AlarmEvent] = fast_maker(AlarmEvent)
+#: Raise(...) / Clear(...), faster: the manager makes one per signal
+new_raise: Callable[..., Raise] = fast_maker(Raise)
+new_clear: Callable[..., Clear] = fast_maker(Clear)
 
 
 def signal_floor_ms(alarm: Alarm) -> int:
@@ -627,15 +630,14 @@ def step(alarm: Alarm, inp: Input, now_ms: int, policy: Policy) -> Outcome:
     Raises:
         ActionError: the move is refused (see TABLE and the conditional checks).
     """
-    kind = inp.kind._value_
-    move = _TABLE_BY_VALUE[(alarm.state._value_, kind)]
-    if isinstance(move, Refused):
-        raise _refuse(alarm, move.why)
-    if isinstance(move, Reason):
+    handler, move, clamp = _DISPATCH[(alarm.state._value_, inp.kind._value_)]
+    if handler is None:
+        if move.__class__ is Refused:
+            raise _refuse(alarm, move.why)
         return Outcome(alarm, (), move)
-    if kind != "raise" and kind != "clear":  # signals carry their own time
+    if clamp:  # signals carry their own time; actions and timers never precede the latest event
         now_ms = max(now_ms, signal_floor_ms(alarm))
-    return _HANDLERS_BY_VALUE[kind](alarm, inp, now_ms, policy, move)
+    return handler(alarm, inp, now_ms, policy, move)
 
 
 def _same(alarm: Alarm, reason: Reason) -> Outcome:
@@ -663,8 +665,9 @@ _EV_RAISED, _EV_REACTIVATED, _EV_CLEARED = EventKind.RAISED, EventKind.REACTIVAT
 def _on_raise(alarm: Alarm, inp: Raise, now_ms: int, policy: Policy, nxt: AlarmState) -> Outcome:
     # only cleared -> active reaches here (TABLE): a reactivation of the same episode
     ts = inp.ts_ms
-    if ts < signal_floor_ms(alarm):
-        return Outcome(alarm, (), Reason.STALE_SIGNAL)
+    cleared_at = alarm.cleared_at_ms
+    if ts < (alarm.last_activation_ms or alarm.raised_at_ms) or (cleared_at is not None and ts < cleared_at):
+        return Outcome(alarm, (), Reason.STALE_SIGNAL)  # older than signal_floor_ms(alarm)
     suppressed = inp.suppress_reason is not None
     newly_chattering = inp.chattering and not alarm.chattering
     occurrences = alarm.occurrences + 1
@@ -699,8 +702,9 @@ def _on_raise(alarm: Alarm, inp: Raise, now_ms: int, policy: Policy, nxt: AlarmS
 
 def _on_clear(alarm: Alarm, inp: Clear, now_ms: int, policy: Policy, nxt: AlarmState) -> Outcome:
     ts = inp.ts_ms
-    if ts < signal_floor_ms(alarm):
-        return Outcome(alarm, (), Reason.STALE_SIGNAL)
+    cleared_at = alarm.cleared_at_ms
+    if ts < (alarm.last_activation_ms or alarm.raised_at_ms) or (cleared_at is not None and ts < cleared_at):
+        return Outcome(alarm, (), Reason.STALE_SIGNAL)  # older than signal_floor_ms(alarm)
     ev = new_event(alarm.alarm_id, ts, _EV_CLEARED, ENGINE, _value_detail(inp.value, inp.detail))
     return Outcome(_cleared(alarm, nxt, ts), (ev,), Reason.CLEARED)
 
@@ -887,6 +891,16 @@ _HANDLERS: dict[InputKind, Handler] = {
 }
 _HANDLERS_BY_VALUE: dict[str, Handler] = {k.value: h for k, h in _HANDLERS.items()}
 _TABLE_BY_VALUE = {(s.value, k.value): m for (s, k), m in TABLE.items()}
+#: TABLE by plain strings (Enum.__hash__ is slow), resolved for `step`: (handler, move, clamp_now);
+#: handler None when the move is a no-op Reason or a Refused
+_DISPATCH: dict[tuple[str, str], tuple[Handler | None, Move, bool]] = {
+    (s.value, k.value): (
+        None if isinstance(m, Reason | Refused) else _HANDLERS[k],
+        m,
+        k not in (InputKind.RAISE, InputKind.CLEAR),
+    )
+    for (s, k), m in TABLE.items()
+}
 
 # ---------------------------------------------------------------------------------------------
 # Timers

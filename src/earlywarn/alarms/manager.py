@@ -40,19 +40,19 @@ from dataclasses import dataclass, field
 from earlywarn.alarms.lifecycle import (
     NO_OP_VALUES,
     Ack,
-    Clear,
     Close,
     Comment,
     Direction,
     Input,
     Outcome,
     Policy,
-    Raise,
     Reason,
     Shelve,
     Unshelve,
     Unsuppress,
     fmt_ms,
+    new_clear,
+    new_raise,
     next_due_ms,
     open_alarm,
     run_timers,
@@ -83,6 +83,7 @@ NOTICE_KINDS: frozenset[EventKind] = frozenset(
 
 _NOTICE_VALUES = frozenset(k.value for k in NOTICE_KINDS)  # plain strings: Enum.__hash__ is slow
 _RAISE = SignalKind.RAISE
+_REACTIVATED = Reason.REACTIVATED
 _CLOSED = AlarmState.CLOSED
 _AU, _AA = AlarmState.ACTIVE_UNACK, AlarmState.ACTIVE_ACK
 
@@ -250,6 +251,7 @@ class AlarmManager:
         alarms = self._alarms
         by_key = self._by_key
         policy = self.policy
+        windows = self._windows
         for s in signals:
             key = (s.site, s.rule_id, s.tag)
             aid = by_key.get(key)
@@ -262,12 +264,13 @@ class AlarmManager:
                 if state is _AU or state is _AA:  # fast path of the common case: still active, nothing to do
                     stats["already_active"] = stats.get("already_active", 0) + 1
                     continue
-                chattering = self._would_chatter(key, s.ts_ms)
-                window = self._window_reason(s.site, s.tag, s.ts_ms)
-                inp: Input = Raise(s.ts_ms, s.value, s.message, s.detail, window, chattering)
+                ts = s.ts_ms
+                chattering = self._would_chatter(key, ts)
+                window = self._window_reason(s.site, s.tag, ts) if windows else None
+                inp = new_raise(ts, s.value, s.message, s.detail, window, chattering)
                 out = step(alarm, inp, now_ms, policy)
-                if out.reason is Reason.REACTIVATED:
-                    self._note_activation(key, s.ts_ms)
+                if out.reason is _REACTIVATED:
+                    self._note_activation(key, ts)
                     if chattering and not alarm.chattering:
                         self._count("chattering")
                 self._commit(out, acc, alarm)
@@ -276,7 +279,17 @@ class AlarmManager:
                     self._count("clear_without_alarm")
                     continue
                 alarm = alarms[aid]
-                self._commit(step(alarm, Clear(s.ts_ms, s.value, s.detail), now_ms, policy), acc, alarm)
+                out = step(alarm, new_clear(s.ts_ms, s.value, s.detail), now_ms, policy)
+                what = out.reason._value_
+                stats[what] = stats.get(what, 0) + 1
+                if what == "cleared":
+                    # A clear moves active -> cleared keeping the ack state, flags, tier and timer fields,
+                    # so `next_due_ms` (and the alarm's index entries) stay as they were: no reschedule.
+                    new = out.alarm
+                    alarms[aid] = new
+                    acc.add(new, out.events)
+                elif what not in NO_OP_VALUES:  # pragma: no cover - a clear either clears or is a no-op
+                    self._commit(out, acc, alarm)
         return acc.build()
 
     def _raise_new(self, key: Key, s: Signal, acc: _Acc) -> None:
@@ -287,7 +300,7 @@ class AlarmManager:
         site = self.sites.get(s.site)
         chattering = self._would_chatter(key, s.ts_ms)
         flood = self._would_flood(s.site, s.ts_ms)
-        window = self._window_reason(s.site, s.tag, s.ts_ms)
+        window = self._window_reason(s.site, s.tag, s.ts_ms) if self._windows else None
         out = open_alarm(
             alarm_id_for(s.site, s.rule_id, s.tag, s.ts_ms),
             site=s.site,
@@ -296,7 +309,7 @@ class AlarmManager:
             tag=s.tag,
             rule_id=s.rule_id,
             severity=s.severity,
-            raise_=Raise(s.ts_ms, s.value, s.message, s.detail, window, chattering),
+            raise_=new_raise(s.ts_ms, s.value, s.message, s.detail, window, chattering),
             policy=self.policy,
             flood=flood,
         )
