@@ -159,3 +159,11 @@ def test_fast_inputs_are_the_constructors() -> None:
     assert type(r) is lc.Raise and r == lc.Raise(5, 1.0, "m", "d", "w", True) and r.kind is lc.InputKind.RAISE
     c = lc.new_clear(6, 2.0, "d")
     assert type(c) is lc.Clear and c == lc.Clear(6, 2.0, "d") and c.kind is lc.InputKind.CLEAR
+
+
+def test_the_fast_paths_are_in_use() -> None:
+    # Not a correctness matter (the fallbacks are exact) but a 2x one for bench_lifecycle: if the model
+    # gains a __post_init__, a default_factory or another layout, the builders silently fall back.
+    assert lc._ALARM_SHELL is not None, "Alarm can no longer be built through a shell (see lifecycle.py)"
+    for made, cls in ((lc.new_alarm, Alarm), (lc.new_event, AlarmEvent), (lc.new_raise, lc.Raise), (lc.new_clear, lc.Clear)):
+        assert made is not cls, f"{cls.__name__} can no longer be built through a shell (see lifecycle.py)"
