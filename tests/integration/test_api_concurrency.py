@@ -28,17 +28,22 @@ class GatedRunner:
         self.engine = engine
         self.error = None
         self.queued: list[Action] = []
-        self.lock = threading.Lock()
+        self.cond = threading.Condition()
         self.steps = 0
 
     def submit(self, apply: Any) -> Future[Any]:
         a = Action(apply)
-        with self.lock:
+        with self.cond:
             self.queued.append(a)
+            self.cond.notify_all()
         return a.done
 
+    def wait_queued(self, n: int, timeout_s: float = 10.0) -> bool:
+        with self.cond:
+            return self.cond.wait_for(lambda: len(self.queued) >= n, timeout_s)
+
     def run_queued(self) -> int:
-        with self.lock:
+        with self.cond:
             actions, self.queued = self.queued, []
         self.engine.process_batch(ReadingBatch.empty(), actions=actions)
         self.steps += 1
@@ -87,10 +92,7 @@ def test_a_request_waiting_for_the_engine_does_not_block_the_server(served) -> N
     base, runner, ids = served
     with ThreadPoolExecutor(4) as pool:
         ack = pool.submit(_http, "POST", f"{base}/api/alarms/{ids[0]}/ack", {"note": "on my way"})
-        deadline = time.monotonic() + 10
-        while not runner.queued and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert runner.queued, "the ack never reached the engine"
+        assert runner.wait_queued(1), "the ack never reached the engine"
         # the ack is still waiting for its commit; the server answers other requests meanwhile
         t0 = time.monotonic()
         status, health = _http("GET", f"{base}/health", timeout_s=5)
@@ -107,11 +109,8 @@ def test_concurrent_actions_share_one_engine_step(served) -> None:
     base, runner, ids = served
     with ThreadPoolExecutor(len(ids)) as pool:
         futs = [pool.submit(_http, "POST", f"{base}/api/alarms/{i}/ack", {}) for i in ids]
-        deadline = time.monotonic() + 10
-        while len(runner.queued) < len(ids) and time.monotonic() < deadline:
-            time.sleep(0.01)
         # all eight are queued at once: the event loop did not serve them one commit at a time
-        assert len(runner.queued) == len(ids)
+        assert runner.wait_queued(len(ids)), f"{len(runner.queued)} of {len(ids)} actions reached the engine"
         assert runner.run_queued() == len(ids)
         results = [f.result(timeout=10) for f in futs]
     assert runner.steps == 1
