@@ -345,8 +345,8 @@ def build_app(cfg: Config, runner: Any, *, link_verify: Callable[[str, int], tup
         if fmt not in ("json", "csv"):
             raise _err(422, "format must be json or csv", field="format")
         def run() -> Any:
-            return reports.run_report(engine.store.read_cursor(), name, since=q.get("since"), until=q.get("until"),
-                                      as_of=q.get("as_of"), by=by)
+            return reports.run_report(engine.store.read_cursor(), name, since=q.get("since"),
+                                      until=q.get("until"), as_of=q.get("as_of"), by=by)
 
         try:
             df = await run_in_threadpool(run)

@@ -115,7 +115,9 @@ class KeepAlivePoster:
     timeouts of 5 s, so a server rarely closes a connection just as it is reused).
     """
 
-    def __init__(self, timeout_s: float, *, idle_s: float = 4.0, ssl_context: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self, timeout_s: float, *, idle_s: float = 4.0, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
         self.timeout_s = timeout_s
         self.idle_s = idle_s
         self._ssl_context = ssl_context
