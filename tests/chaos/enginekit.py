@@ -7,12 +7,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import duckdb
+import waiting
 from brokers import free_port
 
 SITES = ["SZ-HC-0001", "SZ-DU-0001", "SZ-AL-0001", "SZ-AL-0002"]
@@ -51,12 +51,7 @@ def write_config(
 
 
 def wait_until(pred: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+    waiting.wait_until(pred, timeout_s, what)
 
 
 def metrics_text(port: int) -> str | None:

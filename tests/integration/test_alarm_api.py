@@ -14,6 +14,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+import waiting
 from brokers import free_port
 from publish import Publisher
 
@@ -78,13 +79,7 @@ def notices(mosquitto):
 
 
 def wait_for(pred, timeout_s=20.0, what="condition"):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+    return waiting.wait_until(pred, timeout_s, what)
 
 
 def h(token: str) -> dict[str, str]:

@@ -18,6 +18,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
+import waiting
 from brokers import Mosquitto, free_port
 from publish import T0_MS, Publisher, telemetry_messages
 
@@ -60,12 +61,7 @@ def stored_sample(runner) -> float:
 
 
 def wait_until(pred, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+    waiting.wait_until(pred, timeout_s, what)
 
 
 def readings_stats(db: Path) -> tuple[int, int]:

@@ -14,6 +14,7 @@ import duckdb
 import httpx
 import pytest
 
+import waiting
 from brokers import free_port
 from publish import Publisher
 
@@ -26,16 +27,7 @@ def _spawn(cfg: Path, log: Path) -> subprocess.Popen[bytes]:
 
 
 def _wait(pred, timeout_s: float, what: str):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            v = pred()
-        except httpx.HTTPError:
-            v = None
-        if v:
-            return v
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+    return waiting.wait_until(pred, timeout_s, what, interval_s=0.1, ignore=(httpx.HTTPError,))
 
 
 def _power_alarms(url: str) -> list[dict]:
