@@ -389,6 +389,19 @@ class AlarmManager:
         self._windows.setdefault(w.site, {})[w.window_id] = w
         heapq.heappush(self._window_ends, (w.ends_ms, w.site, w.window_id))
 
+    def _still_covered(self, alarm: Alarm, now_ms: int) -> bool:
+        """Whether a suppressed alarm stays suppressed: a live window covers now or its last activation.
+
+        The activation may lie ahead of the engine clock (event time runs ahead of `now_ms`), so a window
+        that starts after `now_ms` but covers the activation still holds it. The running manager and one
+        restarted from the stored alarms both decide with this, so a restart changes nothing.
+        """
+        site, tag = alarm.site, alarm.tag
+        return (
+            self._window_reason(site, tag, now_ms) is not None
+            or self._window_reason(site, tag, alarm.last_activation_ms or alarm.raised_at_ms) is not None
+        )
+
     def _window_reason(self, site: str, tag: str, ts_ms: int) -> str | None:
         ws = self._windows.get(site)
         if not ws:
@@ -418,7 +431,7 @@ class AlarmManager:
             for site in sorted(sites):
                 for aid in sorted(self._suppressed.get(site, ())):
                     alarm = self._alarms[aid]
-                    if alarm.state.is_active and self._window_reason(site, alarm.tag, now_ms) is None:
+                    if alarm.state.is_active and not self._still_covered(alarm, now_ms):
                         self._commit(step(alarm, Unsuppress(), now_ms, self.policy), acc)
         while self._heap and self._heap[0][0] <= now_ms:  # not a local: _schedule may rebuild the heap
             due_ms, aid = heapq.heappop(self._heap)
