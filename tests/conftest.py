@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,6 +10,14 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from brokers import Mosquitto  # noqa: E402
+from hypothesis import settings  # noqa: E402
+
+# CI runs the same examples every time (a red build means a change broke something, not that today's random
+# draw found an old bug); `EARLYWARN_HYPOTHESIS=explore` draws fresh examples and keeps failures in the
+# local example database. Explore before a release and pin what it finds with @example.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+settings.register_profile("explore", derandomize=False, print_blob=True)
+settings.load_profile(os.environ.get("EARLYWARN_HYPOTHESIS", "ci"))
 
 
 @pytest.fixture
