@@ -83,6 +83,11 @@ NOTICE_KINDS: frozenset[EventKind] = frozenset(
 
 _NOTICE_VALUES = frozenset(k.value for k in NOTICE_KINDS)  # plain strings: Enum.__hash__ is slow
 _RAISE = SignalKind.RAISE
+
+
+def _event_order(s: Signal) -> tuple[int, str, str, str, bool]:
+    """Event-time order of signals, whichever call of the rule engine produced them (raise first)."""
+    return (s.ts_ms, s.site, s.rule_id, s.tag, s.kind is not _RAISE)
 _REACTIVATED = Reason.REACTIVATED
 _CLOSED = AlarmState.CLOSED
 _AU, _AA = AlarmState.ACTIVE_UNACK, AlarmState.ACTIVE_ACK
@@ -246,6 +251,55 @@ class AlarmManager:
     def apply_signals(self, signals: Sequence[Signal], now_ms: int) -> Changes:
         """Apply rule signals in order. A raise with no open alarm opens one; see lifecycle for the rest."""
         acc = _Acc()
+        self._apply(signals, now_ms, acc)
+        return acc.build()
+
+    def apply_in_event_time(self, signals: Sequence[Signal], now_ms: int) -> Changes:
+        """Replay: apply signals in event-time order, firing each timer at its own due time, before `now_ms`.
+
+        Live, timers fire when the engine clock passes them (`tick`), at most one micro-batch late. A replay
+        chunk spans hours of event time: ticking at its end would stamp an escalation hours late, and
+        differently for every chunk size. Here the signals of each millisecond t are applied together,
+        ordered by (site, rule, tag, raise first); before them every timer due before t fires, at its due
+        time (`step` stamps a timer no earlier than the alarm's latest activity, so one a signal left
+        overdue — a reactivation that un-muted an alarm whose ack deadline had passed — fires at that signal). Timers due at `now_ms` itself wait for the next
+        call, since the readings of one millisecond can straddle two chunks. So any split of a stream into
+        calls gives the same events, as long as no call holds signals older than an earlier call's `now_ms`
+        (replay feeds ts-sorted chunks).
+        """
+        acc = _Acc()
+        ordered = sorted(signals, key=_event_order)
+        n = len(ordered)
+        i = 0
+        while i < n:
+            ts = ordered[i].ts_ms
+            self._fire_due(ts - 1, acc)
+            j = i + 1
+            while j < n and ordered[j].ts_ms == ts:
+                j += 1
+            self._apply(ordered[i:j], ts, acc)
+            i = j
+        self._fire_due(now_ms - 1, acc)
+        if self._recheck_sites:  # a window removed meanwhile
+            self._tick(now_ms - 1, acc)
+        return acc.build()
+
+    def _next_due(self) -> int | None:
+        """The earliest timer or window end (superseded heap entries are dropped on the way)."""
+        heap, due_of = self._heap, self._due
+        while heap and due_of.get(heap[0][1]) != heap[0][0]:
+            heapq.heappop(heap)
+        due = heap[0][0] if heap else None
+        if self._window_ends and (due is None or self._window_ends[0][0] < due):
+            due = self._window_ends[0][0]
+        return due
+
+    def _fire_due(self, until_ms: int, acc: _Acc) -> None:
+        """Tick at each due time up to `until_ms`, in order, so that each event carries its own time."""
+        while (due := self._next_due()) is not None and due <= until_ms:
+            self._tick(due, acc)
+
+    def _apply(self, signals: Sequence[Signal], now_ms: int, acc: _Acc) -> None:
         stats = self.stats
         stats["signals"] = stats.get("signals", 0) + len(signals)
         alarms = self._alarms
@@ -290,7 +344,6 @@ class AlarmManager:
                     acc.add(new, out.events)
                 elif what not in NO_OP_VALUES:  # pragma: no cover - a clear either clears or is a no-op
                     self._commit(out, acc, alarm)
-        return acc.build()
 
     def _raise_new(self, key: Key, s: Signal, acc: _Acc) -> None:
         closed = self._closed.get(key)
@@ -419,6 +472,10 @@ class AlarmManager:
         Idempotent for the same `now_ms`; "already done" comes from the alarm records, not from memory.
         """
         acc = _Acc()
+        self._tick(now_ms, acc)
+        return acc.build()
+
+    def _tick(self, now_ms: int, acc: _Acc) -> None:
         ends = self._window_ends
         while ends and ends[0][0] <= now_ms:
             _, site, wid = heapq.heappop(ends)
@@ -453,7 +510,6 @@ class AlarmManager:
             if due is not None:
                 self._due[aid] = due
                 heapq.heappush(self._heap, (due, aid))
-        return acc.build()
 
     # -- bookkeeping -------------------------------------------------------------------------------
 
@@ -574,3 +630,4 @@ __all__ = [
     "Window",
     "alarm_id_for",
 ]
+
