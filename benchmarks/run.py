@@ -37,7 +37,7 @@ if str(HERE) not in sys.path:
 
 from common import RESULTS, Figure, env_block, fmt_rate, load_avg, write_json
 
-ORDER = ("decode", "rules", "lifecycle", "store", "notify", "reports", "ingest", "e2e", "replay", "scaling")
+ORDER = ("decode", "batch", "rules", "lifecycle", "store", "notify", "reports", "ingest", "e2e", "replay", "scaling")
 
 
 def _sub(script: str, *args: str, out: Path | None = None, timeout_s: float = 3600) -> dict[str, Any]:
@@ -79,6 +79,19 @@ def b_decode(quick: bool) -> tuple[list[Figure], Any]:
                            baseline=r["naive_readings_per_s"], baseline_label="per-reading stdlib json",
                            target=1.5e6 if r["workload"] == "batch100" else None,
                            note=f"cpu rate {r['decoder_readings_per_cpu_s']:,.0f}/s"))
+    return figs, res
+
+
+def b_batch(quick: bool) -> tuple[list[Figure], Any]:
+    import bench_batch as bb
+
+    res = bb.run(quick)
+    figs = [
+        Figure("batch", f"sequencing {r['sensors']:,} sensors x {r['readings_per_sensor']} (per CPU s)",
+               1e9 / r["ours_ns_per_reading"], "readings/s", baseline=1e9 / r["naive_ns_per_reading"],
+               baseline_label="per-reading dict look-up")
+        for r in res
+    ]
     return figs, res
 
 
@@ -225,7 +238,7 @@ def b_scaling(quick: bool) -> tuple[list[Figure], Any]:
 
 
 BENCHES: dict[str, Callable[[bool], tuple[list[Figure], Any]]] = {
-    "decode": b_decode, "rules": b_rules, "lifecycle": b_lifecycle, "store": b_store, "notify": b_notify,
+    "decode": b_decode, "batch": b_batch, "rules": b_rules, "lifecycle": b_lifecycle, "store": b_store, "notify": b_notify,
     "reports": b_reports, "ingest": b_ingest, "e2e": b_e2e, "replay": b_replay, "scaling": b_scaling,
 }
 

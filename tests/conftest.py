@@ -9,8 +9,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from brokers import Mosquitto  # noqa: E402
-from hypothesis import settings  # noqa: E402
+from brokers import Mosquitto
+from hypothesis import settings
 
 # CI runs the same examples every time (a red build means a change broke something, not that today's random
 # draw found an old bug); `EARLYWARN_HYPOTHESIS=explore` draws fresh examples and keeps failures in the
