@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -73,7 +75,20 @@ def ours(batches: list[ReadingBatch], seq: Sequencer) -> int:
     return fresh
 
 
-def _best(fn, repeats: int) -> float:  # noqa: ANN001 - a timing helper
+def _one(fn: Callable[..., int], warm: ReadingBatch, batches: list[ReadingBatch], readings: int) -> None:
+    """Fresh state, warmed with every sensor, then the timed batches."""
+    if fn is ours:
+        seq = Sequencer()
+        seq.advance(seq.split(warm))
+        fresh = ours(batches, seq)
+    else:
+        marks: dict[tuple[str, str], int] = {}
+        fn([warm], marks)
+        fresh = fn(batches, marks)
+    assert fresh == readings, (fn.__name__, fresh, readings)
+
+
+def _best(fn: Callable[[], None], repeats: int) -> float:
     best = float("inf")
     for _ in range(repeats):
         t0 = time.process_time()
@@ -92,18 +107,8 @@ def run(quick: bool) -> list[dict]:
         readings = n_sensors * per * n_batches
         res = {}
         for name, fn in (("naive", naive), ("dict per sensor", dict_per_sensor), ("ours", ours)):
-            def one(fn=fn) -> None:  # noqa: ANN001 - fresh state per repeat, warmed with every sensor
-                if fn is ours:
-                    seq = Sequencer()
-                    seq.advance(seq.split(warm))
-                    t = ours(batches, seq)
-                else:
-                    marks: dict[tuple[str, str], int] = {}
-                    fn([warm], marks)
-                    t = fn(batches, marks)
-                assert t == readings, (fn.__name__, t, readings)
             # the warm-up batch (every sensor new) is inside each timing, the same for all three
-            res[name] = _best(one, repeats)
+            res[name] = _best(partial(_one, fn, warm, batches, readings), repeats)
         row = {
             "sensors": n_sensors, "readings_per_sensor": per, "readings": readings,
             **{f"{k}_ns_per_reading": v / (readings + n_sensors * per) * 1e9 for k, v in res.items()},
