@@ -1,6 +1,7 @@
 """`earlywarn replay` of a large Parquet file, end to end (read -> rules -> alarms -> store), readings/s.
 
     python benchmarks/bench_replay.py [--quick] [--readings N]
+    python benchmarks/bench_replay.py --rules-only [--repeats R] [--profile] [--quick] [--readings N]
 
 Workload (seeded, built once and cached in benchmarks/results/cache/): simulated plants of every type
 (`simulators.simulate_sites`, with their fault scenarios, so rules raise and clear alarms), 10 M readings
@@ -15,12 +16,19 @@ runs; process start and imports included in the wall time):
 - limit: DuckDB alone loading the same file into a table of the same shape (`INSERT ... SELECT FROM
   read_parquet`), in a fresh process: what the store stage could at best do with this file.
 Writes benchmarks/results/replay.json.
+
+--rules-only: the rule engine alone on the same file and the shipped packs, in this process, on one core
+(POLARS_MAX_THREADS=1): the file read as `earlywarn replay` reads it, cut into the same 1 M-reading chunks,
+`RuleEngine.evaluate` + `tick` per chunk with the replay clock (event time), timed in CPU seconds. Best of
+--repeats fresh engines, and the sum over chunks of each chunk's best (less sensitive to a busy machine).
+--profile: one more run under cProfile, the top functions by internal time. Writes replay_rules.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -129,11 +137,87 @@ def run(quick: bool, n_readings: int | None = None) -> dict[str, Any]:
     return res
 
 
+def rules_only(n: int, repeats: int, profile: bool, chunk: int = 1_000_000) -> dict[str, Any]:
+    """The rule engine alone over the replay file (see the module docstring)."""
+    import numpy as np
+
+    from earlywarn.config import load_config
+    from earlywarn.model import ReadingBatch
+    from earlywarn.pipeline import load_site_rules, read_replay_files
+    from earlywarn.rules.engine import RuleEngine
+
+    inp, sites = workload(n)
+    with tempfile.TemporaryDirectory(prefix="bench_replay_rules_") as d:
+        _, site_rules = load_site_rules(load_config(str(engine_config(Path(d), "rules", sites))))
+    batch, _ = read_replay_files([str(inp)])
+    frame = batch.frame
+    parts = [ReadingBatch(frame.slice(off, chunk)) for off in range(0, frame.height, chunk)]
+    now = [int(p.frame["ts_ms"].max()) for p in parts]
+
+    def one_run() -> tuple[float, list[float], int, int]:
+        eng = RuleEngine(site_rules)
+        per, n_ev, n_sig = [], 0, 0
+        c0 = time.process_time()
+        clock = -(2**62)
+        for part, t in zip(parts, now):
+            clock = max(clock, t)  # the replay's event clock
+            c = time.process_time()
+            res = eng.evaluate(part, clock)
+            sig = eng.tick(clock)
+            per.append(time.process_time() - c)
+            n_ev += res.evaluated
+            n_sig += len(res.signals) + len(sig)
+        return time.process_time() - c0, per, n_ev, n_sig
+
+    best, per_min, n_ev, n_sig = float("inf"), np.full(len(parts), np.inf), 0, 0
+    load_before = os.getloadavg()
+    for _ in range(repeats):
+        cpu, per, n_ev, n_sig = one_run()
+        best = min(best, cpu)
+        per_min = np.minimum(per_min, per)
+    res: dict[str, Any] = {
+        "readings": frame.height, "evaluated": n_ev, "signals": n_sig, "chunks": len(parts), "repeats": repeats,
+        "cpu_s_best": best, "cpu_s_min_per_chunk": float(per_min.sum()),
+        "readings_per_cpu_s": frame.height / best, "readings_per_cpu_s_min_per_chunk": frame.height / per_min.sum(),
+        "load_avg_before": load_before, "load_avg_after": os.getloadavg(),
+    }
+    if profile:
+        import cProfile
+        import io
+        import pstats
+
+        pr = cProfile.Profile()
+        pr.enable()
+        one_run()
+        pr.disable()
+        s = io.StringIO()
+        pstats.Stats(pr, stream=s).sort_stats("tottime").print_stats(25)
+        res["profile"] = s.getvalue()
+    return res
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="1 M readings instead of 10 M")
     ap.add_argument("--readings", type=int, default=None)
+    ap.add_argument("--rules-only", action="store_true", help="the rule engine alone, CPU seconds, one core")
+    ap.add_argument("--repeats", type=int, default=3, help="--rules-only: fresh engines, best taken")
+    ap.add_argument("--profile", action="store_true", help="--rules-only: one more run under cProfile")
     args = ap.parse_args(argv)
+    if args.rules_only:
+        os.environ.setdefault("POLARS_MAX_THREADS", "1")  # one core (polars is imported later)
+        n = args.readings or (1_000_000 if args.quick else 10_000_000)
+        r = rules_only(n, args.repeats, args.profile)
+        print(f"rules only (shipped packs, {r['chunks']} chunks, best of {r['repeats']}): {n:,} readings, "
+              f"{r['evaluated']:,} evaluated, {r['signals']:,} signals")
+        print(f"  cpu {r['cpu_s_best']:.2f} s  {r['readings_per_cpu_s']:>12,.0f} readings/cpu-s   "
+              f"(min per chunk: {r['cpu_s_min_per_chunk']:.2f} s, {r['readings_per_cpu_s_min_per_chunk']:,.0f}/s)")
+        print(f"  load average before {r['load_avg_before']}, after {r['load_avg_after']}")
+        if "profile" in r:
+            print(r["profile"])
+        path = write_json("replay_rules.json", {"benchmark": "replay_rules", **env_block(), **r})
+        print(f"wrote {path}")
+        return 0
     res = run(args.quick, args.readings)
     r, nr, lim = res["replay"], res["replay_no_readings"], res["limit"]
     n = res["readings"]

@@ -937,7 +937,7 @@ class RuleEngine:
                 r0 = int(self._inst_row[int(inst[0])])  # one spec: the same constants for every instance
                 sign, above, below = p["sign"][r0], p["above"][r0], p["below"][r0]
                 for t in spec.tags:
-                    v = self._asof(b, t)[pts_r]
+                    v = self._asof(b, t, pts_r)
                     cm, dm = folded_conditions(v, sign, above, below)
                     n_trip += cm
                     n_out += ~np.isnan(v) & ~dm
@@ -1144,26 +1144,33 @@ class RuleEngine:
 
     # --- expressions ----------------------------------------------------------------------------
 
-    def _asof(self, b: _Batch, tag: str) -> np.ndarray:
-        """Latest good value of (site, tag) at or before every row of the site stream (NaN: none)."""
-        cached = b.asof_cache.get(tag)
-        if cached is not None:
-            return cached
+    def _asof(self, b: _Batch, tag: str, pts: np.ndarray) -> np.ndarray:
+        """Latest good value of (site, tag) at or before each row `pts` of the site stream (NaN: none).
+
+        Only the queried rows are answered: the good rows of the tag are sorted positions of the site
+        stream (`_Rows.tag_rows`), so a binary search gives the latest one at or before each query; it
+        counts if it lies in the query's site segment, else the value carried from earlier batches.
+        """
         rows = b.site_rows()
         ti = self._tag_idx.get(tag)
-        if ti is None:
-            res = np.full(len(rows.ts), np.nan)
-        else:
-            last = ffill_index(rows.good & (rows.tag == ti))
+        if ti is None or not len(pts):
+            return np.full(len(pts), np.nan)
+        carry = b.asof_carry.get(ti)
+        if carry is None:  # per site: the latest good value before this batch (NaN: none)
             sid_col = self._sidm[:, ti]
-            carry = np.where(sid_col >= 0, b.last_good_prev[np.maximum(sid_col, 0)], np.nan)
-            res = np.where(last >= rows.seg_first, rows.val[last], carry[rows.site])
-        b.asof_cache[tag] = res
-        return res
+            carry = b.asof_carry[ti] = np.where(sid_col >= 0, b.last_good_prev[np.maximum(sid_col, 0)], np.nan)
+        gp = rows.tag_rows(ti)
+        site = rows.site.take(pts)
+        if not len(gp):
+            return carry.take(site)
+        k = np.searchsorted(gp, pts, "right") - 1
+        last = gp.take(np.maximum(k, 0))
+        inside = (k >= 0) & (last >= rows.seg_first.take(pts))
+        return np.where(inside, rows.val.take(last), carry.take(site))
 
     def _eval_expr(self, b: _Batch, e: Expr, pts: np.ndarray) -> np.ndarray:
         if isinstance(e, Cmp):
-            v = self._asof(b, e.tag)[pts]
+            v = self._asof(b, e.tag, pts)
             return np.asarray(~np.isnan(v) & _cmp(v, e.op, e.value), dtype=bool)
         if isinstance(e, And):
             r = self._eval_expr(b, e.items[0], pts)
@@ -1313,7 +1320,7 @@ class RuleEngine:
             if ti is None:
                 return float("nan")
             if row >= 0:
-                return float(self._asof(b, tag)[row])  # type: ignore[arg-type]
+                return float(self._asof(b, tag, np.array([row]))[0])  # type: ignore[arg-type]
             sid = int(self._sidm[si, ti])
             if sid < 0:
                 return float("nan")
@@ -1637,7 +1644,7 @@ class _Rows:
     """The batch's evaluated readings of *interesting* sensors (tags read by expressions, votes and gated
     rules) in site-stream order: (site, ts, arrival). Other readings never need this order."""
 
-    __slots__ = ("a", "good", "row_of_a", "seg_first", "site", "tag", "ts", "val")
+    __slots__ = ("_tag_lo", "_tag_pos", "a", "good", "row_of_a", "seg_first", "site", "tag", "ts", "val")
 
     def __init__(self, b: _Batch) -> None:
         m = b.interest_sensor[b.sid]
@@ -1662,6 +1669,24 @@ class _Rows:
         self.row_of_a = np.full(b.n_arrival, -1, _I64)
         self.row_of_a[self.a] = np.arange(len(self.a))
         self.seg_first = ffill_index(segment_first(self.site))
+        self._tag_pos: np.ndarray | None = None
+        self._tag_lo = np.zeros(1, _I64)
+
+    def tag_rows(self, ti: int) -> np.ndarray:
+        """Positions (ascending) of the good rows of tag code `ti`. All tags at once on first use: one
+        stable sort of the good rows by tag keeps stream order inside each tag."""
+        if self._tag_pos is None:
+            gi = np.flatnonzero(self.good)
+            gt = self.tag.take(gi)
+            n_tags = int(gt.max()) + 1 if len(gt) else 0
+            # a 16-bit key sorts by radix (stable, linear)
+            o = np.argsort(gt.astype(np.uint16) if n_tags <= 1 << 16 else gt, kind="stable")
+            self._tag_pos = gi.take(o)
+            self._tag_lo = np.zeros(n_tags + 1, _I64)
+            np.cumsum(np.bincount(gt, minlength=n_tags), out=self._tag_lo[1:])
+        if ti + 1 >= len(self._tag_lo):
+            return self._tag_pos[:0]
+        return self._tag_pos[self._tag_lo[ti]:self._tag_lo[ti + 1]]
 
 
 class _Batch:
@@ -1679,7 +1704,7 @@ class _Batch:
         self.last_good_prev = np.zeros(0)
         self.clock_prev = NONE_TS
         self.site_newest_prev = np.zeros(0, _I64)
-        self.asof_cache: dict[str, np.ndarray] = {}
+        self.asof_carry: dict[int, np.ndarray] = {}  # tag code -> per-site carried value (_asof)
         self._rows: _Rows | None = None
 
     def site_rows(self) -> _Rows:
