@@ -927,7 +927,8 @@ class RuleEngine:
             tidx = [self._tag_idx[t] for t in tags if t in self._tag_idx]
             if not tidx or not len(rows.ts):
                 continue
-            pts_r = np.flatnonzero(rows.good & (inst_by_site[rows.site] >= 0) & np.isin(rows.tag, tidx))
+            pts_r = rows.tags_rows(tidx)
+            pts_r = pts_r[inst_by_site.take(rows.site.take(pts_r)) >= 0]
             if not len(pts_r):
                 continue
             inst = inst_by_site[rows.site[pts_r]]
@@ -1380,8 +1381,8 @@ class RuleEngine:
             rows = b.site_rows()
             ttags = [self._tag_idx[t] for t in expr_tags(spec.trigger) if t in self._tag_idx]
             xtags = [self._tag_idx[t] for t in expr_tags(spec.expect) if t in self._tag_idx]
-            sel = rows.good & (il_by_site[rows.site] >= 0) & np.isin(rows.tag, ttags + xtags)
-            pts = np.flatnonzero(sel)
+            pts = rows.tags_rows(ttags + xtags)
+            pts = pts[il_by_site.take(rows.site.take(pts)) >= 0]
         else:
             pts = np.zeros(0, _I64)
         n = len(pts)
@@ -1393,8 +1394,13 @@ class RuleEngine:
             clk = np.maximum(np.maximum(b.clock_prev, b.site_newest_prev[rows.site[pts]]), ts)
             trig = self._eval_expr(b, spec.trigger, pts)
             expect = self._eval_expr(b, spec.expect, pts)
-            is_t = np.isin(rows.tag[pts], ttags)
-            is_x = np.isin(rows.tag[pts], xtags)
+            lut = np.zeros(len(self._tag_names), bool)
+            lut[ttags] = True
+            pt_tag = rows.tag.take(pts)
+            is_t = lut.take(pt_tag)
+            lut[:] = False
+            lut[xtags] = True
+            is_x = lut.take(pt_tag)
             tp = np.flatnonzero(is_t)
             tinst = inst[tp]
             prev_t = np.empty(len(tp), bool)
@@ -1647,25 +1653,31 @@ class _Rows:
     __slots__ = ("_tag_lo", "_tag_pos", "a", "good", "row_of_a", "seg_first", "site", "tag", "ts", "val")
 
     def __init__(self, b: _Batch) -> None:
-        m = b.interest_sensor[b.sid]
-        a = b.a[m]
-        o = np.argsort(a)  # arrival order first, so that the stable sort below keeps it on ties
-        a = a[o]
-        sid = b.sid[m][o]
-        ts = b.ts[m][o]
-        site = b.site_of_sid[sid].astype(_I64)
+        m = np.flatnonzero(b.interest_sensor.take(b.sid))  # positions in sensor order
+        sid, ts, a = b.sid.take(m), b.ts.take(m), b.a.take(m)
+        site = b.site_of_sid.take(sid).astype(_I64)
         if len(ts):
             t0 = int(ts.min())
             span = int(ts.max()) - t0 + 1
-            order = np.argsort(site * span + (ts - t0), kind="stable")
+            if (int(site.max()) + 1) * span * b.n_arrival < 1 << 62:
+                # one sort on a unique composite key (site, ts, arrival); in sensor order the keys are a
+                # run per sensor, which the stable sort (timsort) merges
+                key = site * span
+                key += ts - t0
+                key *= b.n_arrival
+                key += a
+                order = np.argsort(key, kind="stable")
+            else:
+                order = np.lexsort((a, ts, site))
         else:
             order = np.zeros(0, _I64)
-        self.a = a[order]
-        self.site = site[order]
-        self.ts = ts[order]
-        self.tag = b.tag_of_sid[sid[order]].astype(_I64)
-        self.val = b.val[m][o][order]
-        self.good = b.good[m][o][order]
+        pos = m.take(order)
+        self.a = a.take(order)
+        self.site = site.take(order)
+        self.ts = ts.take(order)
+        self.tag = b.tag_of_sid.take(sid.take(order)).astype(_I64)
+        self.val = b.val.take(pos)
+        self.good = b.good.take(pos)
         self.row_of_a = np.full(b.n_arrival, -1, _I64)
         self.row_of_a[self.a] = np.arange(len(self.a))
         self.seg_first = ffill_index(segment_first(self.site))
@@ -1687,6 +1699,15 @@ class _Rows:
         if ti + 1 >= len(self._tag_lo):
             return self._tag_pos[:0]
         return self._tag_pos[self._tag_lo[ti]:self._tag_lo[ti + 1]]
+
+    def tags_rows(self, tis: Sequence[int]) -> np.ndarray:
+        """Positions (ascending) of the good rows of any of the tag codes `tis`."""
+        parts = [self.tag_rows(t) for t in sorted(set(tis))]
+        if not parts:
+            return np.zeros(0, _I64)
+        if len(parts) == 1:
+            return parts[0]
+        return np.sort(np.concatenate(parts), kind="stable")  # sorted runs: merged by timsort
 
 
 class _Batch:
