@@ -223,35 +223,104 @@ def delay_kernel(
 
 
 class SparseRange:
-    """Range max / min queries over a float array in O(1) after O(n log n) set-up (sparse tables).
+    """Range max / min queries over a float array, for all query ranges at once.
 
-    Used for flatline's max - min over a time window of a segment, for all points at once.
+    Used for flatline's max - min over a time window of a segment (a flatline's history can hold a day of
+    readings, while a batch queries only the windows of its new points). Block decomposition: the array is
+    cut into blocks of `BLOCK` values, each block's max / min taken once, with a sparse table over the
+    blocks built up to the levels the queries need. A range spanning several blocks is max / min of
+    suffix(lo) + whole blocks + prefix(hi), the running max / min from lo to the end of its block and from
+    the start of hi's block to hi, computed only for the blocks some query starts or ends in. A range inside
+    one block is scanned directly (at most BLOCK values). max / min are exact whatever the grouping, so the
+    results equal those over the range itself (a NaN in the range gives NaN, as np.maximum does).
     """
 
+    BLOCK = 32
+
     def __init__(self, values: FloatA) -> None:
-        self.mx = [values]
-        self.mn = [values]
-        n = len(values)
-        k = 1
-        while 2 * k <= n:
-            pm, pn = self.mx[-1], self.mn[-1]
-            self.mx.append(np.maximum(pm[:-k], pm[k:]))
-            self.mn.append(np.minimum(pn[:-k], pn[k:]))
-            k *= 2
+        v = np.asarray(values, dtype=np.float64)
+        n, bs = len(v), self.BLOCK
+        nb = -(-n // bs)
+        self.v = v
+        if nb * bs == n:
+            self.blocks = v.reshape(nb, bs)
+        else:
+            pad = np.empty(nb * bs)
+            pad[:n] = v
+            pad[n:] = v[-1]  # never inside a query: ranges end at or before n - 1
+            self.blocks = pad.reshape(nb, bs)
+        # sparse tables over the blocks: level k holds the max / min of blocks [b, b + 2**k)
+        self.bmx = [self.blocks.max(axis=1)] if nb else []
+        self.bmn = [self.blocks.min(axis=1)] if nb else []
+
+    def _levels(self, top: int) -> None:
+        """Sparse-table levels over the blocks up to `top`."""
+        while len(self.bmx) <= top:
+            k = 1 << (len(self.bmx) - 1)
+            pm, pn = self.bmx[-1], self.bmn[-1]
+            self.bmx.append(np.maximum(pm[:-k], pm[k:]))
+            self.bmn.append(np.minimum(pn[:-k], pn[k:]))
+
+    def _running(self, blk: IntA, off: IntA, suffix: bool) -> tuple[FloatA, FloatA]:
+        """Running max and min within their block, from the block's start to `off` (or from `off` to its
+        end), for positions given as (block, offset): only the blocks named are accumulated."""
+        need = np.zeros(len(self.bmx[0]), dtype=bool)
+        need[blk] = True
+        ub = np.flatnonzero(need)
+        rank = np.cumsum(need) - 1
+        sub = self.blocks[ub]
+        if suffix:
+            sub = sub[:, ::-1]
+            off = self.BLOCK - 1 - off
+        at = rank[blk] * self.BLOCK + off
+        mx = np.maximum.accumulate(sub, axis=1).ravel().take(at)
+        mn = np.minimum.accumulate(sub, axis=1).ravel().take(at)
+        return mx, mn
 
     def spread(self, lo: IntA, hi: IntA) -> FloatA:
         """max - min over the inclusive index ranges [lo, hi] (lo <= hi)."""
-        length = hi - lo + 1
-        lvl = np.floor(np.log2(length)).astype(np.int64)
-        out_mx = np.empty(len(lo))
-        out_mn = np.empty(len(lo))
-        for k in np.unique(lvl):  # at most log2(n) levels: a loop over levels, not points
-            m = lvl == k
-            width = 1 << int(k)
-            a, b = lo[m], hi[m] - width + 1
-            out_mx[m] = np.maximum(self.mx[k][a], self.mx[k][b])
-            out_mn[m] = np.minimum(self.mn[k][a], self.mn[k][b])
-        return out_mx - out_mn
+        lo = np.asarray(lo, dtype=np.int64)
+        hi = np.asarray(hi, dtype=np.int64)
+        out = np.empty(len(lo))
+        if not len(lo):
+            return out
+        bs = self.BLOCK
+        blo, bhi = lo // bs, hi // bs
+        multi = blo < bhi
+        m = np.flatnonzero(multi)
+        if len(m):
+            a, z = lo[m], hi[m]
+            b0, b1 = blo[m], bhi[m]
+            smx, smn = self._running(b0, a - b0 * bs, suffix=True)
+            pmx, pmn = self._running(b1, z - b1 * bs, suffix=False)
+            mx, mn = np.maximum(smx, pmx), np.minimum(smn, pmn)
+            # whole blocks strictly between (none when the two blocks are adjacent)
+            b0, b1 = b0 + 1, b1 - 1
+            inner = np.flatnonzero(b0 <= b1)
+            if len(inner):
+                b0, b1 = b0[inner], b1[inner]
+                lvl = np.log2(b1 - b0 + 1).astype(np.int64)  # floor; exact at powers of two
+                self._levels(int(lvl.max()))
+                for k in np.unique(lvl).tolist():  # a loop over levels (at most log2 of the blocks)
+                    sel = np.flatnonzero(lvl == k)
+                    x, y = b0[sel], b1[sel] - (1 << k) + 1
+                    t_mx, t_mn = self.bmx[k], self.bmn[k]
+                    at = inner[sel]
+                    mx[at] = np.maximum(mx[at], np.maximum(t_mx.take(x), t_mx.take(y)))
+                    mn[at] = np.minimum(mn[at], np.minimum(t_mn.take(x), t_mn.take(y)))
+            out[m] = mx - mn
+        s = np.flatnonzero(~multi)
+        if len(s):  # inside one block: a scan of at most BLOCK values
+            a, z = lo[s], hi[s]
+            mx, mn = self.v.take(a), self.v.take(a)
+            length = z - a
+            for d in range(1, int(length.max()) + 1):
+                on = np.flatnonzero(length >= d)
+                x = self.v.take(a[on] + d)
+                mx[on] = np.maximum(mx[on], x)
+                mn[on] = np.minimum(mn[on], x)
+            out[s] = mx - mn
+        return out
 
 
 def window_start(seg: IntA, ts_ms: IntA, pos: IntA, window_ms: IntA) -> IntA:
