@@ -38,7 +38,7 @@ import decimal
 import json
 import math
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,7 @@ import duckdb
 import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from earlywarn.config import DEFAULT_DEADLINES
 from earlywarn.errors import EarlywarnError
@@ -295,38 +296,91 @@ _GROUP_CODES: dict[str, tuple[str, str, str]] = {
 _COHORT_WHERE = "raised_at >= $since AND raised_at < $until AND raised_at <= $as_of"
 
 # The distinct values of one group column over the cohort, in the report's order ({column}, {order}
-# from _GROUP_CODES).
+# from _GROUP_CODES), each with DuckDB's hash of it.
 _CLOSURE_DIM_SQL = (
-    "SELECT list(v ORDER BY {order}) AS vals FROM (SELECT DISTINCT {column} AS v FROM alarms WHERE "
+    "SELECT v, hash(v) AS h FROM (SELECT DISTINCT {column} AS v FROM alarms WHERE "
     + _COHORT_WHERE
-    + ")"
+    + ") ORDER BY {order}"
 )
 
-# One row per alarm of the cohort: its group codes ({codes}: "d0.c AS g0, <bucket> AS g1, "; {joins}: one
-# join per ranked column with its list bound as $d0 ...) and the raw times the state at as_of needs. The
-# per-alarm logic (acked / closed by as_of, on time, due, overdue, durations) runs in numpy
-# (_closure_counts): as SQL expressions it cost more than the scan. Never acked / closed is +infinity.
+# The cohort's distinct dispositions with their hashes (a few rows: DuckDB answers from the dictionaries).
+_CLOSURE_DISPOSITIONS_SQL = (
+    "SELECT v, hash(v) AS h FROM (SELECT DISTINCT disposition AS v FROM alarms WHERE " + _COHORT_WHERE + ")"
+)
+
+# The cohort's size and first and last raise (µs): the rows are counted into arrays sized up front, and the
+# bucket numbers' range is known before the first row.
+_CLOSURE_EXTENT_SQL = (
+    "SELECT count(*), epoch_us(min(raised_at)), epoch_us(max(raised_at)) FROM alarms WHERE " + _COHORT_WHERE
+)
+
+# Whether any row of the cohort was written without its deadlines (usually answered from the statistics).
+_CLOSURE_DUES_MISSING_SQL = (
+    "SELECT count(*) FROM alarms WHERE " + _COHORT_WHERE + " AND (ack_due_at IS NULL OR close_due_at IS NULL)"
+)
+
+# One row per alarm of the cohort: its group codes ({codes}) and the raw times the state at as_of needs.
+# The per-alarm logic (acked / closed by as_of, on time, due, overdue, durations) runs in numpy
+# (_closure_from_rows): as SQL expressions it cost more than the scan.
+#
+# A text group key arrives as ``hash(column) % $d0_p`` (a code in numpy's lookup table, :func:`_hash_table`):
+# DuckDB hashes a dictionary-compressed string column once per dictionary entry, so this costs a fraction of
+# a join with the distinct values (which stays, {joins}, for keys whose hashes cannot be told apart that
+# way). The disposition arrives as its hash too (compared in numpy with those of the false dispositions,
+# known to differ from every other disposition of the cohort), unless {false_alarm} is the string test.
+# Deadlines are the stored columns ({ack_due}, {close_due}) unless a row of the cohort lacks them; never
+# acked / closed (NULL) becomes +infinity in numpy.
 _CLOSURE_ROWS_SQL = (
     """
 SELECT {codes}
-       raised_at,
-       coalesce(acked_at, 'infinity'::TIMESTAMPTZ)   AS acked_at,
-       coalesce(closed_at, 'infinity'::TIMESTAMPTZ)  AS closed_at,
-       """
-    + _ACK_DUE
-    + """ AS ack_due,
-       """
-    + _CLOSE_DUE
-    + """ AS close_due,
-       coalesce(disposition IN ('false_alarm', 'instrument_fault'), false) AS false_alarm
+       raised_at, acked_at, closed_at, {ack_due} AS ack_due, {close_due} AS close_due, {false_alarm} AS false_alarm
 FROM alarms{joins}
 WHERE """
     + _COHORT_WHERE
     + "\n"
 )
+_CLOSURE_FALSE_ALARM_HASH = "hash(disposition)"
+_CLOSURE_FALSE_ALARM_TEST = "coalesce(disposition IN ('false_alarm', 'instrument_fault'), false)"
+_FALSE_DISPOSITIONS = ("false_alarm", "instrument_fault")
+_CLOSURE_DIM_HASH = "hash(alarms.{column}) % CAST(${d}_p AS UBIGINT) AS g{i}, "
 _CLOSURE_DIM_JOIN = (
     "\nJOIN (SELECT unnest(${d}) AS v, (generate_subscripts(${d}, 1) - 1)::INTEGER AS c) {d} ON {d}.v = alarms.{column}"
 )
+def _false_alarm_hashes(dispositions: Sequence[tuple[str | None, int]]) -> np.ndarray | None:
+    """The hashes of the false dispositions among the cohort's (disposition, hash) pairs; None when one of
+    them shares its hash with another disposition of the cohort (then the strings are compared)."""
+    false_h = {h for v, h in dispositions if v in _FALSE_DISPOSITIONS}
+    if false_h & {h for v, h in dispositions if v not in _FALSE_DISPOSITIONS}:
+        return None
+    return np.array(sorted(false_h), dtype=np.uint64)
+
+
+#: Largest lookup table of :func:`_hash_table` (int32 entries).
+_MAX_HASH_TABLE = 1 << 23
+
+
+def _hash_table(hashes: Sequence[int]) -> tuple[int, np.ndarray] | None:
+    """A modulus ``p`` and a table ``t`` with ``t[h % p] == i`` for the i-th of ``hashes`` (distinct
+    DuckDB hashes of distinct values); None when there is none small enough (or two values share a hash).
+
+    The smallest ``p`` is tried first for a compact table; a random set of n hashes has no collision mod
+    p with probability about exp(-n^2 / 2p), so a few dozen moduli around n^2 / 8 usually suffice.
+    """
+    h = np.array(hashes, dtype=np.uint64)
+    n = len(h)
+    if n == 0 or len(np.unique(h)) != n:
+        return None
+    size = max(2 * n, 64)
+    while size <= _MAX_HASH_TABLE:
+        for p in range(size | 1, min(size + 256, _MAX_HASH_TABLE + 1), 2):
+            slots = h % np.uint64(p)
+            if len(np.unique(slots)) == n:
+                table = np.full(p, -1, dtype=np.int32)
+                table[slots.astype(np.int64)] = np.arange(n, dtype=np.int32)
+                return p, table
+        size *= 4
+    return None
+
 
 CLOSURE_COLUMNS: tuple[str, ...] = (
     "raised", "due", "pending", "closed", "closure_rate", "acked_on_time", "on_time_ack_rate",
@@ -338,6 +392,7 @@ CLOSURE_COLUMNS: tuple[str, ...] = (
 #: Tests set this to compare the numpy path with the report done in DuckDB alone (_closure_sql).
 _SQL_QUANTILES = False
 _NONE = -(2**63) + 1  # "no duration" sentinel, below any real one
+_INFINITY = 2**63 - 1  # never acked / closed: DuckDB's 'infinity'::TIMESTAMPTZ in µs
 
 
 def _group_quantiles(
@@ -357,20 +412,33 @@ def _group_quantiles(
     v_max = int(values.max()) if values.size else _NONE  # _NONE is below every real value
     bits = (v_max + 1).bit_length() if v_max >= 0 else 64
     if int(n_groups).bit_length() + bits <= 63 and np.min(values, where=valid, initial=0) >= 0:
-        top = (1 << bits) - 1  # above every value
-        key = np.where(valid, values, top)
+        key = np.where(valid, values, (1 << bits) - 1)
         key |= gid << bits
-        key.sort()
-        first = np.arange(n_groups, dtype=np.int64) << bits
-        starts = np.searchsorted(key, first)
-        counts = np.searchsorted(key, first | top) - starts
-        key_mask = top
-    else:  # no value, a negative duration (clock skew) or huge ones: filter, then sort by (group, value)
-        g, v = gid[valid], values[valid]
-        counts = np.bincount(g, minlength=n_groups)
-        starts = np.cumsum(counts) - counts
-        key = v[np.lexsort((v, g))]
-        key_mask = -1
+        return _packed_quantiles(key, bits, n_groups, unit)
+    # no value, a negative duration (clock skew) or huge ones: filter, then sort by (group, value)
+    g, v = gid[valid], values[valid]
+    counts = np.bincount(g, minlength=n_groups)
+    starts = np.cumsum(counts) - counts
+    return _quantiles_sorted(v[np.lexsort((v, g))], -1, starts, counts, unit)
+
+
+def _packed_quantiles(key: np.ndarray, bits: int, n_groups: int, unit: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_group_quantiles` from packed keys ``group << bits | value`` (value ``2**bits - 1``: none),
+    sorted here in place."""
+    top = (1 << bits) - 1  # above every value
+    key.sort()
+    first = np.arange(n_groups, dtype=np.int64) << bits
+    starts = np.searchsorted(key, first)
+    counts = np.searchsorted(key, first | top) - starts
+    return _quantiles_sorted(key, top, starts, counts, unit)
+
+
+def _quantiles_sorted(
+    key: np.ndarray, key_mask: int, starts: np.ndarray, counts: np.ndarray, unit: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Median and p90 per group from each group's values, ascending at ``key[starts:starts + counts]``
+    (``& key_mask``)."""
+    n_groups = len(counts)
     has = counts > 0
     out = []
     for q in (0.5, 0.9):
@@ -384,6 +452,38 @@ def _group_quantiles(
         v_hi = _div_toward_zero(key[np.where(has, starts + hi, 0)] & key_mask, unit).astype(np.float64)
         out.append(np.where(has, (v_lo + (v_hi - v_lo) * (pos - lo)) / 1000.0, np.nan))
     return out[0], out[1]
+
+
+def _fold_durations(out: np.ndarray, at: np.ndarray, raised: np.ndarray, done: np.ndarray, span: list[int]) -> None:
+    """``out`` = µs from ``raised`` to ``at`` where ``done``, else :data:`_NONE`; widens ``span`` ([min,
+    max]) to the real durations."""
+    np.subtract(at, raised, out=out)  # meaningless (may wrap) where not done: replaced below
+    hi = int(np.max(out, where=done, initial=-1))
+    if hi >= 0:
+        lo = int(np.min(out, where=done, initial=hi))
+        span[0], span[1] = min(span[0], lo), max(span[1], hi)
+    np.copyto(out, _NONE, where=~done)
+
+
+#: Rows per batch of the closure scan (and per step of in-place passes): 8 MB per int64 column.
+_CHUNK_ROWS = 1 << 20
+
+
+def _quantiles_in_place(
+    gid: np.ndarray, values: np.ndarray, span: list[int], n_groups: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_group_quantiles` of ``values`` (µs, :data:`_NONE` = none; real ones within ``span``) in
+    whole ms, packing the keys into ``values`` itself (overwritten) when they fit."""
+    lo, hi = span
+    bits = max(1, (hi + 1).bit_length())
+    if lo < 0 or int(n_groups).bit_length() + bits > 63:
+        return _group_quantiles(gid, values, n_groups, 1000)
+    top = (1 << bits) - 1
+    for s in range(0, len(values), _CHUNK_ROWS):
+        v = values[s : s + _CHUNK_ROWS]
+        np.copyto(v, top, where=v == _NONE)
+        v |= np.left_shift(gid[s : s + _CHUNK_ROWS], bits)
+    return _packed_quantiles(values, bits, n_groups, 1000)
 
 
 def _div_toward_zero(a: np.ndarray, d: int) -> np.ndarray:
@@ -439,21 +539,41 @@ def closure(
         return _closure_sql(con, by, params)
     with _snapshot(con) as cur:  # the distinct values and the rows from one snapshot of a live store
         dims: dict[str, list[str]] = {}
+        tables: dict[int, np.ndarray] = {}  # key position -> lookup table of its hash codes
         codes, joins = [], []
+        binds: dict[str, Any] = {}
         for i, name in enumerate(by):
             kind, expr, order = _GROUP_CODES[name]
             if kind == "dim":
                 d = f"d{len(dims)}"
-                [(vals,)] = _run(cur, _CLOSURE_DIM_SQL.format(column=expr, order=order), params).fetchall()
-                dims[d] = vals or []
-                codes.append(f"{d}.c AS g{i}, ")
-                joins.append(_CLOSURE_DIM_JOIN.format(d=d, column=expr))
-        if any(not v for v in dims.values()):
-            rows = None  # an empty cohort (and no list to bind)
-        else:
-            sql = _CLOSURE_ROWS_SQL.format(codes="".join(codes), joins="".join(joins))
-            rows = _run(cur, sql, params | dims).to_arrow_table()
-    out = _closure_from_rows(rows, by, list(dims.values()), as_of_ms)
+                pairs = _run(cur, _CLOSURE_DIM_SQL.format(column=expr, order=order), params).fetchall()
+                dims[d] = [v for v, _ in pairs]
+                found = _hash_table([h for _, h in pairs]) if pairs else None
+                if found is not None:
+                    binds[f"{d}_p"], tables[i] = found
+                    codes.append(_CLOSURE_DIM_HASH.format(column=expr, d=d, i=i))
+                else:
+                    binds[d] = dims[d]
+                    codes.append(f"{d}.c AS g{i}, ")
+                    joins.append(_CLOSURE_DIM_JOIN.format(d=d, column=expr))
+        if any(not v for v in dims.values()):  # an empty cohort (and no value to code)
+            out = _closure_from_rows(iter(()), 0, (0, 0), by, list(dims.values()), as_of_ms)
+            return _closure_sql(con, by, params) if out is None else out
+        false_hashes = _false_alarm_hashes(_run(cur, _CLOSURE_DISPOSITIONS_SQL, params).fetchall())
+        hashed = false_hashes is not None
+        [(missing,)] = _run(cur, _CLOSURE_DUES_MISSING_SQL, params).fetchall()
+        [(n, first_us, last_us)] = _run(cur, _CLOSURE_EXTENT_SQL, params).fetchall()
+        sql = _CLOSURE_ROWS_SQL.format(
+            codes="".join(codes), joins="".join(joins),
+            ack_due=_ACK_DUE if missing else "ack_due_at", close_due=_CLOSE_DUE if missing else "close_due_at",
+            false_alarm=_CLOSURE_FALSE_ALARM_HASH if hashed else _CLOSURE_FALSE_ALARM_TEST,
+        )  # fmt: skip
+        # streamed: each batch is folded into the per-alarm arrays and let go (materializing the whole
+        # result first costs more in page faults than the folding itself)
+        batches = _run(cur, sql, params | binds).to_arrow_reader(_CHUNK_ROWS) if n else iter(())
+        out = _closure_from_rows(
+            batches, n, (first_us or 0, last_us or 0), by, list(dims.values()), as_of_ms, tables, false_hashes
+        )
     return _closure_sql(con, by, params) if out is None else out
 
 
@@ -486,80 +606,121 @@ def _bucket_days(name: str, code: np.ndarray) -> np.ndarray:
 
 
 def _closure_from_rows(
-    rows: Any, by: tuple[str, ...], dim_values: list[list[str]], as_of_ms: int
+    batches: Iterable[pa.RecordBatch],
+    n: int,
+    raised_range: tuple[int, int],
+    by: tuple[str, ...],
+    dim_values: list[list[str]],
+    as_of_ms: int,
+    tables: Mapping[int, np.ndarray] | None = None,
+    false_hashes: np.ndarray | None = None,
 ) -> pl.DataFrame | None:
-    """The closure report from :data:`_CLOSURE_ROWS_SQL`'s rows (None: empty cohort); None if it cannot."""
+    """The closure report from the ``n`` rows of :data:`_CLOSURE_ROWS_SQL` (raised between
+    ``raised_range``, µs, inclusive); None if it cannot (then DuckDB groups).
+
+    ``tables[i]``: the lookup table of key ``i`` when it arrives as a hash code (see :func:`_hash_table`);
+    ``false_hashes``: the hashes of the false dispositions when ``false_alarm`` arrives as a hash. Each batch
+    is folded into four arrays (group number, state bits, µs to ack and to close) written in place, so
+    that a report touches little fresh memory: at 10 M rows, page faults on new arrays cost as much as the
+    arithmetic.
+    """
     as_of = int(as_of_ms) * 1000
-    n = 0 if rows is None else rows.num_rows
-
-    def col(name: str) -> np.ndarray:
-        if n == 0:
-            return np.zeros(0, dtype=np.int64)
-        a = rows.column(name)
-        if pa.types.is_timestamp(a.type):
-            a = a.cast(pa.timestamp("us", tz="UTC")).cast(pa.int64())  # µs since the epoch, no copy
-        return a.to_numpy()
-
-    raised = col("raised_at")
+    tables = tables or {}
     # group number: the keys' codes in mixed radix, first key most significant, so that ascending group
     # numbers are the report's row order
-    gid = np.zeros(n, dtype=np.int64) if not by else None
     spans: list[int] = []
     lows: list[int] = []
     dims = iter(dim_values)
-    for i, name in enumerate(by):
+    for name in by:
         if _GROUP_CODES[name][0] == "dim":
-            g = col(f"g{i}")
             lo, span = 0, max(1, len(next(dims)))  # no value: an empty cohort
+        elif n:  # bucket numbers grow with the raise time
+            first, last = _bucket_code(name, np.array(raised_range, dtype=np.int64)).tolist()
+            lo, span = first, last - first + 1
         else:
-            g = _bucket_code(name, raised)
-            lo, span = (int(g.min()), int(g.max()) - int(g.min()) + 1) if n else (0, 1)
+            lo, span = 0, 1
         spans.append(span)
         lows.append(lo)
         if math.prod(spans) >= 2**62:
             return None  # too many possible groups for one int64: let DuckDB group
-        if gid is None:
-            gid = g.astype(np.int64)
-        else:
-            gid *= span
-            gid += g
-        if lo:
-            gid -= lo
-    assert gid is not None
     n_possible = math.prod(spans)
+
+    gid = np.empty(n, dtype=np.int64)
+    state = np.empty(n, dtype=np.uint8)
+    ack_us = np.empty(n, dtype=np.int64)  # µs from the raise to the ack by as_of, else _NONE
+    close_us = np.empty(n, dtype=np.int64)
+    # the range of the real durations (a negative one, clock skew, needs the general quantile path)
+    ranges = {"ack": [0, -1], "close": [0, -1]}
+    at = 0
+    for batch in batches:
+        m = batch.num_rows
+        if at + m > n:
+            return None  # more rows than counted: cannot happen in one snapshot
+        part = slice(at, at + m)
+        at += m
+
+        def col(name: str, batch: pa.RecordBatch = batch) -> np.ndarray:
+            a = batch.column(name)
+            if pa.types.is_timestamp(a.type):
+                a = a.cast(pa.timestamp("us", tz="UTC")).cast(pa.int64())  # µs since the epoch, no copy
+                if a.null_count:
+                    a = pc.fill_null(a, _INFINITY)  # never acked / closed
+            return a.to_numpy(zero_copy_only=False)
+
+        raised = col("raised_at")
+        g_out = gid[part]
+        if not by:
+            g_out.fill(0)
+        for i, (name, span, lo) in enumerate(zip(by, spans, lows, strict=True)):
+            if _GROUP_CODES[name][0] == "dim":
+                g = col(f"g{i}")
+                g = tables[i][g] if i in tables else g.astype(np.int64, copy=False)
+            else:
+                g = _bucket_code(name, raised)
+            if i == 0:
+                np.copyto(g_out, g)
+            else:
+                g_out *= span
+                g_out += g
+            if lo:
+                g_out -= lo
+
+        acked, ack_due = col("acked_at"), col("ack_due")  # never acked: +infinity
+        is_acked = acked <= as_of
+        st = state[part]
+        np.multiply((is_acked & (acked <= ack_due)).view(np.uint8), np.uint8(_ACKED_ON_TIME), out=st)
+        _fold_durations(ack_us[part], acked, raised, is_acked, ranges["ack"])
+
+        closed, close_due = col("closed_at"), col("close_due")
+        is_closed = closed <= as_of
+        st |= is_closed.view(np.uint8) * np.uint8(_CLOSED)
+        st |= (~is_closed & (close_due <= as_of)).view(np.uint8) * np.uint8(_OVERDUE)
+        st |= (is_closed & (closed <= close_due)).view(np.uint8) * np.uint8(_CLOSED_ON_TIME)
+        false_alarm = col("false_alarm")
+        if false_hashes is not None:  # the disposition's hash: one comparison per false one
+            hashes, false_alarm = false_alarm, np.zeros(m, dtype=bool)
+            for h in false_hashes:
+                false_alarm |= hashes == h
+        st |= (is_closed & false_alarm).view(np.uint8) * np.uint8(_FALSE_ALARM)
+        _fold_durations(close_us[part], closed, raised, is_closed, ranges["close"])
+    if at != n:
+        return None  # fewer rows than counted: cannot happen in one snapshot
+
     group_keys = None
     n_groups = n_possible
     if n_possible > _MAX_DIRECT_GROUPS:
         group_keys, inverse = np.unique(gid, return_inverse=True)
         gid, n_groups = inverse.astype(np.int64).reshape(-1), len(group_keys)
 
-    def durations(at: np.ndarray, done: np.ndarray) -> np.ndarray:
-        """µs from the raise to `at` where `done`, else _NONE (whole ms are taken in _group_quantiles)."""
-        return np.subtract(at, raised, where=done, out=np.full(n, _NONE, dtype=np.int64))
-
-    def ack_side() -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
-        acked = col("acked_at")  # never acked: +infinity
-        on_time = (acked <= np.minimum(col("ack_due"), as_of)).view(np.uint8)  # acked by as_of, on time
-        return on_time, _group_quantiles(gid, durations(acked, acked <= as_of), n_groups, 1000)
-
-    def close_side() -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
-        closed, close_due = col("closed_at"), col("close_due")
-        is_closed = closed <= as_of
-        state = is_closed.view(np.uint8) * np.uint8(_CLOSED)
-        state |= (~is_closed & (close_due <= as_of)).view(np.uint8) * np.uint8(_OVERDUE)
-        state |= (closed <= np.minimum(close_due, as_of)).view(np.uint8) * np.uint8(_CLOSED_ON_TIME)
-        state |= (is_closed & col("false_alarm")).view(np.uint8) * np.uint8(_FALSE_ALARM)
-        return state, _group_quantiles(gid, durations(closed, is_closed), n_groups, 1000)
-
     # the acks and the closes are independent: two threads (numpy lets go of the GIL on large arrays)
     with ThreadPoolExecutor(max_workers=2) as pool:
-        ack, close = pool.submit(ack_side), pool.submit(close_side)
-        (ack_state, (med_ack, p90_ack)), (state, (med_close, p90_close)) = ack.result(), close.result()
-    state |= ack_state
+        ack = pool.submit(_quantiles_in_place, gid, ack_us, ranges["ack"], n_groups)
+        close = pool.submit(_quantiles_in_place, gid, close_us, ranges["close"], n_groups)
+        (med_ack, p90_ack), (med_close, p90_close) = ack.result(), close.result()
 
     by_state = None
     if n_groups * 32 <= _MAX_PACKED_BINS:
-        packed = gid * 32
+        packed = np.multiply(gid, 32, out=ack_us)  # its durations are spent
         packed += state
         by_state = np.bincount(packed, minlength=n_groups * 32).reshape(n_groups, 32)
         raised_n = by_state.sum(axis=1)

@@ -34,7 +34,9 @@ def _ts(ms: int | None) -> dt.datetime | None:
     return None if ms is None else reports._ts(ms)
 
 
-def _history(seed: int, n: int, *, start: int = T0, span: int = 40 * DAY) -> duckdb.DuckDBPyConnection:
+def _history(
+    seed: int, n: int, *, start: int = T0, span: int = 40 * DAY, no_dues: float = 0.1
+) -> duckdb.DuckDBPyConnection:
     rnd = random.Random(seed)
     con = duckdb.connect(":memory:")
     con.execute(SCHEMA)
@@ -52,7 +54,7 @@ def _history(seed: int, n: int, *, start: int = T0, span: int = 40 * DAY) -> duc
         closed = None if rnd.random() < 0.15 else raised + int(rnd.expovariate(1 / (0.7 * close_dl)))
         if closed is not None and rnd.random() < 0.05:
             closed = raised + close_dl  # exactly at the deadline: on time
-        dues = rnd.random() > 0.1  # 10 %: written without deadlines (the defaults apply)
+        dues = rnd.random() >= no_dues  # 10 % by default: written without deadlines (the defaults apply)
         rows.append((
             f"a{i:05d}", f"s{rnd.randrange(7)}", rnd.choice(["hazchem", "dust"]), f"d{rnd.randrange(3)}", "t",
             f"rule{rnd.randrange(4)}", sev, "closed" if closed else "active_unack", _ts(raised), _ts(acked),
@@ -90,6 +92,107 @@ def test_closure_fast_path_equals_duckdb_alone(by: tuple[str, ...], seed: int, m
 
 
 QUANTILES = ["median_ack_s", "p90_ack_s", "median_close_s", "p90_close_s"]
+
+
+WINDOWS = [
+    (T0, T0 + 40 * DAY, T0 + 20 * DAY + 17),  # as_of inside: pending, acks and closes after as_of
+    (T0 - 10 * DAY, T0 + 400 * DAY, T0 + 400 * DAY),  # the epoch rows fall outside
+    (-10 * DAY, T0 + 400 * DAY, T0 + 41 * DAY),  # with the rows around 1970 (day/week truncation)
+    (T0 + 3 * DAY + 5, T0 + 17 * DAY, T0 + 12 * DAY),  # cut inside weeks; as_of before the end
+    (T0 + 50 * DAY, T0 + 60 * DAY, T0 + 61 * DAY),  # empty cohort
+]
+
+
+def _against_oracle(con: duckdb.DuckDBPyConnection, by: tuple[str, ...], monkeypatch: pytest.MonkeyPatch) -> None:
+    for since, until, as_of in WINDOWS:
+        args = {"since_ms": since, "until_ms": until, "as_of_ms": as_of, "by": by}
+        fast = reports.closure(con, **args)
+        with monkeypatch.context() as m:
+            m.setattr(reports, "_SQL_QUANTILES", True)
+            slow = reports.closure(con, **args)
+        _same(fast, slow)
+
+
+@pytest.mark.parametrize("by", [("site", "week"), ("severity", "plant", "day"), ()], ids=str)
+@pytest.mark.parametrize(
+    "variant", ["stored deadlines", "joined keys", "disposition strings", "small batches", "all of them"]
+)
+def test_closure_scan_variants_equal_duckdb_alone(
+    by: tuple[str, ...], variant: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # each way the scan can take: deadlines read as stored (no row lacks them) or filled from the severity;
+    # text keys as hash codes or joined with their distinct values (no hash table small enough); the false
+    # dispositions by hash or by string (a hash shared with another disposition); one batch or many
+    every = variant == "all of them"
+    con = _history(7, 5000, no_dues=0.0 if variant == "stored deadlines" or every else 0.1)
+    if variant == "joined keys" or every:
+        monkeypatch.setattr(reports, "_MAX_HASH_TABLE", 0)
+    if variant == "disposition strings" or every:
+        monkeypatch.setattr(reports, "_false_alarm_hashes", lambda pairs: None)
+    if variant == "small batches" or every:
+        monkeypatch.setattr(reports, "_CHUNK_ROWS", 1000)
+    seen: list[str] = []
+    run = reports._run
+
+    def spy(cur: Any, sql: str, params: Any) -> Any:
+        seen.append(sql)
+        return run(cur, sql, params)
+
+    monkeypatch.setattr(reports, "_run", spy)
+    _against_oracle(con, by, monkeypatch)
+    scans = [q for q in seen if "AS false_alarm" in q]
+    assert scans, "the numpy path ran"
+    stored = variant == "stored deadlines" or every
+    assert all(("ack_due_at AS ack_due" in q) == stored for q in scans)
+    if any(name in reports.GROUPS for name in by):
+        assert all(("JOIN" in q) == (variant == "joined keys" or every) for q in scans)
+    assert all(("disposition IN" in q) == (variant == "disposition strings" or every) for q in scans)
+
+
+def test_hash_table_and_false_alarm_hashes() -> None:
+    hashes = [2**64 - 1, 0, 12345, 2**63, 7]
+    found = reports._hash_table(hashes)
+    assert found is not None
+    p, table = found
+    assert [int(table[h % p]) for h in hashes] == list(range(len(hashes)))
+    assert reports._hash_table([5, 5]) is None  # two values, one hash: they cannot be told apart
+    assert reports._hash_table([]) is None
+    pairs = [("false_alarm", 1), ("instrument_fault", 2), ("real_handled", 3), (None, 4)]
+    assert reports._false_alarm_hashes(pairs).tolist() == [1, 2]
+    assert reports._false_alarm_hashes([*pairs, ("comm_fault", 2)]) is None
+
+
+def test_closure_reopened_and_week_spanning_alarms(monkeypatch: pytest.MonkeyPatch) -> None:
+    # alarms raised on a Sunday night and acked / closed the next week, reopened ones (occurrences > 1),
+    # alarms still open at as_of, and one closed after as_of: counted in the week they were raised
+    con = _history(8, 0)  # the schema, no rows
+    sunday = T0 + 3 * DAY + 23 * HOUR  # 2026-01-04 23:00 UTC, a Sunday
+    rows = [
+        ("a1", sunday, sunday + 2 * HOUR, sunday + 3 * HOUR, 1),  # acked and closed on Monday
+        ("a2", sunday + 59 * MIN, None, None, 3),  # reopened twice, never acked: open, overdue later
+        ("a3", sunday + HOUR, sunday + HOUR + 1, sunday + 9 * DAY, 2),  # closed after as_of below
+        ("a4", sunday - 6 * DAY, sunday - 6 * DAY + MIN, sunday + 2 * DAY, 1),  # late close, previous week
+    ]
+    for aid, raised, acked, closed, occ in rows:
+        con.execute(
+            "INSERT INTO alarms (alarm_id, site, plant, district, tag, rule_id, severity, state, raised_at, acked_at,"
+            " closed_at, disposition, occurrences, escalation_tier, ack_due_at, close_due_at) VALUES"
+            " (?, 's1', 'dust', 'd1', 't', 'r1', 'orange', 'closed', ?, ?, ?, ?, ?, 'plant', ?, ?)",
+            [aid, _ts(raised), _ts(acked), _ts(closed), "false_alarm" if closed else None, occ,
+             _ts(raised + 10 * MIN), _ts(raised + HOUR)],
+        )  # fmt: skip
+    as_of = sunday + 5 * DAY
+    df = reports.closure(con, since_ms=T0 - 7 * DAY, until_ms=T0 + 14 * DAY, as_of_ms=as_of, by=("site", "week"))
+    # Sunday 23:00 and 23:59 are in the week of Monday 12-29, Monday 00:00 in the next one
+    assert df["week"].to_list() == [dt.date(2025, 12, 29), dt.date(2026, 1, 5)]
+    first, second = df.iter_rows(named=True)
+    # a1 closed late (Monday 02:00), a4 closed late, a2 open past its deadline
+    assert (first["raised"], first["closed"], first["overdue"], first["due"], first["pending"]) == (3, 2, 1, 3, 0)
+    assert (first["acked_on_time"], first["on_time_close_rate"], first["false_alarm_share"]) == (1, 0.0, 1.0)
+    # a3: its close comes after as_of, so it is open and overdue; acked 1 ms after the raise
+    assert (second["raised"], second["closed"], second["overdue"], second["acked_on_time"]) == (1, 0, 1, 1)
+    assert second["median_close_s"] is None and second["median_ack_s"] == 0.001
+    _against_oracle(con, ("site", "week"), monkeypatch)
 
 
 def _same(fast: pl.DataFrame, slow: pl.DataFrame) -> None:
