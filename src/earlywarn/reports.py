@@ -363,18 +363,19 @@ def _hash_table(hashes: Sequence[int]) -> tuple[int, np.ndarray] | None:
     """A modulus ``p`` and a table ``t`` with ``t[h % p] == i`` for the i-th of ``hashes`` (distinct
     DuckDB hashes of distinct values); None when there is none small enough (or two values share a hash).
 
-    The smallest ``p`` is tried first for a compact table; a random set of n hashes has no collision mod
-    p with probability about exp(-n^2 / 2p), so a few dozen moduli around n^2 / 8 usually suffice.
+    A random set of n hashes has no collision mod p with probability about exp(-n^2 / 2p): the search
+    starts at n^2 / 4 (about one modulus in eight works) and grows the table fourfold after 64 misses.
     """
     h = np.array(hashes, dtype=np.uint64)
     n = len(h)
     if n == 0 or len(np.unique(h)) != n:
         return None
-    size = max(2 * n, 64)
+    size = max(n * n // 4, 64)
     while size <= _MAX_HASH_TABLE:
-        for p in range(size | 1, min(size + 256, _MAX_HASH_TABLE + 1), 2):
-            slots = h % np.uint64(p)
-            if len(np.unique(slots)) == n:
+        for p in range(size | 1, min(size + 128, _MAX_HASH_TABLE + 1), 2):
+            slots = np.sort(h % np.uint64(p))
+            if not (slots[1:] == slots[:-1]).any():
+                slots = h % np.uint64(p)
                 table = np.full(p, -1, dtype=np.int32)
                 table[slots.astype(np.int64)] = np.arange(n, dtype=np.int32)
                 return p, table
@@ -454,15 +455,11 @@ def _quantiles_sorted(
     return out[0], out[1]
 
 
-def _fold_durations(out: np.ndarray, at: np.ndarray, raised: np.ndarray, done: np.ndarray, span: list[int]) -> None:
-    """``out`` = µs from ``raised`` to ``at`` where ``done``, else :data:`_NONE`; widens ``span`` ([min,
-    max]) to the real durations."""
-    np.subtract(at, raised, out=out)  # meaningless (may wrap) where not done: replaced below
-    hi = int(np.max(out, where=done, initial=-1))
-    if hi >= 0:
-        lo = int(np.min(out, where=done, initial=hi))
-        span[0], span[1] = min(span[0], lo), max(span[1], hi)
-    np.copyto(out, _NONE, where=~done)
+def _unpack_keys(keys: np.ndarray, bits: int) -> None:
+    """Packed quantile keys (see :func:`_closure_from_rows`) back to µs, :data:`_NONE` for none, in place."""
+    top = (1 << bits) - 1
+    keys &= top
+    keys[keys == top] = _NONE
 
 
 #: Rows per batch of the closure scan (and per step of in-place passes): 8 MB per int64 column.
@@ -647,17 +644,20 @@ def _closure_from_rows(
 
     gid = np.empty(n, dtype=np.int64)
     state = np.empty(n, dtype=np.uint8)
-    ack_us = np.empty(n, dtype=np.int64)  # µs from the raise to the ack by as_of, else _NONE
-    close_us = np.empty(n, dtype=np.int64)
-    # the range of the real durations (a negative one, clock skew, needs the general quantile path)
-    ranges = {"ack": [0, -1], "close": [0, -1]}
+    # Per side (ack, close), one int64 per alarm. Packed: the quantile sort keys themselves, group << bits |
+    # µs from the raise (2**bits - 1: not acked / closed by as_of), possible when the group numbers are final
+    # and both fit (a done duration is at most as_of - the first raise); raw: the µs, else _NONE. A side
+    # turns raw if a duration is negative (clock skew): the keys written so far are unpacked.
+    bits = max(1, (as_of - raised_range[0] + 1).bit_length()) if n else 1
+    can_pack = n_possible <= _MAX_DIRECT_GROUPS and n_possible.bit_length() + bits <= 63
+    sides = {"ack": np.empty(n, dtype=np.int64), "close": np.empty(n, dtype=np.int64)}
+    packed = dict.fromkeys(sides, can_pack)
     at = 0
     for batch in batches:
         m = batch.num_rows
         if at + m > n:
             return None  # more rows than counted: cannot happen in one snapshot
         part = slice(at, at + m)
-        at += m
 
         def col(name: str, batch: pa.RecordBatch = batch) -> np.ndarray:
             a = batch.column(name)
@@ -684,12 +684,12 @@ def _closure_from_rows(
                 g_out += g
             if lo:
                 g_out -= lo
+        high = np.left_shift(g_out, bits) if can_pack else None
 
         acked, ack_due = col("acked_at"), col("ack_due")  # never acked: +infinity
         is_acked = acked <= as_of
         st = state[part]
         np.multiply((is_acked & (acked <= ack_due)).view(np.uint8), np.uint8(_ACKED_ON_TIME), out=st)
-        _fold_durations(ack_us[part], acked, raised, is_acked, ranges["ack"])
 
         closed, close_due = col("closed_at"), col("close_due")
         is_closed = closed <= as_of
@@ -702,7 +702,19 @@ def _closure_from_rows(
             for h in false_hashes:
                 false_alarm |= hashes == h
         st |= (is_closed & false_alarm).view(np.uint8) * np.uint8(_FALSE_ALARM)
-        _fold_durations(close_us[part], closed, raised, is_closed, ranges["close"])
+
+        for side, done_at, done in (("ack", acked, is_acked), ("close", closed, is_closed)):
+            out = sides[side][part]
+            np.subtract(done_at, raised, out=out)  # meaningless (may wrap) where not done: replaced
+            if packed[side]:
+                np.copyto(out, (1 << bits) - 1, where=~done)
+                if m and out.min() >= 0:
+                    out |= high
+                    continue
+                packed[side] = False  # a negative duration: unpack what came before, go on raw
+                _unpack_keys(sides[side][:at], bits)
+            np.copyto(out, _NONE, where=~done)
+        at += m
     if at != n:
         return None  # fewer rows than counted: cannot happen in one snapshot
 
@@ -712,17 +724,25 @@ def _closure_from_rows(
         group_keys, inverse = np.unique(gid, return_inverse=True)
         gid, n_groups = inverse.astype(np.int64).reshape(-1), len(group_keys)
 
+    def quantiles(side: str) -> tuple[np.ndarray, np.ndarray]:
+        values = sides[side]
+        if packed[side]:
+            return _packed_quantiles(values, bits, n_groups, 1000)
+        real = values[values != _NONE]
+        span = [int(real.min()), int(real.max())] if real.size else [0, -1]
+        return _quantiles_in_place(gid, values, span, n_groups)
+
     # the acks and the closes are independent: two threads (numpy lets go of the GIL on large arrays)
     with ThreadPoolExecutor(max_workers=2) as pool:
-        ack = pool.submit(_quantiles_in_place, gid, ack_us, ranges["ack"], n_groups)
-        close = pool.submit(_quantiles_in_place, gid, close_us, ranges["close"], n_groups)
+        ack, close = pool.submit(quantiles, "ack"), pool.submit(quantiles, "close")
         (med_ack, p90_ack), (med_close, p90_close) = ack.result(), close.result()
+    ack_us = sides["ack"]
 
     by_state = None
     if n_groups * 32 <= _MAX_PACKED_BINS:
-        packed = np.multiply(gid, 32, out=ack_us)  # its durations are spent
-        packed += state
-        by_state = np.bincount(packed, minlength=n_groups * 32).reshape(n_groups, 32)
+        codes = np.multiply(gid, 32, out=ack_us)  # its keys are spent
+        codes += state
+        by_state = np.bincount(codes, minlength=n_groups * 32).reshape(n_groups, 32)
         raised_n = by_state.sum(axis=1)
     else:
         raised_n = np.bincount(gid, minlength=n_groups)

@@ -35,7 +35,7 @@ def _ts(ms: int | None) -> dt.datetime | None:
 
 
 def _history(
-    seed: int, n: int, *, start: int = T0, span: int = 40 * DAY, no_dues: float = 0.1
+    seed: int, n: int, *, start: int = T0, span: int = 40 * DAY, no_dues: float = 0.1, skew: float = 0.02
 ) -> duckdb.DuckDBPyConnection:
     rnd = random.Random(seed)
     con = duckdb.connect(":memory:")
@@ -49,7 +49,7 @@ def _history(
             raised = rnd.choice([-3 * DAY - 1234, -1, 0, 4 * DAY - 1, 4 * DAY])  # around the epoch / 1st Monday
         r = rnd.random()
         acked = None if r < 0.1 else raised + int(rnd.expovariate(1 / (0.7 * ack_dl))) + rnd.choice([0, 1, 999])
-        if acked is not None and rnd.random() < 0.02:
+        if acked is not None and rnd.random() < skew:
             acked = raised - rnd.randrange(1, 5000)  # clock skew: acked before the raise
         closed = None if rnd.random() < 0.15 else raised + int(rnd.expovariate(1 / (0.7 * close_dl)))
         if closed is not None and rnd.random() < 0.05:
@@ -147,6 +147,28 @@ def test_closure_scan_variants_equal_duckdb_alone(
     if any(name in reports.GROUPS for name in by):
         assert all(("JOIN" in q) == (variant == "joined keys" or every) for q in scans)
     assert all(("disposition IN" in q) == (variant == "disposition strings" or every) for q in scans)
+
+
+@pytest.mark.parametrize("late_skew", [False, True], ids=["no skew", "skew in the last batch"])
+def test_closure_packed_keys_turn_raw_on_a_negative_duration(late_skew: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    # without clock skew the quantile keys are packed while the batches are folded; an ack stamped before
+    # its raise in the last batch unpacks the keys of the batches before it
+    con = _history(9, 4000, skew=0.0)
+    if late_skew:
+        con.execute(
+            "INSERT INTO alarms (alarm_id, site, plant, district, tag, rule_id, severity, state, raised_at, acked_at,"
+            " closed_at, disposition, occurrences, escalation_tier) VALUES"
+            " ('z', 's1', 'dust', 'd1', 't', 'rule1', 'red', 'closed', ?, ?, ?, 'false_alarm', 1, 'plant')",
+            [_ts(T0 + 5 * DAY), _ts(T0 + 5 * DAY - 1500), _ts(T0 + 5 * DAY - 700)],
+        )  # fmt: skip
+    monkeypatch.setattr(reports, "_CHUNK_ROWS", 1000)
+    unpacked: list[int] = []
+    unpack = reports._unpack_keys
+    monkeypatch.setattr(reports, "_unpack_keys", lambda keys, bits: (unpacked.append(len(keys)), unpack(keys, bits)))
+    for by in [("site", "week"), ("rule", "severity"), ()]:
+        _against_oracle(con, by, monkeypatch)
+    assert bool(unpacked) == late_skew
+    assert not late_skew or max(unpacked) >= 3000  # the batches before the last one
 
 
 def test_hash_table_and_false_alarm_hashes() -> None:
