@@ -34,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -220,9 +221,27 @@ def run_latency(broker: Any, tmp: Path, msgs: list[tuple[str, bytes]], per: int,
     cfg = _engine_cfg(tmp, broker, name, sites, n_probes=total_probes)
     r = start_runner(cfg)
     r.ingest.wait_connected(20)
+    trace: list[dict[str, float]] = []
+    r.engine.trace = trace  # the engine thread's per-step timings (see tail_breakdown)
     store = r.engine.store
+    seen: dict[str, tuple[int, float]] = {}  # probe site -> (received_ms in the MQTT process, step began)
+    # older engines (before the pipelined runner) step through process_messages
+    step_method = "begin_messages" if hasattr(r.engine, "begin_messages") else "process_messages"
+    begin = getattr(r.engine, step_method)
+
+    def begin_messages(msgs: Any, actions: Any = (), **kw: Any) -> Any:
+        t = time.time()
+        for m in msgs:
+            if m.topic.startswith("ew/PRB-"):
+                seen.setdefault(m.topic.split("/")[1], (m.received_ms, t))
+        return begin(msgs, actions, **kw)
+
+    setattr(r.engine, step_method, begin_messages)
+    maint = _TimedLock(store._maint_lock)  # background checkpoints hold it: when they ran, and how long
+    store._maint_lock = maint
     orig = store.commit
     committed: dict[str, float] = {}
+    committed_step: dict[str, int] = {}  # probe site -> index in trace of the step that committed it
 
     def commit(cb: Any) -> Any:  # the engine thread calls this; the row is visible once it returns
         res = orig(cb)
@@ -230,6 +249,7 @@ def run_latency(broker: Any, tmp: Path, msgs: list[tuple[str, bytes]], per: int,
         for a in cb.alarms:
             if a.site.startswith("PRB-") and a.site not in committed:
                 committed[a.site] = t
+                committed_step[a.site] = len(trace)  # this step's entry is appended after the commit
         return res
 
     store.commit = commit
@@ -246,11 +266,27 @@ def run_latency(broker: Any, tmp: Path, msgs: list[tuple[str, bytes]], per: int,
     while len(committed) < n_probes and time.monotonic() < deadline:
         time.sleep(0.01)
     stored = _stored(r)
+    if r.error is not None:
+        raise RuntimeError(f"engine thread failed: {r.error!r}")
     r.stop()
     store.close()
     lat = np.array([(committed[s] * 1000 - t) for s, t in rep["sent"].items() if s in committed])
     achieved = rep["background_messages"] * per / rep["seconds"]
+    tail = tail_breakdown(trace, rep["sent"], committed, committed_step)
+    tail["maintenance"] = maint.summary(trace)
+    # each probe's latency in three parts: publish -> received by the MQTT process (broker, publisher),
+    # received -> its step began (pipe, inbox, engine busy), step began -> alarm row committed
+    parts = np.array([(seen[s][0] - t, seen[s][1] * 1000 - seen[s][0],
+                       committed[s] * 1000 - seen[s][1] * 1000)
+                      for s, t in rep["sent"].items() if s in committed and s in seen])
+    if len(parts):
+        tail["parts_ms"] = {name: {"p50": float(np.percentile(parts[:, i], 50)),
+                                   "p99": float(np.percentile(parts[:, i], 99))}
+                            for i, name in enumerate(("upstream", "queued", "engine"))}
+        worst = np.argsort(parts.sum(axis=1))[-3:]
+        tail["parts_worst_ms"] = [[round(float(x), 1) for x in parts[i]] for i in worst]
     return {
+        "tail": tail,
         "requested_readings_s": rate, "achieved_readings_s": achieved, "probes": n_probes,
         "probes_with_alarm": len(lat), "stored": stored,
         "p50_ms": float(np.percentile(lat, 50)) if len(lat) else None,
@@ -259,10 +295,134 @@ def run_latency(broker: Any, tmp: Path, msgs: list[tuple[str, bytes]], per: int,
     }
 
 
+class _TimedLock:
+    """A lock that notes when it was held (the store's maintenance lock: background checkpoints)."""
+
+    def __init__(self, lock: Any) -> None:
+        self._lock = lock
+        self.held: list[tuple[float, float]] = []
+
+    def __enter__(self) -> Any:
+        self._lock.acquire()
+        self._t = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.held.append((self._t, time.perf_counter()))
+        self._lock.release()
+
+    def summary(self, trace: list[dict[str, float]]) -> dict[str, Any]:
+        """Checkpoint count and durations; of the commits over 100 ms, how many overlapped one."""
+        import numpy as np
+
+        d = np.array([(b - a) * 1e3 for a, b in self.held]) if self.held else np.zeros(1)
+        slow = [t for t in trace if t.get("commit", 0) > 0.1 and "commit_at" in t]
+        overl = sum(1 for t in slow if any(a < t["commit_at"] + t["commit"] and b > t["commit_at"]
+                                             for a, b in self.held))
+        return {"checkpoints": len(self.held), "p50_ms": float(np.percentile(d, 50)),
+                "max_ms": float(d.max()), "sum_ms": float(d.sum()), "slow_commits": len(slow),
+                "slow_commits_overlapping": overl}
+
+
+STAGES = ("collect", "decode", "sequence", "rules", "alarms", "commit", "commit_wait", "snapshot", "notify",
+          "ack")
+
+
+def tail_breakdown(trace: list[dict[str, float]], sent: dict[str, int], committed: dict[str, float],
+                   committed_step: dict[str, int]) -> dict[str, Any]:
+    """Where the engine thread's time went: per stage p50/p99/max over the steps, and the slowest probes with
+    the stages of the step that committed them and of the step before (a probe waits through both)."""
+    import numpy as np
+
+    steps = [t for t in trace if "collect" in t]
+    out: dict[str, Any] = {"steps": len(steps)}
+    if not steps:
+        return out
+    per_stage = {}
+    for k in (*STAGES, "readings", "backlog", "alarm_rows"):
+        a = np.array([t.get(k, 0.0) for t in steps])
+        scale = 1.0 if k in ("readings", "backlog", "alarm_rows") else 1e3
+        per_stage[k] = {"p50": float(np.percentile(a, 50)) * scale,
+                        "p99": float(np.percentile(a, 99)) * scale,
+                        "max": float(a.max()) * scale, "sum": float(a.sum()) * scale}
+    out["per_stage"] = per_stage
+    lat = sorted(((committed[s] * 1000 - t, s) for s, t in sent.items() if s in committed), reverse=True)
+    worst = []
+    for ms, s in lat[: max(3, len(lat) // 100)]:
+        i = committed_step[s]
+        rows = {}
+        for label, j in (("step", i), ("prev", i - 1)):
+            if 0 <= j < len(trace):
+                t = trace[j]
+                rows[label] = {k: round(t.get(k, 0.0) * 1e3, 1) for k in STAGES} | {
+                    "readings": t.get("readings", 0), "backlog": t.get("backlog", 0)}
+        worst.append({"latency_ms": round(ms, 1), "site": s, **rows})
+    out["worst"] = worst
+    return out
+
+
+def print_tail(tail: dict[str, Any]) -> None:
+    ps = tail.get("per_stage")
+    if not ps:
+        return
+    print(f"    {tail['steps']} steps; per stage p50 / p99 / max / sum (ms; readings, backlog in units):")
+    for k, v in ps.items():
+        print(f"      {k:10} {v['p50']:9.1f} {v['p99']:9.1f} {v['max']:9.1f} {v['sum']:10.0f}")
+    if "parts_ms" in tail:
+        print(f"    probe latency parts (upstream, queued, engine): {tail['parts_ms']}; "
+              f"worst {tail['parts_worst_ms']}")
+    if "maintenance" in tail:
+        print(f"    background checkpoints: {tail['maintenance']}")
+    for w in tail["worst"]:
+        print(f"    probe {w['site']} {w['latency_ms']} ms")
+        for label in ("prev", "step"):
+            if label in w:
+                print(f"      {label:5} " + " ".join(f"{k}={v}" for k, v in w[label].items()))
+
+
 # ---------------------------------------------------------------------------------------------
 
 
-def run(quick: bool, *, smoke: bool = False, latency_at: tuple[float, ...] = ()) -> dict[str, Any]:
+def latency_brokers(tmp: Path, n: int, shared: bool) -> Iterator[Any]:
+    """A fresh mosquitto for each of `n` latency levels (each stopped before the next starts).
+
+    `shared`: one broker for all levels, as before. It keeps each finished level's engine session (persistent,
+    still subscribed) and queues every later message for it without bound (max_queued_messages 0), so by the
+    last level the broker stores each message for every earlier session, and the probes' publish -> received
+    time grew level by level (measured p99 37, 90, 282, 438 ms over four levels): the last level's tail was
+    mostly the broker's, not the engine's."""
+    if shared:
+        with mosquitto(tmp / "b-latency") as broker:
+            for _ in range(n):
+                yield broker
+        return
+    for k in range(n):
+        with mosquitto(tmp / f"b-latency{k}") as broker:
+            yield broker
+
+
+def run_latency_only(rates: tuple[float, ...], probes: int, shared_broker: bool = False) -> dict[str, Any]:
+    """Only the latency levels (no throughput part), at the given readings/s."""
+    start_ms = int(time.time() * 1000)
+    msgs, sites = build_messages(2_000_000, 100, start_ms)
+    lat_rows = []
+    with tempfile.TemporaryDirectory(prefix="bench_e2e_") as d:
+        tmp = Path(d)
+        for k, broker in enumerate(latency_brokers(tmp, len(rates), shared_broker)):
+            rate = rates[k]
+            lr = run_latency(broker, tmp, msgs, 100, rate, probes, k * probes, f"ew-lat{k}", sites,
+                             len(rates) * probes)
+            lr["fraction"] = None
+            lat_rows.append(lr)
+            print(f"  latency at {rate:,.0f} r/s asked ({lr['achieved_readings_s']:,.0f} r/s): p50 "
+                  f"{lr['p50_ms']:.0f} ms, p99 {lr['p99_ms']:.0f} ms, max {lr['max_ms']:.0f} ms, "
+                  f"{lr['probes_with_alarm']}/{lr['probes']} probes raised", flush=True)
+            print_tail(lr["tail"])
+    return {"latency": lat_rows}
+
+
+def run(quick: bool, *, smoke: bool = False, latency_at: tuple[float, ...] = (),
+        shared_broker: bool = False) -> dict[str, Any]:
     """`smoke`: the suite's --quick sizes (python -m benchmarks --quick must finish in 2 minutes)."""
     from bench_ingest import run_bare
 
@@ -302,24 +462,26 @@ def run(quick: bool, *, smoke: bool = False, latency_at: tuple[float, ...] = ())
         sustainable = next(r["engine_readings_s"] for r in rows if r["case"] == "batch100-live")
         per, _, msgs = shapes["batch100"]
         lat_rows = []
-        with mosquitto(tmp / "b-latency") as broker:
-            # fractions of the sustainable rate, then any fixed rates asked for (issue 4 names 100 000 r/s)
-            levels = [(frac, frac * sustainable) for frac in (0.1, 0.5, 0.9)] + [(None, r) for r in latency_at]
-            n_levels = len(levels)
-            for k, (frac, rate) in enumerate(levels):
-                lr = run_latency(broker, tmp, msgs, per, rate, probes_per_level,
-                                 k * probes_per_level, f"ew-lat{k}", sites, n_levels * probes_per_level)
-                lr["fraction"] = frac
-                lat_rows.append(lr)
-                where = f"{frac:.0%}" if frac is not None else f"{rate:,.0f} r/s asked"
-                print(f"  latency at {where} ({lr['achieved_readings_s']:,.0f} r/s): p50 {lr['p50_ms']} ms, "
-                      f"p99 {lr['p99_ms']} ms, {lr['probes_with_alarm']}/{lr['probes']} probes raised", flush=True)
-                if frac is None:
-                    continue
-                if lr["p99_ms"] is not None:
-                    figs.append(Figure("e2e", f"p99 publish -> alarm row at {frac:.0%} of sustainable",
-                                       lr["p99_ms"], "ms", target=250 if frac == 0.5 else None,
-                                       higher_is_better=False, note=f"p50 {lr['p50_ms']:.0f} ms").as_dict())
+        # fractions of the sustainable rate, then any fixed rates asked for (issue 4 names 100 000 r/s)
+        levels = [(frac, frac * sustainable) for frac in (0.1, 0.5, 0.9)] + [(None, r) for r in latency_at]
+        n_levels = len(levels)
+        for k, broker in enumerate(latency_brokers(tmp, n_levels, shared_broker)):
+            frac, rate = levels[k]
+            lr = run_latency(broker, tmp, msgs, per, rate, probes_per_level,
+                             k * probes_per_level, f"ew-lat{k}", sites, n_levels * probes_per_level)
+            lr["fraction"] = frac
+            lat_rows.append(lr)
+            where = f"{frac:.0%}" if frac is not None else f"{rate:,.0f} r/s asked"
+            print(f"  latency at {where} ({lr['achieved_readings_s']:,.0f} r/s): p50 {lr['p50_ms']} ms, "
+                  f"p99 {lr['p99_ms']} ms, {lr['probes_with_alarm']}/{lr['probes']} probes raised",
+                  flush=True)
+            print_tail(lr["tail"])
+            if frac is None:
+                continue
+            if lr["p99_ms"] is not None:
+                figs.append(Figure("e2e", f"p99 publish -> alarm row at {frac:.0%} of sustainable",
+                                   lr["p99_ms"], "ms", target=250 if frac == 0.5 else None,
+                                   higher_is_better=False, note=f"p50 {lr['p50_ms']:.0f} ms").as_dict())
     return {"throughput": rows, "sustainable_readings_s": sustainable, "latency": lat_rows, "figures": figs}
 
 
@@ -327,8 +489,18 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="300 k batch readings, 10 k single, 40 probes per level")
     ap.add_argument("--latency-at", type=float, nargs="*", default=[], help="also measure latency at these readings/s")
+    ap.add_argument("--latency-only", action="store_true",
+                    help="only the latency levels of --latency-at (no throughput part), with the stage tail")
+    ap.add_argument("--shared-broker", action="store_true",
+                    help="all latency levels on one broker (as before: earlier sessions load later levels)")
+    ap.add_argument("--probes", type=int, default=200, help="probes per level with --latency-only")
     args = ap.parse_args(argv)
-    res = run(args.quick, latency_at=tuple(args.latency_at))
+    if args.latency_only:
+        res = run_latency_only(tuple(args.latency_at) or (100_000.0,), args.probes, args.shared_broker)
+        path = write_json("e2e-latency.json", {"benchmark": "e2e-latency", **env_block(), **res})
+        print(f"wrote {path}")
+        return 0
+    res = run(args.quick, latency_at=tuple(args.latency_at), shared_broker=args.shared_broker)
     path = write_json("e2e.json", {"benchmark": "e2e", "quick": args.quick, **env_block(), **res})
     print(f"wrote {path}")
     return 0
