@@ -70,6 +70,27 @@ class StepResult:
     pending: Future[Any] | None = None
 
 
+@dataclass
+class PendingStep:
+    """A step evaluated and applied, its CommitBatch built; what is left to do after its commit."""
+
+    cb: CommitBatch
+    split: Split
+    readings: int
+    rejects: int
+    signals: list[Signal]
+    alarms: list[Alarm]
+    events: list[AlarmEvent]
+    notices: list[tuple[Alarm, AlarmEvent]]
+    action_results: list[tuple[Action, Any]]
+    now_ms: int
+    t0: float
+    timings: dict[str, float]
+    messages: int = 0
+    snapshot: bytes | None = None  # a rule-state snapshot of the state this step leaves (begin_messages)
+    future: Future[Any] | None = None  # its commit on the committer thread (begin_messages)
+
+
 class Engine:
     """Everything after ingest, run by one thread: decode -> sequence -> rules -> alarms -> store."""
 
@@ -117,6 +138,9 @@ class Engine:
         self._snapshot_seq = store.batch_seq  # batch of the newest rule-state snapshot taken by this engine
         self._committer: Any = None  # replay: the thread committing chunk k while chunk k + 1 is evaluated
         self._pending_notices: list[NoticeRecord] = []
+        #: per-step timings for benchmarks and debugging (None: off). A list gets one dict per step:
+        #: seconds spent in each stage (see process_batch and Runner._loop) and the step's sizes.
+        self.trace: list[dict[str, float]] | None = None
 
     # -- restart -------------------------------------------------------------------------------------
 
@@ -151,10 +175,15 @@ class Engine:
 
     def process_messages(self, messages: Sequence[RawMessage], actions: Sequence[Action] = ()) -> StepResult:
         """Decode and process a list of MQTT messages; returns after the commit."""
+        t0 = time.perf_counter()
         now_ms = self.clock.now_ms()
         decoded = self.decoder.decode(messages, now_ms)
+        t_decode = time.perf_counter() - t0
         res = self.process_batch(decoded.batch, decoded.rejects, actions=actions)
         res.messages = len(messages)
+        if self.trace is not None and self.trace:
+            self.trace[-1]["decode"] = t_decode
+            self.trace[-1]["messages"] = len(messages)
         return res
 
     def process_batch(
@@ -174,6 +203,112 @@ class Engine:
         hands the commit to one committer thread (commits stay in order) and returns at once with the
         commit's future in `pending`, so that the store inserts this chunk while the rules evaluate the next.
         """
+        if commit_in_background and (actions or self.dispatcher is not None or not self.replay):
+            msg = "commit_in_background is for replay chunks only"
+            raise ValueError(msg)
+        step = self._prepare(batch, rejects, actions, store_readings, split)
+        if step is None:
+            return StepResult()
+        m = self.metrics
+        if commit_in_background:
+            fut = self._committer_pool().submit(self._commit, step.cb)
+            self.sequencer.advance(step.split)  # in-memory marks; a failed commit fails the whole replay
+            for s in step.signals:
+                m.signals.labels(s.kind.value).inc()
+            for e in step.events:
+                m.alarm_events.labels(e.kind.value).inc()
+            m.open_alarms.set(len(self.alarms))
+            m.batch_readings.observe(step.readings)
+            return StepResult(readings=step.readings, rejects=step.rejects, signals=len(step.signals),
+                              duplicates=step.split.in_batch_dups, pending=fut)
+        t_commit = time.perf_counter()
+        committed = self._commit(step.cb)
+        self.sequencer.advance(step.split)
+        t_snapshot = time.perf_counter()
+        self._maybe_snapshot(committed.batch_seq, step.now_ms)
+        step.timings["commit"] = t_snapshot - t_commit
+        step.timings["snapshot"] = time.perf_counter() - t_snapshot
+        return self._finish(step, committed)
+
+    def begin_messages(
+        self, messages: Sequence[RawMessage], actions: Sequence[Action] = (), *,
+        between: Callable[[], None] | None = None,
+    ) -> PendingStep | None:
+        """The live runner's step, pipelined: decode, sequence, evaluate and apply `messages` (and
+        `actions`), then hand the commit to the committer thread and return without waiting for it.
+
+        The caller must pass every returned step to `finish_step`, in order, before acknowledging its
+        messages; while the store commits this step the caller may collect and begin the next one
+        (DuckDB and the rule kernels release the GIL). Commits run on one thread, so they keep their
+        order, and nothing is acknowledged, answered or notified before its commit returns. The
+        in-memory sequencer marks move at once (as in a replay): the next step's possible copies of
+        these readings are checked against the store by a commit that runs after this one.
+        Returns None when nothing happened (no readings, rejects, signals, actions or changes).
+
+        `between` is called after the decode and after the rules (before this step touches the alarms):
+        the runner finishes the previous step there once its commit is done, so its acknowledgements and
+        notices do not wait for this whole step.
+        """
+        t0 = time.perf_counter()
+        decoded = self.decoder.decode(messages, self.clock.now_ms())
+        t_decode = time.perf_counter() - t0
+        if between is not None:
+            between()
+        step = self._prepare(decoded.batch, decoded.rejects, actions, True, None, between)
+        if step is None:
+            return None
+        step.messages = len(messages)
+        step.timings["decode"] = t_decode
+        self.sequencer.advance(step.split)
+        if self._snapshot_due(step):
+            # the rule state this step leaves, taken before the next step is evaluated; handed to the
+            # store with this step's batch_seq once the commit returns (finish_step)
+            t = time.perf_counter()
+            step.snapshot = self.rules.snapshot()
+            self._last_checkpoint_mono = time.monotonic()
+            step.timings["snapshot"] = time.perf_counter() - t
+        step.future = self._committer_pool().submit(self._commit_step, step)
+        return step
+
+    def _commit_step(self, step: PendingStep) -> Any:  # on the committer thread
+        t = time.perf_counter()
+        res = self._commit(step.cb)
+        step.timings["commit"] = time.perf_counter() - t  # read after the future resolved
+        step.timings["commit_at"] = t
+        return res
+
+    def finish_step(self, step: PendingStep) -> StepResult:
+        """Wait for the commit of a step from `begin_messages`, then what follows a commit: the rule-state
+        snapshot handed to the store, actions answered, notices handed to the dispatcher, metrics."""
+        assert step.future is not None
+        t = time.perf_counter()
+        committed = step.future.result()
+        step.timings["commit_wait"] = time.perf_counter() - t
+        if step.snapshot is not None:
+            self.store.save_state_later(RULES_STATE_KEY, step.snapshot, committed.batch_seq, step.now_ms)
+            self._snapshot_seq = committed.batch_seq
+            step.snapshot = None
+        res = self._finish(step, committed)
+        res.messages = step.messages
+        return res
+
+    def _committer_pool(self) -> Any:
+        if self._committer is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._committer = ThreadPoolExecutor(1, thread_name_prefix="earlywarn-commit")
+        return self._committer
+
+    def _snapshot_due(self, step: PendingStep) -> bool:
+        return not self.replay and (
+            time.monotonic() - self._last_checkpoint_mono >= self.cfg.store.checkpoint_interval_ms / 1000)
+
+    def _prepare(
+        self, batch: ReadingBatch, rejects: Sequence[Reject], actions: Sequence[Action], store_readings: bool,
+        split: Split | None, between: Callable[[], None] | None = None,
+    ) -> PendingStep | None:
+        """Everything of a step before its commit: sequence, rules, alarms, actions; the CommitBatch.
+        None when nothing happened (then no transaction and no batch number is spent)."""
         t0 = time.perf_counter()
         m = self.metrics
         for r in rejects:
@@ -190,6 +325,9 @@ class Engine:
         signals = list(result.signals)
         signals.extend(self.rules.tick(now_ms))
         m.rules_seconds.observe(time.perf_counter() - t_rules)
+        if between is not None:
+            between()
+        t_alarms = time.perf_counter()
 
         changes = [self.alarms.apply_signals(signals, now_ms)]
         action_results: list[tuple[Action, Any]] = []
@@ -210,7 +348,7 @@ class Engine:
             if self.dispatcher is not None:
                 self.dispatcher.flush(now_ms)
                 self._pending_notices.extend(self.dispatcher.drain_records())
-            return StepResult()
+            return None
         cb = CommitBatch(
             fresh=split.fresh if store_readings else ReadingBatch.empty(),
             maybe_dup=split.maybe_dup if store_readings else ReadingBatch.empty(),
@@ -222,54 +360,51 @@ class Engine:
             windows=tuple(windows),
             now_ms=now_ms,
         )
-        if commit_in_background:
-            if actions or self.dispatcher is not None or not self.replay:
-                msg = "commit_in_background is for replay chunks only"
-                raise ValueError(msg)
-            if self._committer is None:
-                from concurrent.futures import ThreadPoolExecutor
+        t_end = time.perf_counter()
+        return PendingStep(
+            cb=cb, split=split, readings=len(batch), rejects=len(rejects), signals=signals, alarms=alarms,
+            events=events, notices=notices, action_results=action_results, now_ms=now_ms, t0=t0,
+            timings={"sequence": t_rules - t0, "rules": t_alarms - t_rules, "alarms": t_end - t_alarms},
+        )
 
-                self._committer = ThreadPoolExecutor(1, thread_name_prefix="earlywarn-replay-commit")
-            fut = self._committer.submit(self._commit, cb)
-            self.sequencer.advance(split)  # in-memory marks; a failed commit fails the whole replay
-            for s in signals:
-                m.signals.labels(s.kind.value).inc()
-            for e in events:
-                m.alarm_events.labels(e.kind.value).inc()
-            m.open_alarms.set(len(self.alarms))
-            m.batch_readings.observe(len(batch))
-            return StepResult(readings=len(batch), rejects=len(rejects), signals=len(signals),
-                              duplicates=split.in_batch_dups, pending=fut)
-        committed = self._commit(cb)
-        self.sequencer.advance(split)
-        self._maybe_snapshot(committed.batch_seq, now_ms)
-
-        for a, ch in action_results:
+    def _finish(self, step: PendingStep, committed: Any) -> StepResult:
+        """After the commit of `step`: answer its actions, hand its notices over, count it."""
+        t_notify = time.perf_counter()
+        m = self.metrics
+        for a, ch in step.action_results:
             a.done.set_result(ch)
         if self.dispatcher is not None:
             d = self.dispatcher
-            if notices:
-                d.submit(notices)
-            if alarms:
-                d.refresh(alarms)
-            d.flush(now_ms)
+            if step.notices:
+                d.submit(step.notices)
+            if step.alarms:
+                d.refresh(step.alarms)
+            d.flush(step.now_ms)
             self._pending_notices.extend(d.drain_records())
 
+        split = step.split
         m.late.inc(committed.late)
         m.duplicates.inc(committed.duplicates + split.in_batch_dups)
         m.stored.inc(committed.inserted)
-        for s in signals:
+        for s in step.signals:
             m.signals.labels(s.kind.value).inc()
-        for e in events:
+        for e in step.events:
             m.alarm_events.labels(e.kind.value).inc()
         m.open_alarms.set(len(self.alarms))  # not open_alarms(): that sorts every open alarm
-        m.batch_readings.observe(len(batch))
-        m.batch_seconds.observe(time.perf_counter() - t0)
+        m.batch_readings.observe(step.readings)
+        t_end = time.perf_counter()
+        m.batch_seconds.observe(t_end - step.t0)
+        if self.trace is not None:
+            self.trace.append(step.timings | {
+                "notify": t_end - t_notify, "readings": step.readings, "signals": len(step.signals),
+                "alarm_rows": len(step.alarms), "events": len(step.events), "end": t_end,
+                "end_wall": time.time(),
+            })
         return StepResult(
-            readings=len(batch),
+            readings=step.readings,
             stored=committed.inserted,
-            rejects=len(rejects),
-            signals=len(signals),
+            rejects=step.rejects,
+            signals=len(step.signals),
             late=committed.late,
             duplicates=committed.duplicates + split.in_batch_dups,
             batch_seq=committed.batch_seq,
@@ -440,6 +575,8 @@ class Runner:
         self.error: BaseException | None = None
         self._wakes = 0  # wake-up markers put in the inbox by submit() and not yet taken out
         self._wake_lock = threading.Lock()
+        #: the step whose commit runs on the committer thread, and its messages (acknowledged once committed)
+        self._inflight: tuple[PendingStep, list[RawMessage]] | None = None
 
     def start(self) -> None:
         self.ingest.start()
@@ -468,13 +605,26 @@ class Runner:
                 return out
 
     def _loop(self) -> None:
+        """Collect -> begin step k (decode, rules, alarms; its commit handed to the committer thread) ->
+        finish step k - 1 (wait for its commit, then ack its messages, answer, notify).
+
+        So the store commits step k - 1 while this thread collects and evaluates step k, and at most two
+        commits are queued. A step is finished (acknowledged) only after its commit returned, and steps
+        are finished in order. When nothing is waiting in the inbox the step in flight is finished at
+        once, so an idle stream gets its acks and notices without waiting for more messages.
+        """
         ic = self.cfg.ingest
         try:
             while True:
                 stopping = self._stop.is_set()
+                self._finish_if_committed()
+                inflight = self._inflight
+                t_collect = time.perf_counter()
                 msgs = collect(
                     self.inbox, max_messages=ic.batch_max_readings, max_age_ms=ic.batch_max_age_ms,
-                    idle_ms=ic.idle_flush_ms, first_wait_ms=10 if stopping else 100,
+                    idle_ms=ic.idle_flush_ms,
+                    # with a commit in flight, only what is there already: else finish that step first
+                    first_wait_ms=0 if inflight is not None else 10 if stopping else 100,
                     # readings are not counted before decode; a compact reading is ~45 bytes of JSON
                     max_bytes=ic.batch_max_readings * _BYTES_PER_READING,
                 )
@@ -485,12 +635,20 @@ class Runner:
                         self._wakes -= n - len(msgs)
                 actions = self._drain_actions()
                 self.metrics.queue_depth.set(self.inbox.qsize())
-                if stopping and not msgs and not actions:
-                    break
                 if msgs:
-                    self.engine.process_messages(msgs, actions)
-                    self.ingest.ack(msgs)
+                    t_step = time.perf_counter()
+                    step = self.engine.begin_messages(msgs, actions, between=self._between_stages)
+                    if step is not None:
+                        step.timings["collect"] = t_step - t_collect
+                    self._finish_inflight()
+                    if step is None:  # nothing to commit (e.g. only empty payloads)
+                        self.ingest.ack(msgs)
+                    else:
+                        self._inflight = (step, msgs)
                 else:
+                    self._finish_inflight()
+                    if stopping and not actions:
+                        break
                     self.engine.process_batch(ReadingBatch.empty(), actions=actions)
                 if self.engine.dispatcher is not None:
                     self.engine.add_notice_records(self.engine.dispatcher.drain_records())
@@ -503,6 +661,38 @@ class Runner:
             log.exception("engine thread failed")
             self.error = e
             self._stop.set()
+            inflight = self._inflight
+            if inflight is not None and inflight[0].future is not None:
+                inflight[0].future.exception()  # let a commit in flight end before the store is closed
+
+    def _finish_inflight(self) -> None:
+        """Finish the step in flight, waiting for its commit if need be."""
+        inflight, self._inflight = self._inflight, None
+        if inflight is not None:
+            self._finish(*inflight)
+
+    def _finish_if_committed(self) -> None:
+        inflight = self._inflight
+        if inflight is not None and inflight[0].future is not None and inflight[0].future.done():
+            self._finish_inflight()
+
+    def _between_stages(self) -> None:
+        """Between the stages of the next step (see Engine.begin_messages): the step in flight is finished as
+        soon as its commit is done, and notice groups whose window has ended are flushed."""
+        self._finish_if_committed()
+        d = self.engine.dispatcher
+        if d is not None:
+            d.flush(self.engine.now_ms())
+
+    def _finish(self, step: PendingStep, msgs: list[RawMessage]) -> None:
+        """Wait for the step's commit, then acknowledge its messages (never before)."""
+        tr = self.engine.trace
+        n_trace = len(tr) if tr is not None else 0
+        self.engine.finish_step(step)
+        t_ack = time.perf_counter()
+        self.ingest.ack(msgs)
+        if tr is not None and len(tr) > n_trace:
+            tr[-1].update(ack=time.perf_counter() - t_ack, backlog=self.inbox.qsize())
 
     def stop(self, timeout_s: float = 30.0) -> None:
         """Drain what was received, commit, acknowledge, then disconnect."""
