@@ -7,7 +7,9 @@ at 10 M alarms, the SQL returns one row of integers and timestamps per alarm and
 (the state at as_of as bits, counted per group with one bincount; exact quantiles from one sort of
 packed group/duration keys instead of a holistic aggregate per group) and load's per-(site, 10-minute
 interval) counts (one sort instead of a GROUP BY with about one group per alarm). Text group keys become
-integers by a join with the cohort's distinct values, read in the same transaction. The closure report
+integers by a join with the cohort's distinct values (load), or by DuckDB's hash of the value looked up in
+numpy (closure: :func:`_hash_table`), read in the same transaction. The closure rows are streamed in
+batches and folded in place (page faults on fresh arrays cost as much as the arithmetic). The closure report
 done in DuckDB alone (``_CLOSURE_SQL`` with ``quantile_cont``) stays as the fallback and the tests' oracle.
 
 Conventions shared by every report (product.md §9, made exact here):
@@ -333,7 +335,8 @@ _CLOSURE_DUES_MISSING_SQL = (
 _CLOSURE_ROWS_SQL = (
     """
 SELECT {codes}
-       raised_at, acked_at, closed_at, {ack_due} AS ack_due, {close_due} AS close_due, {false_alarm} AS false_alarm
+       raised_at, acked_at, closed_at, {ack_due} AS ack_due, {close_due} AS close_due,
+       {false_alarm} AS false_alarm
 FROM alarms{joins}
 WHERE """
     + _COHORT_WHERE
@@ -562,7 +565,8 @@ def closure(
         [(n, first_us, last_us)] = _run(cur, _CLOSURE_EXTENT_SQL, params).fetchall()
         sql = _CLOSURE_ROWS_SQL.format(
             codes="".join(codes), joins="".join(joins),
-            ack_due=_ACK_DUE if missing else "ack_due_at", close_due=_CLOSE_DUE if missing else "close_due_at",
+            ack_due=_ACK_DUE if missing else "ack_due_at",
+            close_due=_CLOSE_DUE if missing else "close_due_at",
             false_alarm=_CLOSURE_FALSE_ALARM_HASH if hashed else _CLOSURE_FALSE_ALARM_TEST,
         )  # fmt: skip
         # streamed: each batch is folded into the per-alarm arrays and let go (materializing the whole
@@ -674,7 +678,12 @@ def _closure_from_rows(
         for i, (name, span, lo) in enumerate(zip(by, spans, lows, strict=True)):
             if _GROUP_CODES[name][0] == "dim":
                 g = col(f"g{i}")
-                g = tables[i][g] if i in tables else g.astype(np.int64, copy=False)
+                if i in tables:
+                    g = tables[i][g]
+                    if m and g.min() < 0:
+                        return None  # a value not among the distinct ones: cannot happen in one snapshot
+                else:
+                    g = g.astype(np.int64, copy=False)
             else:
                 g = _bucket_code(name, raised)
             if i == 0:

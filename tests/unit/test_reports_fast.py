@@ -103,7 +103,9 @@ WINDOWS = [
 ]
 
 
-def _against_oracle(con: duckdb.DuckDBPyConnection, by: tuple[str, ...], monkeypatch: pytest.MonkeyPatch) -> None:
+def _against_oracle(
+    con: duckdb.DuckDBPyConnection, by: tuple[str, ...], monkeypatch: pytest.MonkeyPatch
+) -> None:
     for since, until, as_of in WINDOWS:
         args = {"since_ms": since, "until_ms": until, "as_of_ms": as_of, "by": by}
         fast = reports.closure(con, **args)
@@ -150,13 +152,16 @@ def test_closure_scan_variants_equal_duckdb_alone(
 
 
 @pytest.mark.parametrize("late_skew", [False, True], ids=["no skew", "skew in the last batch"])
-def test_closure_packed_keys_turn_raw_on_a_negative_duration(late_skew: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_closure_packed_keys_turn_raw_on_a_negative_duration(
+    late_skew: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # without clock skew the quantile keys are packed while the batches are folded; an ack stamped before
     # its raise in the last batch unpacks the keys of the batches before it
     con = _history(9, 4000, skew=0.0)
     if late_skew:
         con.execute(
-            "INSERT INTO alarms (alarm_id, site, plant, district, tag, rule_id, severity, state, raised_at, acked_at,"
+            "INSERT INTO alarms (alarm_id, site, plant, district, tag, rule_id, severity, state, raised_at,"
+            " acked_at,"
             " closed_at, disposition, occurrences, escalation_tier) VALUES"
             " ('z', 's1', 'dust', 'd1', 't', 'rule1', 'red', 'closed', ?, ?, ?, 'false_alarm', 1, 'plant')",
             [_ts(T0 + 5 * DAY), _ts(T0 + 5 * DAY - 1500), _ts(T0 + 5 * DAY - 700)],
@@ -164,7 +169,9 @@ def test_closure_packed_keys_turn_raw_on_a_negative_duration(late_skew: bool, mo
     monkeypatch.setattr(reports, "_CHUNK_ROWS", 1000)
     unpacked: list[int] = []
     unpack = reports._unpack_keys
-    monkeypatch.setattr(reports, "_unpack_keys", lambda keys, bits: (unpacked.append(len(keys)), unpack(keys, bits)))
+    monkeypatch.setattr(
+        reports, "_unpack_keys", lambda keys, bits: (unpacked.append(len(keys)), unpack(keys, bits))
+    )
     for by in [("site", "week"), ("rule", "severity"), ()]:
         _against_oracle(con, by, monkeypatch)
     assert bool(unpacked) == late_skew
@@ -197,19 +204,23 @@ def test_closure_reopened_and_week_spanning_alarms(monkeypatch: pytest.MonkeyPat
     ]
     for aid, raised, acked, closed, occ in rows:
         con.execute(
-            "INSERT INTO alarms (alarm_id, site, plant, district, tag, rule_id, severity, state, raised_at, acked_at,"
+            "INSERT INTO alarms (alarm_id, site, plant, district, tag, rule_id, severity, state, raised_at,"
+            " acked_at,"
             " closed_at, disposition, occurrences, escalation_tier, ack_due_at, close_due_at) VALUES"
             " (?, 's1', 'dust', 'd1', 't', 'r1', 'orange', 'closed', ?, ?, ?, ?, ?, 'plant', ?, ?)",
             [aid, _ts(raised), _ts(acked), _ts(closed), "false_alarm" if closed else None, occ,
              _ts(raised + 10 * MIN), _ts(raised + HOUR)],
         )  # fmt: skip
     as_of = sunday + 5 * DAY
-    df = reports.closure(con, since_ms=T0 - 7 * DAY, until_ms=T0 + 14 * DAY, as_of_ms=as_of, by=("site", "week"))
+    df = reports.closure(
+        con, since_ms=T0 - 7 * DAY, until_ms=T0 + 14 * DAY, as_of_ms=as_of, by=("site", "week")
+    )
     # Sunday 23:00 and 23:59 are in the week of Monday 12-29, Monday 00:00 in the next one
     assert df["week"].to_list() == [dt.date(2025, 12, 29), dt.date(2026, 1, 5)]
     first, second = df.iter_rows(named=True)
     # a1 closed late (Monday 02:00), a4 closed late, a2 open past its deadline
-    assert (first["raised"], first["closed"], first["overdue"], first["due"], first["pending"]) == (3, 2, 1, 3, 0)
+    counts = (first["raised"], first["closed"], first["overdue"], first["due"], first["pending"])
+    assert counts == (3, 2, 1, 3, 0)
     assert (first["acked_on_time"], first["on_time_close_rate"], first["false_alarm_share"]) == (1, 0.0, 1.0)
     # a3: its close comes after as_of, so it is open and overdue; acked 1 ms after the raise
     assert (second["raised"], second["closed"], second["overdue"], second["acked_on_time"]) == (1, 0, 1, 1)
@@ -290,3 +301,26 @@ def test_load_empty_window() -> None:
     assert df.height > 0 and df["alarms"].to_list() == [0] * df.height
     assert df["max_per_10min"].to_list() == [0] * df.height
     assert pl.Series(df["red_share"]).null_count() == df.height
+
+
+def test_closure_falls_back_to_duckdb_when_a_code_is_unknown(monkeypatch: pytest.MonkeyPatch) -> None:
+    # a row whose key is missing from the lookup table (cannot happen in one snapshot) must not be counted
+    # in a wrong group: the report is then done in DuckDB alone
+    con = _history(1, 500)
+    real = reports._hash_table
+
+    def missing_first(hashes: Any) -> Any:
+        p, table = real(hashes)
+        table = table.copy()
+        table[table == 0] = -1
+        return p, table
+
+    args = {"since_ms": T0, "until_ms": T0 + 40 * DAY, "as_of_ms": T0 + 40 * DAY, "by": ("site", "week")}
+    monkeypatch.setattr(reports, "_hash_table", missing_first)
+    fell_back: list[bool] = []
+    sql = reports._closure_sql
+    monkeypatch.setattr(reports, "_closure_sql", lambda *a: (fell_back.append(True), sql(*a))[1])
+    fast = reports.closure(con, **args)
+    assert fell_back
+    monkeypatch.setattr(reports, "_SQL_QUANTILES", True)
+    _same(fast, reports.closure(con, **args))
