@@ -31,7 +31,9 @@ time from the alarm's raise to the channel's send (window + tick + queueing + re
 DuckDB store, rules, alarm lifecycle) and the production Dispatcher (`pipeline.build_dispatcher`: MQTT channel
 through a pipe to another process, as ProcessIngest does; webhooks POSTed to a real HTTP server on loopback in
 another process; the log channel to a file; ThreadedExecutor), fed pre-built 100-reading payloads of 500 sites
-back to back at its maximum rate (50 000 readings a batch, like a draining micro-batch). Every batch also carries
+at its maximum rate: through the live `pipeline.Runner` loop (collect, pipelined commit, ack, notify) from an
+in-memory inbox topped up with a round of payloads (50 000 readings) whenever less than one is waiting, or with
+--inline as before: process_messages back to back on the bench thread, one round a batch. Every batch also carries
 the flood-shaped readings due at 10 000 per minute: in the baseline phases on tags whose rules never fire, in
 the flood phase on tags that raise 10 000 alarms (10 % red) over the minute — the same work except for the
 alarms and their notices. Per variant (a, b, c; a fresh engine each): baseline, flood, drain (window + 1 s,
@@ -530,9 +532,69 @@ class _NoDispatcher:
         pass
 
 
+class _FeedIngest:
+    """The live Runner's ingest for the engine phases: the bench fills the inbox; acks are counted."""
+
+    def __init__(self) -> None:
+        self.acked = 0
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+    def ack(self, messages: Any) -> int:
+        n = len(messages)
+        self.acked += n
+        return n
+
+
+class _RunnerDriver:
+    """`earlywarn run`'s engine loop (pipeline.Runner: collect, step, commit, ack, notify) on its own thread,
+    fed from an in-memory inbox kept about a payload round ahead: the engine drains a backlog at its maximum
+    rate, in the micro-batches `collect` cuts, as it would from the broker."""
+
+    def __init__(self, cfg: Any, engine: Any, metrics: Any) -> None:
+        import queue
+
+        from earlywarn.pipeline import Runner
+
+        self.inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.ingest = _FeedIngest()
+        self.metrics = metrics
+        self.runner = Runner(cfg, engine=engine, metrics=metrics, ingest=self.ingest, inbox=self.inbox)
+        self.runner.start()
+        self._cpu_clock = time.pthread_getcpuclockid(self.runner._thread.ident)  # type: ignore[arg-type]
+        self.stopped = False
+
+    def thread_cpu_s(self) -> float:
+        return time.clock_gettime(self._cpu_clock)
+
+    def counter(self, name: str) -> float:
+        return self.metrics.registry.get_sample_value(name) or 0.0
+
+    def signals(self) -> float:
+        return sum(s.value for m in self.metrics.registry.collect() if m.name == "earlywarn_rules_signals"
+                   for s in m.samples if s.name.endswith("_total"))
+
+    def stop(self) -> None:
+        if not self.stopped:
+            self.stopped = True
+            self.runner.stop(120)
+            if self.runner.error is not None:
+                raise RuntimeError(f"engine thread failed: {self.runner.error!r}")
+
+
 def _run_phase(engine: Any, feed: _Feed, duration_s: float, set_name: bytes, value: float,
-               pairs: Any) -> dict[str, Any]:
-    """The engine at its maximum rate for `duration_s`, with flood-shaped readings due at 10 000 / minute."""
+               pairs: Any, driver: _RunnerDriver | None = None) -> dict[str, Any]:
+    """The engine at its maximum rate for `duration_s`, with flood-shaped readings due at 10 000 / minute.
+
+    Without `driver`: process_messages back to back on this thread, one 50 000-reading batch a step. With it:
+    the live Runner's loop drains an inbox this thread tops up with a payload round whenever less than one is
+    waiting."""
+    if driver is not None:
+        return _run_phase_runner(driver, feed, duration_s, set_name, value, pairs)
     d = engine.dispatcher or _NoDispatcher()
     readings = batches = flood = 0
     signals = 0
@@ -561,9 +623,45 @@ def _run_phase(engine: Any, feed: _Feed, duration_s: float, set_name: bytes, val
             "readings_per_process_cpu_s": readings / proc, "mean_batch_s": wall / max(1, batches)}
 
 
+def _run_phase_runner(driver: _RunnerDriver, feed: _Feed, duration_s: float, set_name: bytes, value: float,
+                      pairs: Any) -> dict[str, Any]:
+    flood = 0
+    per_s = E_FLOOD_PER_MIN / 60
+    v = b"%g" % value
+    stored0 = driver.counter("earlywarn_store_readings_total")
+    batches0 = driver.counter("earlywarn_batch_readings_count")
+    signals0 = driver.signals()
+    t0 = time.perf_counter()
+    cpu0 = driver.thread_cpu_s()
+    proc0 = time.process_time()
+    while (el := time.perf_counter() - t0) < duration_s:
+        if driver.inbox.qsize() >= E_SITES:  # one payload round (50 000 readings) waiting at most
+            time.sleep(0.002)
+            continue
+        extra: dict[int, list[bytes]] = {}
+        while flood < int(el * per_s):
+            i, j = next(pairs)
+            extra.setdefault(i, []).append(b'{"tag":"%s%d","value":%s}' % (set_name, j, v))
+            flood += 1
+        for m in feed.batch(extra):
+            driver.inbox.put(m)
+    wall = time.perf_counter() - t0
+    cpu = driver.thread_cpu_s() - cpu0
+    proc = time.process_time() - proc0
+    readings = int(driver.counter("earlywarn_store_readings_total") - stored0)
+    batches = int(driver.counter("earlywarn_batch_readings_count") - batches0)
+    return {"readings": readings, "batches": batches, "flood_readings": flood,
+            "signals": int(driver.signals() - signals0), "wall_s": wall, "engine_thread_cpu_s": cpu,
+            "process_cpu_s": proc, "readings_per_s": readings / wall,
+            "readings_per_engine_cpu_s": readings / cpu,
+            "readings_per_process_cpu_s": readings / proc, "mean_batch_s": wall / max(1, batches)}
+
+
 def run_engine_flood(variant: str, notify_toml: str | None, sinks: _Sinks, *, flood_s: float, base_s: float,
-                     seed: int, profile: Path | None = None) -> dict[str, Any]:
-    """One variant on a fresh engine; `notify_toml` None = no dispatcher at all (what the alarms alone cost)."""
+                     seed: int, profile: Path | None = None, runner: bool = True) -> dict[str, Any]:
+    """One variant on a fresh engine; `notify_toml` None = no dispatcher at all (what the alarms alone cost).
+    `runner`: the phases run through the live Runner loop (see _RunnerDriver), else process_messages
+    inline."""
     from earlywarn.app import build_engine
     from earlywarn.config import load_config
     from earlywarn.metrics import Metrics
@@ -595,6 +693,7 @@ def run_engine_flood(variant: str, notify_toml: str | None, sinks: _Sinks, *, fl
 
             engine.dispatcher.flush = stamped_flush
         feed = _Feed(seed)
+        driver: _RunnerDriver | None = None
         below = itertools.cycle(feed.pairs)
         flood_pairs = itertools.cycle(feed.pairs)
         try:
@@ -603,16 +702,18 @@ def run_engine_flood(variant: str, notify_toml: str | None, sinks: _Sinks, *, fl
             engine.process_messages(feed.batch({i: [b'{"tag":"%s%d","value":%g}' % (k, j, E_LIMIT / 2)
                                                     for k in (b"z", b"f") for j in range(E_FLOOD_TAGS)]
                                                 for i in range(E_SITES)}))
-            _run_phase(engine, feed, 3.0, b"z", E_LIMIT / 2, below)
+            if runner:
+                driver = _RunnerDriver(cfg, engine, metrics)
+            _run_phase(engine, feed, 3.0, b"z", E_LIMIT / 2, below, driver)
             sinks.take()
-            before = _run_phase(engine, feed, base_s, b"z", E_LIMIT / 2, below)
+            before = _run_phase(engine, feed, base_s, b"z", E_LIMIT / 2, below, driver)
             prof = None
-            if profile is not None:
+            if profile is not None and driver is None:
                 import cProfile
 
                 prof = cProfile.Profile()
                 prof.enable()
-            during = _run_phase(engine, feed, flood_s, b"f", E_LIMIT * 1.5, flood_pairs)
+            during = _run_phase(engine, feed, flood_s, b"f", E_LIMIT * 1.5, flood_pairs, driver)
             if prof is not None:
                 prof.disable()
                 import pstats
@@ -625,19 +726,29 @@ def run_engine_flood(variant: str, notify_toml: str | None, sinks: _Sinks, *, fl
             # an idle step with nothing to commit returns before the dispatcher's flush) until the last
             # windows have closed and their deliveries are done
             window_s = max([cfg.notify.group_wait_ms, *cfg.notify.group_wait_by_severity_ms.values()]) / 1000
-            _run_phase(engine, feed, window_s + 1, b"z", E_LIMIT / 2, below)
-            while d.pending()["groups"]:
-                _run_phase(engine, feed, 0.5, b"z", E_LIMIT / 2, below)
-            d.wait_idle(60)
-            engine.add_notice_records(d.drain_records())
-            engine.idle()
+            _run_phase(engine, feed, window_s + 1, b"z", E_LIMIT / 2, below, driver)
+            if driver is None:
+                while d.pending()["groups"]:
+                    _run_phase(engine, feed, 0.5, b"z", E_LIMIT / 2, below)
+                d.wait_idle(60)
+                engine.add_notice_records(d.drain_records())
+                engine.idle()
+            else:  # the engine thread owns the dispatcher: let it go idle (its idle steps flush)
+                while not driver.inbox.empty():
+                    time.sleep(0.01)
+                time.sleep(1.0)
             received = sinks.take()
-            after = _run_phase(engine, feed, base_s, b"z", E_LIMIT / 2, below)
+            after = _run_phase(engine, feed, base_s, b"z", E_LIMIT / 2, below, driver)
+            if driver is not None:
+                driver.stop()  # drains, commits, closes the dispatcher (sends open groups), checkpoints
             open_alarms = len(engine.alarms.open_alarms())
             n_notices = engine.store.sql("SELECT count(DISTINCT notice_id), count(*) FROM notices")[0]
             outcomes = dict(engine.store.sql("SELECT outcome, count(*) FROM notices GROUP BY ALL"))
         finally:
-            d.close()
+            if driver is not None:
+                driver.stop()
+            else:
+                d.close()
             engine.store.close()
             root.removeHandler(handler)
             handler.close()
@@ -701,6 +812,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="which of n (no notify stage), a, b, c to run with --engine")
     ap.add_argument("--flood-s", type=float, default=None, help="engine flood phase (default 60 s; quick 15 s)")
     ap.add_argument("--base-s", type=float, default=None, help="engine baseline phases (default 30 s; quick 10 s)")
+    ap.add_argument("--inline", action="store_true",
+                    help="engine phases: process_messages back to back on the bench thread (as before) "
+                         "instead of the live Runner loop")
     ap.add_argument("--profile", action="store_true", help="cProfile the engine's flood phase (results/)")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
@@ -781,7 +895,7 @@ def main(argv: list[str] | None = None) -> int:
                 label, toml = tomls[key]
                 prof = RESULTS.parent / f"profile-notify-flood-{key}.txt" if args.profile else None
                 r = eng[label] = run_engine_flood(label, toml, sinks, flood_s=flood_s, base_s=base_s,
-                                                  seed=args.seed, profile=prof)
+                                                  seed=args.seed, profile=prof, runner=not args.inline)
                 b0, f, b1 = r["baseline_before"], r["flood"], r["baseline_after"]
                 print(f"  {label:<30} readings/s before {b0['readings_per_s']:,.0f}, flood {f['readings_per_s']:,.0f},"
                       f" after {b1['readings_per_s']:,.0f}: flood / baselines {r['ratio_flood_over_baselines']:.3f}"
