@@ -31,9 +31,9 @@ time from the alarm's raise to the channel's send (window + tick + queueing + re
 DuckDB store, rules, alarm lifecycle) and the production Dispatcher (`pipeline.build_dispatcher`: MQTT channel
 through a pipe to another process, as ProcessIngest does; webhooks POSTed to a real HTTP server on loopback in
 another process; the log channel to a file; ThreadedExecutor), fed pre-built 100-reading payloads of 500 sites
-at its maximum rate: through the live `pipeline.Runner` loop (collect, pipelined commit, ack, notify) from an
-in-memory inbox topped up with a round of payloads (50 000 readings) whenever less than one is waiting, or with
---inline as before: process_messages back to back on the bench thread, one round a batch. Every batch also carries
+at its maximum rate: through the live `pipeline.Runner` loop (collect, pipelined commit, ack, notify) from
+an in-memory inbox topped up with a round of payloads (50 000 readings) whenever less than one is waiting,
+or with --inline as before: process_messages back to back on the bench thread, one round a batch. Every batch also carries
 the flood-shaped readings due at 10 000 per minute: in the baseline phases on tags whose rules never fire, in
 the flood phase on tags that raise 10 000 alarms (10 % red) over the minute — the same work except for the
 alarms and their notices. Per variant (a, b, c; a fresh engine each): baseline, flood, drain (window + 1 s,
