@@ -1054,15 +1054,27 @@ class RuleEngine:
     def _apply_gates(self, b: _Batch, ch: tuple[Any, ...]) -> None:
         """`when` gates: c &= gate, d |= not gate, with the gate evaluated as of each point."""
         _, inst, _, c, d, _, a, mask, seg = ch
-        if seg is not None:
-            inst = np.repeat(inst, seg[3])
-        gate = self._p["gate"][self._inst_row[inst]]
+        gate_of = self._p["gate"]
+        if seg is not None:  # inst per sensor segment: the gated segments' points only
+            has_s, _, lo, n_s = seg
+            gate_s = np.where(has_s, gate_of.take(self._inst_row.take(inst)), -1)
+            gs = np.flatnonzero(gate_s >= 0)
+            pos = expand_ranges(lo[gs], n_s[gs])
+            gate = np.repeat(gate_s[gs], n_s[gs])
+        else:
+            gate = gate_of.take(self._inst_row.take(inst))
+            pos = np.flatnonzero(gate >= 0)
+            gate = gate.take(pos)
         if mask is not None:
-            gate = np.where(mask, gate, -1)
+            keep = mask.take(pos)
+            pos, gate = pos[keep], gate[keep]
+        if not len(pos):
+            return
         srow_of_a = b.site_rows().row_of_a
-        for g in np.unique(gate[gate >= 0]).tolist():
-            sel = np.flatnonzero(gate == g)
-            gv = self._eval_expr(b, self._gates[int(g)], srow_of_a[a[sel]])
+        ids = np.unique(gate).tolist()
+        for g in ids:
+            sel = pos if len(ids) == 1 else pos[gate == g]
+            gv = self._eval_expr(b, self._gates[int(g)], srow_of_a.take(a.take(sel)))
             c[sel] &= gv
             d[sel] |= ~gv
 
@@ -1148,40 +1160,46 @@ class RuleEngine:
     def _asof(self, b: _Batch, tag: str, pts: np.ndarray) -> np.ndarray:
         """Latest good value of (site, tag) at or before each row `pts` of the site stream (NaN: none).
 
-        Only the queried rows are answered: the good rows of the tag are sorted positions of the site
-        stream (`_Rows.tag_rows`), so a binary search gives the latest one at or before each query; it
-        counts if it lies in the query's site segment, else the value carried from earlier batches.
+        The good rows of the tag are sorted positions of the site stream (`_Rows.tag_rows`): a binary
+        search gives the latest one at or before each query, which counts if it lies in the query's site
+        segment, else the value carried from earlier batches.
         """
         rows = b.site_rows()
         ti = self._tag_idx.get(tag)
         if ti is None or not len(pts):
             return np.full(len(pts), np.nan)
-        carry = b.asof_carry.get(ti)
-        if carry is None:  # per site: the latest good value before this batch (NaN: none)
-            sid_col = self._sidm[:, ti]
-            carry = b.asof_carry[ti] = np.where(sid_col >= 0, b.last_good_prev[np.maximum(sid_col, 0)], np.nan)
-        gp = rows.tag_rows(ti)
-        site = rows.site.take(pts)
-        if not len(gp):
-            return carry.take(site)
-        k = np.searchsorted(gp, pts, "right") - 1
-        last = gp.take(np.maximum(k, 0))
-        inside = (k >= 0) & (last >= rows.seg_first.take(pts))
-        return np.where(inside, rows.val.take(last), carry.take(site))
+        gx = b.asof_rows.get(ti)
+        if gx is None:  # the tag's good rows after a -1 ("none before")
+            gx = b.asof_rows[ti] = np.concatenate((np.full(1, -1, _I64), rows.tag_rows(ti)))
+        last = gx.take(np.searchsorted(gx[1:], pts, "right"))
+        res = rows.val.take(last)  # (last = -1: a wrong value, replaced below)
+        out = np.flatnonzero(last < rows.seg_first.take(pts))  # none in the query's site segment
+        if len(out):
+            carry = b.asof_carry.get(ti)
+            if carry is None:  # per site: the latest good value before this batch (NaN: none)
+                sid_col = self._sidm[:, ti]
+                carry = b.asof_carry[ti] = np.where(
+                    sid_col >= 0, b.last_good_prev[np.maximum(sid_col, 0)], np.nan)
+            res[out] = carry.take(rows.site.take(pts.take(out)))
+        return res
 
     def _eval_expr(self, b: _Batch, e: Expr, pts: np.ndarray) -> np.ndarray:
+        """An expression as of each row `pts` of the site stream. `and` / `or` evaluate an item only at
+        the points their earlier items left open (the items are pure: the same result, less work)."""
         if isinstance(e, Cmp):
             v = self._asof(b, e.tag, pts)
             return np.asarray(~np.isnan(v) & _cmp(v, e.op, e.value), dtype=bool)
-        if isinstance(e, And):
+        if isinstance(e, (And, Or)):
+            is_and = isinstance(e, And)
             r = self._eval_expr(b, e.items[0], pts)
             for it in e.items[1:]:
-                r = r & self._eval_expr(b, it, pts)
-            return r
-        if isinstance(e, Or):
-            r = self._eval_expr(b, e.items[0], pts)
-            for it in e.items[1:]:
-                r = r | self._eval_expr(b, it, pts)
+                open_ = np.flatnonzero(r) if is_and else np.flatnonzero(~r)
+                if not len(open_):
+                    break
+                if len(open_) == len(r):
+                    r = self._eval_expr(b, it, pts)
+                else:
+                    r[open_] = self._eval_expr(b, it, pts.take(open_))
             return r
         assert isinstance(e, Not)
         return ~self._eval_expr(b, e.item, pts)
@@ -1726,6 +1744,7 @@ class _Batch:
         self.clock_prev = NONE_TS
         self.site_newest_prev = np.zeros(0, _I64)
         self.asof_carry: dict[int, np.ndarray] = {}  # tag code -> per-site carried value (_asof)
+        self.asof_rows: dict[int, np.ndarray] = {}  # tag code -> -1, then its good rows (_asof)
         self._rows: _Rows | None = None
 
     def site_rows(self) -> _Rows:
