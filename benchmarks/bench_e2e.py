@@ -453,7 +453,8 @@ def run(quick: bool, *, smoke: bool = False, latency_at: tuple[float, ...] = (),
                 print(f"  {label:15} engine {eng['readings_s']:>11,.0f} r/s  bare paho {bare:>11,.0f}  "
                       f"mosquitto_sub {sub or 0:>11,.0f}  ratio {row['ratio_vs_bare']:.2f}  "
                       f"signals {eng['signals']:.0f}; {eng['batches']:.0f} batches of {eng['mean_batch_readings']:,.0f}, "
-                      f"in batches {eng['batch_s']:.2f} s (rules {eng['rules_s']:.2f}, commit {eng['write_s']:.2f}) "
+                      f"steps {eng['batch_s']:.2f} s (rules {eng['rules_s']:.2f}, "
+                      f"commit {eng['write_s']:.2f}, overlapping the next step's evaluation) "
                       f"of {eng['seconds']:.2f} s", flush=True)
                 figs.append(Figure("e2e", f"{label} through mosquitto, QoS 1", eng["readings_s"], "readings/s",
                                    baseline=bare, baseline_label="bare paho subscriber", target_ratio=0.8,
