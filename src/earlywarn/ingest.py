@@ -145,6 +145,8 @@ class MqttIngest:
         self.client.on_disconnect = self._on_disconnect
         self._last_fail: tuple[str, float] = ("", 0.0)
         self.client.on_message = self._on_message
+        self.client.on_subscribe = self._on_subscribe
+        self._sub_mid: int | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -208,8 +210,26 @@ class MqttIngest:
             self.cfg.host, self.cfg.port, getattr(flags, "session_present", "?"),
         )
         if self._subscribe:
-            # resubscribe every time: harmless when the session kept the subscription, vital when it did not
-            client.subscribe([(t, 1) for t in self.cfg.topics])
+            # resubscribe every time: harmless when the session kept the subscription, vital when it did not.
+            # Ready only at the SUBACK: a gateway that publishes as soon as we say "connected" would
+            # otherwise race the subscription, and the broker drops what no subscription matches.
+            _, self._sub_mid = client.subscribe([(t, 1) for t in self.cfg.topics])
+        else:
+            self._ready()
+
+    def _on_subscribe(
+        self, client: mqtt.Client, userdata: Any, mid: int, reason_codes: Any, properties: Any
+    ) -> None:
+        if mid != self._sub_mid:
+            return
+        for topic, rc in zip(self.cfg.topics, reason_codes or (), strict=False):
+            if getattr(rc, "is_failure", False):
+                # nothing will arrive on it and nothing retries: say so loudly (an ACL, a bad filter)
+                log.error("broker refused the subscription to %r: %s", topic, rc)
+        self._ready()
+
+    def _ready(self) -> None:
+        """Connected and subscribed: messages published from now on reach us."""
         self._connected.set()
         self.metrics.broker_connected.set(1)
 
@@ -272,10 +292,9 @@ def _child_main(cfg: BrokerConfig, conn: Any) -> None:  # runs in the child proc
             conn.send(obj)
 
     class _Reporting(MqttIngest):
-        def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
-            super()._on_connect(client, userdata, flags, rc, props)
-            if self.connected:
-                send(("conn", True, self._session))
+        def _ready(self) -> None:
+            super()._ready()
+            send(("conn", True, self._session))
 
         def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
             super()._on_disconnect(client, userdata, flags, rc, props)
