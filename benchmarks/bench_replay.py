@@ -176,9 +176,10 @@ def rules_only(n: int, repeats: int, profile: bool, chunk: int = 1_000_000) -> d
         best = min(best, cpu)
         per_min = np.minimum(per_min, per)
     res: dict[str, Any] = {
-        "readings": frame.height, "evaluated": n_ev, "signals": n_sig, "chunks": len(parts), "repeats": repeats,
-        "cpu_s_best": best, "cpu_s_min_per_chunk": float(per_min.sum()),
-        "readings_per_cpu_s": frame.height / best, "readings_per_cpu_s_min_per_chunk": frame.height / per_min.sum(),
+        "readings": frame.height, "evaluated": n_ev, "signals": n_sig, "chunks": len(parts),
+        "repeats": repeats, "cpu_s_best": best, "cpu_s_min_per_chunk": float(per_min.sum()),
+        "readings_per_cpu_s": frame.height / best,
+        "readings_per_cpu_s_min_per_chunk": frame.height / per_min.sum(),
         "load_avg_before": load_before, "load_avg_after": os.getloadavg(),
     }
     if profile:
@@ -211,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rules only (shipped packs, {r['chunks']} chunks, best of {r['repeats']}): {n:,} readings, "
               f"{r['evaluated']:,} evaluated, {r['signals']:,} signals")
         print(f"  cpu {r['cpu_s_best']:.2f} s  {r['readings_per_cpu_s']:>12,.0f} readings/cpu-s   "
-              f"(min per chunk: {r['cpu_s_min_per_chunk']:.2f} s, {r['readings_per_cpu_s_min_per_chunk']:,.0f}/s)")
+              f"(min per chunk: {r['cpu_s_min_per_chunk']:.2f} s, "
+              f"{r['readings_per_cpu_s_min_per_chunk']:,.0f}/s)")
         print(f"  load average before {r['load_avg_before']}, after {r['load_avg_after']}")
         if "profile" in r:
             print(r["profile"])

@@ -29,7 +29,8 @@ def pack() -> list[RuleSpec]:
     return [
         RuleSpec(id="x", kind=RuleKind.EXPR, plant="t", severity=Severity.RED,
                  expr=And((Cmp("a", ">", 2.0), Cmp("b", "<", 5.0)))),
-        RuleSpec(id="hi_d", kind=RuleKind.THRESHOLD, plant="t", severity=Severity.BLUE, tag="d", op=">", limit=3.0,
+        RuleSpec(id="hi_d", kind=RuleKind.THRESHOLD, plant="t", severity=Severity.BLUE, tag="d", op=">",
+                 limit=3.0,
                  when=Cmp("c", ">=", 1.0)),
     ]
 
@@ -60,7 +61,8 @@ class Checked(RuleEngine):
         rng = np.random.default_rng(n)
         for name in (*TAGS, "zz"):
             ti = self._tag_idx.get(name, -1)
-            for pts in (np.arange(n), rng.permutation(n), rng.permutation(n)[: n // 3], np.zeros(0, np.int64)):
+            some = rng.permutation(n)[: n // 3]
+            for pts in (np.arange(n), rng.permutation(n), some, np.zeros(0, np.int64)):
                 got = self._asof(b, name, pts)
                 want = [scalar_asof(rows.site, rows.tag, rows.val, rows.good, int(q), ti,
                                     self.known.get((int(rows.site[q]), ti), math.nan)) for q in pts]
@@ -82,7 +84,8 @@ def batches(draw: Any) -> list[list[tuple[Any, ...]]]:
         ts += draw(st.sampled_from((0, 5, 5, 10)))
         back = draw(st.sampled_from((0,) * 8 + (7, 30)))  # a late / out-of-order reading now and then
         value = None if draw(st.integers(0, 10)) == 0 else draw(st.integers(0, 8)) * 1.0
-        rs.append((draw(st.sampled_from((*SITES, "sx"))), draw(st.sampled_from(TAGS + PLAIN)), max(0, ts - back),
+        site, tag = draw(st.sampled_from((*SITES, "sx"))), draw(st.sampled_from(TAGS + PLAIN))
+        rs.append((site, tag, max(0, ts - back),
                    value, draw(st.sampled_from((0,) * 8 + (1, 2)))))
     cuts = sorted(draw(st.lists(st.integers(0, n), max_size=4)))
     out, prev = [], 0
