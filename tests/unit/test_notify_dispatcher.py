@@ -150,7 +150,8 @@ def test_fifty_alarms_in_the_window_make_one_notice_per_recipient() -> None:
 
 def test_window_opens_at_the_first_alarm_and_later_alarms_start_a_new_group() -> None:
     rig = Rig()
-    a, b, c = alarm(1), alarm(2), alarm(3)
+    # each alarm raised when it is submitted (the engine hands it over at once)
+    a, b, c = alarm(1), alarm(2, raised_at_ms=T0_MS + GROUP_WAIT_MS - 1), alarm(3, raised_at_ms=T0_MS + GROUP_WAIT_MS)
     rig.d.submit([(a, ev(a))])
     rig.clock.advance(GROUP_WAIT_MS - 1)
     rig.d.submit([(b, ev(b))])
@@ -163,6 +164,31 @@ def test_window_opens_at_the_first_alarm_and_later_alarms_start_a_new_group() ->
     (n2,) = rig.tick(1)
     assert [na.alarm.alarm_id for na in n2.alarms] == [c.alarm_id]
     assert rig.d.next_due_ms() is None
+
+
+def test_the_window_counts_from_the_raise_not_from_the_hand_over() -> None:
+    """product.md §7: alarms *raised* within the window are coalesced. The engine's queue and step before
+    the hand-over are inside the window, not added on top of it."""
+    rig = Rig()
+    rig.clock.advance(400)  # the engine took 400 ms from the reading to the committed alarm
+    a = alarm(1)  # raised at T0
+    rig.d.submit([(a, ev(a))])
+    assert rig.d.next_due_ms() == T0_MS + GROUP_WAIT_MS  # not T0 + 400 + window
+    assert rig.tick(GROUP_WAIT_MS - 400 - 1) == []
+    (n1,) = rig.tick(1)
+    assert [na.alarm.alarm_id for na in n1.alarms] == [a.alarm_id]
+
+    # older than its window (late data, a backlog after an outage): out at the next flush, not later
+    late = alarm(2, raised_at_ms=rig.clock.now_ms() - 3 * GROUP_WAIT_MS)
+    rig.d.submit([(late, ev(late))])
+    assert rig.d.next_due_ms() == rig.clock.now_ms()
+    (n2,) = rig.tick(0)
+    assert [na.alarm.alarm_id for na in n2.alarms] == [late.alarm_id]
+
+    # stamped ahead of the engine clock (a device clock running fast): the whole window from now
+    ahead = alarm(3, raised_at_ms=rig.clock.now_ms() + 60_000)
+    rig.d.submit([(ahead, ev(ahead))])
+    assert rig.d.next_due_ms() == rig.clock.now_ms() + GROUP_WAIT_MS
 
 
 def test_sites_reasons_and_audiences_group_separately() -> None:
@@ -553,7 +579,7 @@ def test_a_shorter_window_per_severity_pulls_the_group_forward() -> None:
     mqtt = MemoryChannel("mqtt")
     d = Dispatcher(SITES, NotifyConfig(group_wait_ms=GROUP_WAIT_MS), AlarmsConfig(), channels={"mqtt": mqtt},
                    log=InMemoryNotificationLog(), clock=clock, group_wait_ms_by_severity={Severity.RED: 1_000})
-    yellow, red = alarm(1, severity=Severity.YELLOW), alarm(2)
+    yellow, red = alarm(1, severity=Severity.YELLOW), alarm(2, raised_at_ms=T0_MS + 500)
     d.submit([(yellow, ev(yellow))])
     assert d.next_due_ms() == T0_MS + GROUP_WAIT_MS
     clock.advance(500)

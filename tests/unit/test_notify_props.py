@@ -62,6 +62,8 @@ def test_exactly_once_across_restarts(ops: list[tuple]) -> None:
     d = start()
     flushes: list[int] = []
     closes: list[int] = []
+    # ((alarm id, reason, tier), handed over at, due at, flushes before it) of each new notice key
+    dues: list[tuple[tuple[str, str, str], int, int, int]] = []
     expected: set[NoticeKey] = set()
     muted_ids: set[str] = set()
     for o in ops:
@@ -72,10 +74,15 @@ def test_exactly_once_across_restarts(ops: list[tuple]) -> None:
             reason = REASON_OF_EVENT[kind]
             ts_ms = T0_MS + ts_step * 1000
             key_tier = "plant" if reason is NoticeReason.RAISED else a.escalation_tier.label
+            key = NoticeKey.of(a.alarm_id, reason.value, key_tier, ts_ms)
             if muted:
                 muted_ids.add(a.alarm_id)
-            else:
-                expected.add(NoticeKey.of(a.alarm_id, reason.value, key_tier, ts_ms))
+            elif key not in expected:  # a repeated key is skipped as a duplicate: it joins no group
+                expected.add(key)
+                # the window counts from the raise, never before the hand-over (product.md §7)
+                now = clock.now_ms()
+                due = max(now, min(now, ts_ms) + GROUP_WAIT_MS)
+                dues.append(((a.alarm_id, reason.value, key_tier), now, due, len(flushes)))
             d.submit([(a, AlarmEvent(a.alarm_id, ts_ms, kind))])
         elif o[0] == "advance":
             flushes.append(clock.advance(o[1]))
@@ -92,12 +99,16 @@ def test_exactly_once_across_restarts(ops: list[tuple]) -> None:
     notified = Counter()
     for n in notices.values():
         assert {na.alarm.site for na in n.alarms} == {n.site}
-        due_ms = n.window_start_ms + GROUP_WAIT_MS
+        members = {(na.alarm.alarm_id, n.reason.value, n.tier.label) for na in n.alarms}
+        # what joined this notice's group while it was open: each member pulls the group to its own due time
+        joined = [(due, k) for aid, at, due, k in dues if aid in members and n.window_start_ms <= at <= n.prepared_ms]
+        due_ms = min(due for due, _ in joined)
         if n.prepared_ms in closes and n.prepared_ms < due_ms:
             pass  # a shutdown sends the groups still in their window
         else:
             assert n.prepared_ms >= due_ms  # never before the window has passed ...
-            assert not [f for f in flushes if due_ms <= f < n.prepared_ms]  # ... and at the first flush after
+            for due, k in joined:  # ... and at the first flush after a member's due time (once it was handed over)
+                assert not [f for f in flushes[k:] if due <= f < n.prepared_ms]
         for na in n.alarms:
             assert na.alarm.alarm_id not in muted_ids
             notified[na.alarm.alarm_id, n.reason.value, n.tier.label] += 1

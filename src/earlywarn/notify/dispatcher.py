@@ -175,7 +175,11 @@ class Dispatcher:
             tiers = audience(alarm, reason, self._red_immediate)
             gkey: GroupKey = (alarm.site, reason, tier, tiers)
             group = self._groups.get(gkey)
-            due_ms = now_ms + self._wait_ms[alarm.severity]
+            # The window counts from the raise (product.md §7: alarms *raised* within it are coalesced), not
+            # from when the engine got round to it: the queue and the step that raised it are inside the
+            # window, not added on top. An event older than its window goes out at the next flush; one
+            # stamped ahead of the engine clock (a device clock running fast) waits the whole window.
+            due_ms = max(now_ms, min(now_ms, event.ts_ms) + self._wait_ms[alarm.severity])
             if group is None:
                 group = _Group(alarm.site, reason, tier, tiers, now_ms, due_ms)
                 self._groups[gkey] = group
