@@ -20,6 +20,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from earlywarn.alarms.manager import AlarmManager, Window
 from earlywarn.batch import Sequencer, Split, collect
 from earlywarn.clock import Clock, SystemClock
@@ -329,7 +331,12 @@ class Engine:
             between()
         t_alarms = time.perf_counter()
 
-        changes = [self.alarms.apply_signals(signals, now_ms)]
+        if self.replay:
+            # a chunk spans hours of event time: each escalation / reminder fires at its own due time between
+            # the signals, not at the chunk's end (the same alarms for any chunk size)
+            changes = [self.alarms.apply_in_event_time(signals, now_ms)]
+        else:
+            changes = [self.alarms.apply_signals(signals, now_ms)]
         action_results: list[tuple[Action, Any]] = []
         for a in actions:
             try:
@@ -789,6 +796,22 @@ def read_replay_files(paths: Sequence[str]) -> tuple[ReadingBatch, list[Reject]]
     return ReadingBatch(full), rejects
 
 
+def _chunk_bounds(ts_ms: np.ndarray, chunk: int) -> list[tuple[int, int]]:
+    """[start, end) row ranges of about `chunk` rows over ts-sorted readings, never splitting a millisecond:
+    the alarm timers due at a chunk's last millisecond fire after all of that millisecond's signals."""
+    n = len(ts_ms)
+    if n == 0:
+        return [(0, 0)]
+    out, off = [], 0
+    while off < n:
+        end = min(off + max(chunk, 1), n)
+        if end < n:
+            end = int(np.searchsorted(ts_ms, ts_ms[end - 1], side="right"))
+        out.append((off, end))
+        off = end
+    return out
+
+
 def run_replay(
     engine: Engine, batch: ReadingBatch, rejects: Sequence[Reject] = (), *, chunk: int = 1_000_000,
     store_readings: bool = True,
@@ -837,8 +860,8 @@ def run_replay(
 
     first = True
     try:
-        for off in range(0, max(frame.height, 1), chunk):
-            part = ReadingBatch(frame.slice(off, chunk))
+        for off, end in _chunk_bounds(frame.get_column("ts_ms").to_numpy(), chunk):
+            part = ReadingBatch(frame.slice(off, end - off))
             split = Split(part, empty, 0, no_maxima) if presplit else None
             r = engine.process_batch(part, rejects if first else (), store_readings=store_readings, split=split,
                                      commit_in_background=True)

@@ -1,7 +1,8 @@
 """run_replay's fast path (copies dropped up front, no per-chunk sequencing, commits overlapped with the
-rules) stores the same readings, signals and alarms as feeding the same chunks to process_batch one by one.
+rules) stores the same readings, signals and alarms as feeding chunks to process_batch one by one.
 
-Clock-driven alarm timers (escalations, reminders) fire at chunk ends, so both runs cut the same chunks."""
+Alarm timers (escalations, reminders) fire at their own due time in event time, so the chunk size changes
+nothing: the runs below cut their chunks differently (between milliseconds, as run_replay does)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import sys
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scenarios"))
@@ -61,7 +63,10 @@ def test_fast_replay_equals_chunk_by_chunk(tmp_path: Path) -> None:
             else:
                 # the copies are of early readings: they fall in the first chunk, which is 70 rows longer
                 f = batch.frame
-                cuts = [0, *range(n + 70, f.height, n)]
+                ts = f.get_column("ts_ms").to_numpy()
+                # other cuts than the fast run's (n // 3 rows, moved to the next millisecond boundary)
+                step = n // 3
+                cuts = sorted({0, *(int(np.searchsorted(ts, ts[c], side="left")) for c in range(70, f.height, step))})
                 stored = dups = 0
                 for k, off in enumerate(cuts):
                     end = cuts[k + 1] if k + 1 < len(cuts) else f.height
@@ -79,4 +84,40 @@ def test_fast_replay_equals_chunk_by_chunk(tmp_path: Path) -> None:
             assert dups == 70 and stored == df.height
     assert results["fast"]["signals"], "the scenario raises something"
     assert results["fast"] == results["chunked"]
+
+
+def test_replay_escalates_at_the_due_time_whatever_the_chunk_size(tmp_path: Path) -> None:
+    """Nobody acknowledges during a replay: a red alarm escalates at raised + ack deadline exactly, in a
+    chunk of 200 readings as in one chunk of the whole recording."""
+    run = run_scenario(SCENARIO, seed=SEED)
+    data = tmp_path / "in.parquet"
+    write_replay(str(data), run.readings())
+    results = {}
+    for chunk in (200, 10_000_000):
+        d = tmp_path / f"c{chunk}"
+        d.mkdir()
+        cfg = load_config(write_config(d, run.site, run.plant))
+        engine = build_engine(cfg, replay=True)
+        try:
+            batch, rejects = read_replay_files([str(data)])
+            run_replay(engine, batch, rejects, chunk=chunk)
+        finally:
+            engine.store.close()
+        con = duckdb.connect(str(d / "ew.duckdb"), read_only=True)
+        try:
+            results[chunk] = con.execute(
+                "SELECT e.alarm_id, epoch_ms(e.ts), e.kind, e.detail, a.severity, epoch_ms(a.raised_at) "
+                "FROM alarm_events e JOIN alarms a USING (alarm_id) ORDER BY ALL"
+            ).fetchall()
+        finally:
+            con.close()
+        ack_ms = {sev.value: dl.ack_ms for sev, dl in cfg.alarms.deadlines.items()}
+    assert results[200] == results[10_000_000]
+    escalations = [r for r in results[200] if r[2] == "escalated"]
+    assert escalations, "the scenario leaves an alarm unacknowledged past its deadline"
+    first = {}
+    for alarm_id, ts, _, _, severity, raised in escalations:
+        first.setdefault(alarm_id, (ts, severity, raised))
+    for ts, severity, raised in first.values():
+        assert ts == raised + ack_ms[severity]  # the first escalation: at the ack deadline, not a chunk end
 
