@@ -342,6 +342,17 @@ class RuleEngine:
         self._new_names: tuple[list[int], list[int]] = (list(range(n_sites)), [])  # not yet in the table
         self._grow_sidm(n_sites, 0)
         self._dirty = True
+        # the keys of a snapshot (see snapshot_parts), kept up to date so that a snapshot only slices them:
+        # of sensors and per-tag stale instances appended as those are (both are append-only), the others
+        # fixed here; never mutated otherwise (snapshot parts share them)
+        self._snap_sensor_keys: list[list[str]] = []
+        self._snap_stale_keys: list[list[str]] = []
+        self._snap_fixed_keys: dict[str, Any] = {
+            "sites": list(self._sites),
+            "inst_keys": [list(k) for k in self._inst_keys()],
+            "il_keys": [[m.site, m.spec.id] for m in self._il_meta],
+            "site_stale_keys": [[m.site, m.spec.id] for m in self._sstale_meta],
+        }
 
     # --- sensors --------------------------------------------------------------------------------
 
@@ -412,6 +423,9 @@ class RuleEngine:
         self._sensor_scode = self._sensor_scode_buf[:n]
         self._sensor_tag = self._sensor_tag_buf[:n]
         self._maxwin = self._maxwin_buf[:n]
+        names_s, names_t = self._site_names, self._tag_names
+        self._snap_sensor_keys.extend(
+            [names_s[a], names_t[b]] for a, b in zip(scode.tolist(), tcode.tolist()))
         ruled = np.flatnonzero(si >= 0)
         self._n_unruled += k - len(ruled)
         if len(ruled):
@@ -461,9 +475,11 @@ class RuleEngine:
                 self._sensor_inst[k] = si
                 self._pair_extra[k] = (ps[~first], pi[~first])
         if self._stale_new:
+            k0 = len(self._stale_sid)
             self._stale_sid = np.concatenate([self._stale_sid] + [a for a, _ in self._stale_new])
             self._stale_ent = np.concatenate([self._stale_ent] + [b for _, b in self._stale_new])
             self._stale_new.clear()
+            self._snap_stale_keys.extend(self._stale_keys(k0))
         self._st.ensure_stale(len(self._stale_sid))
         if len(self._stale_sid):
             timeout = np.asarray([r.timeout_ms for _, r in self._stale_ents], _I64)
@@ -718,28 +734,36 @@ class RuleEngine:
         rows = [(spec.id, tag) for _, spec, tag in self._row_meta]
         return [(self._sites[s], *rows[r]) for s, r in zip(self._inst_site.tolist(), self._inst_row.tolist())]
 
-    def _stale_keys(self) -> list[tuple[str, str, str]]:
-        ents = [spec for _, spec in self._stale_ents]
-        sites = self._sensor_site[self._stale_sid].tolist()
-        return [(self._sites[s], ents[e].id, self._tag_names[t]) for s, e, t in zip(
-            sites, self._stale_ent.tolist(), self._sensor_tag[self._stale_sid].tolist())]
+    def _stale_keys(self, start: int = 0) -> list[list[str]]:
+        """(site, rule id, tag) of the per-tag stale instances from `start` on."""
+        ents = [spec.id for _, spec in self._stale_ents]
+        sid = self._stale_sid[start:]
+        return [[self._sites[s], ents[e], self._tag_names[t]] for s, e, t in zip(
+            self._sensor_site[sid].tolist(), self._stale_ent[start:].tolist(),
+            self._sensor_tag[sid].tolist())]
 
     def snapshot(self) -> bytes:
         """All rule state as immutable bytes (an npz archive); see `restore`."""
+        return EngineState.pack(*self.snapshot_parts())
+
+    def snapshot_parts(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """The consistent copy of all rule state, to be turned into the bytes of `snapshot` later by
+        `EngineState.pack(arrays, doc)`, on any thread, while this engine evaluates on: the parts share
+        nothing this engine mutates. The costly parts of a snapshot (the JSON text and the npz archive)
+        are left to `pack`; here only copies of the state arrays and of the history (a few ms for
+        millions of history readings) and slices of key lists kept up to date as sensors appear."""
         self._refresh()
-        n = self._st.n_sensors
-        stale_keys = self._stale_keys()
-        meta = {
-            "sensor_keys": [[self._site_names[s], self._tag_names[t]] for s, t in zip(
-                self._sensor_scode[:n].tolist(), self._sensor_tag[:n].tolist())],
-            "sites": self._sites,
-            "inst_keys": [list(k) for k in self._inst_keys()],
-            "il_keys": [[m.site, m.spec.id] for m in self._il_meta],
-            "stale_keys": [list(k) for k in stale_keys],
-            "n_stale": len(stale_keys),
-            "site_stale_keys": [[m.site, m.spec.id] for m in self._sstale_meta],
+        n, n_stale, fixed = self._st.n_sensors, len(self._stale_sid), self._snap_fixed_keys
+        meta = {  # the key order of the document as it always was
+            "sensor_keys": self._snap_sensor_keys[:n],
+            "sites": fixed["sites"],
+            "inst_keys": fixed["inst_keys"],
+            "il_keys": fixed["il_keys"],
+            "stale_keys": self._snap_stale_keys[:n_stale],
+            "n_stale": n_stale,
+            "site_stale_keys": fixed["site_stale_keys"],
         }
-        return self._st.to_bytes(meta)
+        return self._st.parts(meta)
 
     @classmethod
     def restore(cls, site_rules: Mapping[str, Sequence[RuleSpec]], snapshot: bytes) -> RuleEngine:
@@ -791,7 +815,7 @@ class RuleEngine:
                 pend = doc["il_pending"].get(str(j))
                 if pend:
                     st.il_pending[ni] = [(int(a), int(b)) for a, b in pend]
-        new_stale = {k: i for i, k in enumerate(eng._stale_keys())}
+        new_stale = {tuple(k): i for i, k in enumerate(eng._snap_stale_keys)}
         for j, key in enumerate(doc["stale_keys"]):
             ni = new_stale.get(tuple(key))
             if ni is not None:

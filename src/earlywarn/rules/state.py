@@ -197,35 +197,46 @@ class EngineState:
 
     def to_bytes(self, meta: dict[str, Any]) -> bytes:
         """Serialize to an npz archive; `meta` carries the engine's sensor and instance keys (JSON-able)."""
+        return self.pack(*self.parts(meta))
+
+    def parts(self, meta: dict[str, Any]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """The consistent copy of a snapshot, for `pack` to serialize later (on another thread, while
+        this state moves on): fresh arrays and a JSON-able document that share nothing mutable with the
+        state. `meta` (the engine's keys) must not be mutated afterwards either."""
         n = self.n_sensors
-        hist = self.hist_export()
+        hist = self.hist_export()  # fancy indexing: fresh arrays
         doc = {
-            "clock_ms": self.clock_ms,
-            "il_pending": {str(k): v for k, v in self.il_pending.items()},
+            "clock_ms": int(self.clock_ms),
+            "il_pending": {str(k): list(v) for k, v in self.il_pending.items()},  # tuples inside: immutable
             **meta,
         }
         arrays = {
-            "sensor_last_ts_ms": self.sensor_last_ts_ms[:n],
-            "sensor_last_good": self.sensor_last_good[:n],
-            "sensor_first_good_ts_ms": self.sensor_first_good_ts_ms[:n],
-            "sensor_alive_ms": self.sensor_alive_ms[:n],
-            "site_newest_ms": self.site_newest_ms,
-            "site_alive_ms": self.site_alive_ms,
-            "c_start_ms": self.c_start_ms,
-            "d_start_ms": self.d_start_ms,
-            "active": self.active,
-            "stale_active": self.stale_active[: meta.get("n_stale", 0)],
-            "site_stale_active": self.site_stale_active,
-            "site_stale_gated": self.site_stale_gated,
-            "il_trig_last": self.il_trig_last,
-            "il_active": self.il_active,
+            "sensor_last_ts_ms": self.sensor_last_ts_ms[:n].copy(),
+            "sensor_last_good": self.sensor_last_good[:n].copy(),
+            "sensor_first_good_ts_ms": self.sensor_first_good_ts_ms[:n].copy(),
+            "sensor_alive_ms": self.sensor_alive_ms[:n].copy(),
+            "site_newest_ms": self.site_newest_ms.copy(),
+            "site_alive_ms": self.site_alive_ms.copy(),
+            "c_start_ms": self.c_start_ms.copy(),
+            "d_start_ms": self.d_start_ms.copy(),
+            "active": self.active.copy(),
+            "stale_active": self.stale_active[: meta.get("n_stale", 0)].copy(),
+            "site_stale_active": self.site_stale_active.copy(),
+            "site_stale_gated": self.site_stale_gated.copy(),
+            "il_trig_last": self.il_trig_last.copy(),
+            "il_active": self.il_active.copy(),
             "hist_sid": hist[0],
             "hist_ts_ms": hist[1],
             "hist_value": hist[2],
-            "doc": np.frombuffer(json.dumps(doc).encode(), dtype=np.uint8),
         }
+        return arrays, doc
+
+    @staticmethod
+    def pack(arrays: dict[str, np.ndarray], doc: dict[str, Any]) -> bytes:
+        """The snapshot bytes of `parts` (an npz archive: the arrays, then the JSON document as "doc")."""
+        text = np.frombuffer(json.dumps(doc).encode(), dtype=np.uint8)
         buf = io.BytesIO()
-        np.savez(buf, **arrays)  # type: ignore[arg-type]
+        np.savez(buf, **arrays, doc=text)  # type: ignore[arg-type]
         return buf.getvalue()
 
     @staticmethod
