@@ -13,6 +13,10 @@ Cases (seeded workload, built before the timed sections; DuckDB files in a tempo
   1 000 or 50 000 readings redelivered, 1 000 late readings from the middle of history, 1 000 candidates
   split between the first and the last batch. Baseline: per reading, a point SELECT then an INSERT.
 - small tables: 500 alarm events, one Arrow INSERT vs `executemany`.
+- fixed cost per commit (`--fixed-only` runs just this): many small commits as a live engine makes them
+  (one per step): empty; 5 alarms + 5 events + 5 signals + 2 notices (alarms upserted over 3 000 stored);
+  50 alarms; 500 and 4 500 fresh readings. Per-commit median and p90, and the parts of a small commit timed
+  alone on the same connection (BEGIN + commit-log row + COMMIT, the alarm upsert, one small append).
 - restart: `last_ts_by_sensor` (folded marks) vs max(ts) GROUP BY over all readings; `readings_since`.
 
 The machine is shared and has few cores: read the ratios, which compare runs of the same process.
@@ -37,7 +41,19 @@ import numpy as np
 import polars as pl
 
 from earlywarn.clock import ManualClock
-from earlywarn.model import READING_SCHEMA, AlarmEvent, EventKind, QUALITY_LABELS, ReadingBatch
+from earlywarn.model import (
+    QUALITY_LABELS,
+    READING_SCHEMA,
+    Alarm,
+    AlarmEvent,
+    AlarmState,
+    EventKind,
+    NoticeRecord,
+    ReadingBatch,
+    Severity,
+    Signal,
+    SignalKind,
+)
 from earlywarn.store import ROW_GROUP_SIZE, CommitBatch, Store
 
 T0_MS = 1_764_316_800_000
@@ -270,7 +286,90 @@ def bench_small(tmp: Path, n: int, reps: int) -> dict[str, Any]:
     return {"rows": n, "arrow_ms": _ms(a), "executemany_ms": _ms(m), "ratio": round(m / a, 1)}
 
 
+def _alarm(i: int, k: int) -> Alarm:
+    return Alarm(
+        alarm_id=f"a{i}", site=f"SZ-{i % SITES:04d}", plant="aluminum", district="wujiang", tag=f"tag_{i % TAGS:02d}",
+        rule_id="r_ll", severity=Severity.RED, state=AlarmState.ACTIVE_UNACK, raised_at_ms=T0_MS,
+        last_activation_ms=T0_MS + k, value=0.1, peak_value=0.1, occurrences=k + 1,
+    )
+
+
+def _small_commit(k: int, n_alarms: int) -> CommitBatch:
+    """A step of a live engine during alarms: a few signals, alarm changes, events and notices, no readings."""
+    ids = [(k * n_alarms + j) % 3000 for j in range(n_alarms)]
+    return CommitBatch(
+        fresh=EMPTY,
+        maybe_dup=EMPTY,
+        signals=[Signal(f"SZ-{i % SITES:04d}", "tag_00", "r_ll", Severity.RED, SignalKind.RAISE, T0_MS + k, 0.1, "m")
+                 for i in ids[:5]],
+        alarms=[_alarm(i, k) for i in ids],
+        events=[AlarmEvent(f"a{i}", T0_MS + k, EventKind.RAISED, "engine", "x") for i in ids[:5]],
+        notices=[NoticeRecord(f"n{k}.{j}", f"a{ids[j]}", "mqtt", "ops", "plant", "raised", T0_MS + k, "delivered")
+                 for j in range(2)],
+    )
+
+
+def _live_readings(n: int, k: int) -> ReadingBatch:
+    """n readings of a 100 ms step: n sensors, one reading each, at step k."""
+    site = [f"SZ-{i % SITES:04d}" for i in range(n)]
+    tag = [f"tag_{(i // SITES) % TAGS:02d}" for i in range(n)]
+    ts = [T0_MS + k * 100 + i // SENSORS for i in range(n)]
+    return ReadingBatch.from_columns(site, tag, ts, [0.3] * n, [0] * n)
+
+
+def bench_fixed(tmp: Path, reps: int) -> dict[str, Any]:
+    """Per-commit cost of the small commits a live engine makes every step (checkpoints off: timed apart)."""
+    store = Store.open(tmp / "fixed.duckdb", clock=ManualClock(T0_MS), checkpoint_interval_ms=0)
+    store.commit(CommitBatch(fresh=EMPTY, maybe_dup=EMPTY, alarms=[_alarm(i, 0) for i in range(3000)]))
+    store.checkpoint()
+    cases: dict[str, Callable[[int], CommitBatch]] = {
+        "empty": lambda k: CommitBatch(fresh=EMPTY, maybe_dup=EMPTY),
+        "5_alarms_5_events_5_signals_2_notices": lambda k: _small_commit(k, 5),
+        "50_alarms_5_events_5_signals_2_notices": lambda k: _small_commit(k, 50),
+        "500_readings": lambda k: CommitBatch(fresh=_live_readings(500, k), maybe_dup=EMPTY),
+        "4500_readings": lambda k: CommitBatch(fresh=_live_readings(4500, k), maybe_dup=EMPTY),
+    }
+    out: dict[str, Any] = {}
+    step = 0
+    for name, make in cases.items():
+        batches = [make(step + k) for k in range(reps)]  # built outside the timed part
+        step += reps
+        cpu0 = time.process_time()
+        times = [_timed(lambda cb=cb: store.commit(cb)) for cb in batches]
+        cpu = (time.process_time() - cpu0) / reps  # all threads: what the machine's load changes least
+        out[name] = {
+            "median_ms": _ms(statistics.median(times)),
+            "p90_ms": _ms(float(np.percentile(times, 90))),
+            "cpu_ms": _ms(cpu),
+        }
+    # parts, timed alone on the writer connection (rolled back)
+    con = store._con  # noqa: SLF001 - same database, same process
+    parts: dict[str, list[float]] = {"begin_commitlog_commit": [], "alarms_5_upsert": [], "events_5_append": []}
+    for k in range(reps):
+        t = time.perf_counter()
+        con.begin()
+        con.execute("INSERT INTO store_commits VALUES (?, now(), 0, 0, 0, 0, 0, 0, 0, 0, 0)", [10**9 + k])
+        con.commit()
+        parts["begin_commitlog_commit"].append(time.perf_counter() - t)
+        cb = _small_commit(step + k, 5)
+        con.begin()
+        parts["alarms_5_upsert"].append(_timed(lambda cb=cb: store._upsert_alarms(cb.alarms, T0_MS)))  # noqa: SLF001
+        parts["events_5_append"].append(_timed(lambda cb=cb: store._insert_events(cb.events)))  # noqa: SLF001
+        con.rollback()
+    out["parts_median_ms"] = {name: _ms(statistics.median(v)) for name, v in parts.items()}
+    store.close()
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
+
+
+def _print_fixed(fixed: dict[str, Any]) -> None:
+    print("fixed cost per commit: median / p90 wall, mean CPU (all threads)")
+    for name, c in fixed.items():
+        if name != "parts_median_ms":
+            print(f"  {name:46} {c['median_ms']:>8} / {c['p90_ms']} ms, CPU {c['cpu_ms']} ms")
+    print("  parts: " + ", ".join(f"{k} {v} ms" for k, v in fixed["parts_median_ms"].items()))
 
 
 def _print_table(quick: bool, fresh: dict[str, Any], dup: dict[str, Any], small: dict[str, Any]) -> None:
@@ -326,17 +425,25 @@ def _print_table(quick: bool, fresh: dict[str, Any], dup: dict[str, Any], small:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="1 M readings of history, fewer batches")
+    ap.add_argument("--fixed-only", action="store_true", help="only the fixed cost per commit")
+    ap.add_argument("--reps", type=int, default=60, help="commits per fixed-cost case")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "store.json"))
     args = ap.parse_args(argv)
     quick = args.quick
     w = Workload()
     with tempfile.TemporaryDirectory(prefix="bench_store_") as d:
         tmp = Path(d)
+        fixed = bench_fixed(tmp, args.reps)
+        if args.fixed_only:
+            print(f"\nstore benchmark, duckdb {duckdb.__version__}, load {os.getloadavg()[0]:.2f}")
+            _print_fixed(fixed)
+            return 0
         fresh = bench_fresh(tmp, w, n_batches=10 if quick else 40, naive_rows=5_000 if quick else 10_000)
         dup = bench_maybe_dup(tmp, w, history=1_000_000 if quick else 10_000_000, reps=3 if quick else 7)
         small = bench_small(tmp, n=500, reps=5)
 
     _print_table(quick, fresh, dup, small)
+    _print_fixed(fixed)
 
     result = {
         "benchmark": "store",
@@ -353,6 +460,7 @@ def main(argv: list[str] | None = None) -> int:
         "fresh": fresh,
         "maybe_dup": dup,
         "small_tables": small,
+        "fixed_per_commit": fixed,
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
