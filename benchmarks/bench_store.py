@@ -222,7 +222,7 @@ def bench_maybe_dup(tmp: Path, w: Workload, history: int, reps: int) -> dict[str
 
     # baseline: check each candidate with a point query, insert the new ones, row by row
     cand = last.tail(1000).rows()
-    con = store._con  # noqa: SLF001 - same database, same process
+    con = store._con
     t0 = time.perf_counter()
     con.begin()
     new = 0
@@ -265,11 +265,11 @@ def bench_maybe_dup(tmp: Path, w: Workload, history: int, reps: int) -> dict[str
 def bench_small(tmp: Path, n: int, reps: int) -> dict[str, Any]:
     events = [AlarmEvent(f"a{i % 50}", T0_MS + i, EventKind.RAISED, "engine", "x") for i in range(n)]
     store = Store.open(tmp / "small.duckdb", clock=ManualClock(T0_MS), checkpoint_interval_ms=0)
-    con = store._con  # noqa: SLF001
+    con = store._con
     arrow_t, many_t = [], []
     for _ in range(reps):
         con.begin()
-        arrow_t.append(_timed(lambda: store._insert_events(events)))  # noqa: SLF001
+        arrow_t.append(_timed(lambda: store._insert_events(events)))
         con.rollback()
         rows = [(e.alarm_id, e.ts_ms, e.kind.value, e.actor, e.detail) for e in events]
         con.begin()
@@ -288,9 +288,19 @@ def bench_small(tmp: Path, n: int, reps: int) -> dict[str, Any]:
 
 def _alarm(i: int, k: int) -> Alarm:
     return Alarm(
-        alarm_id=f"a{i}", site=f"SZ-{i % SITES:04d}", plant="aluminum", district="wujiang", tag=f"tag_{i % TAGS:02d}",
-        rule_id="r_ll", severity=Severity.RED, state=AlarmState.ACTIVE_UNACK, raised_at_ms=T0_MS,
-        last_activation_ms=T0_MS + k, value=0.1, peak_value=0.1, occurrences=k + 1,
+        alarm_id=f"a{i}",
+        site=f"SZ-{i % SITES:04d}",
+        plant="aluminum",
+        district="wujiang",
+        tag=f"tag_{i % TAGS:02d}",
+        rule_id="r_ll",
+        severity=Severity.RED,
+        state=AlarmState.ACTIVE_UNACK,
+        raised_at_ms=T0_MS,
+        last_activation_ms=T0_MS + k,
+        value=0.1,
+        peak_value=0.1,
+        occurrences=k + 1,
     )
 
 
@@ -300,12 +310,18 @@ def _small_commit(k: int, n_alarms: int) -> CommitBatch:
     return CommitBatch(
         fresh=EMPTY,
         maybe_dup=EMPTY,
-        signals=[Signal(f"SZ-{i % SITES:04d}", "tag_00", "r_ll", Severity.RED, SignalKind.RAISE, T0_MS + k, 0.1, "m")
-                 for i in ids[:5]],
+        signals=[
+            Signal(
+                f"SZ-{i % SITES:04d}", "tag_00", "r_ll", Severity.RED, SignalKind.RAISE, T0_MS + k, 0.1, "m"
+            )
+            for i in ids[:5]
+        ],
         alarms=[_alarm(i, k) for i in ids],
         events=[AlarmEvent(f"a{i}", T0_MS + k, EventKind.RAISED, "engine", "x") for i in ids[:5]],
-        notices=[NoticeRecord(f"n{k}.{j}", f"a{ids[j]}", "mqtt", "ops", "plant", "raised", T0_MS + k, "delivered")
-                 for j in range(2)],
+        notices=[
+            NoticeRecord(f"n{k}.{j}", f"a{ids[j]}", "mqtt", "ops", "plant", "raised", T0_MS + k, "delivered")
+            for j in range(2)
+        ],
     )
 
 
@@ -343,8 +359,12 @@ def bench_fixed(tmp: Path, reps: int) -> dict[str, Any]:
             "cpu_ms": _ms(cpu),
         }
     # parts, timed alone on the writer connection (rolled back)
-    con = store._con  # noqa: SLF001 - same database, same process
-    parts: dict[str, list[float]] = {"begin_commitlog_commit": [], "alarms_5_upsert": [], "events_5_append": []}
+    con = store._con
+    parts: dict[str, list[float]] = {
+        "begin_commitlog_commit": [],
+        "alarms_5_upsert": [],
+        "events_5_append": [],
+    }
     for k in range(reps):
         t = time.perf_counter()
         con.begin()
@@ -353,8 +373,8 @@ def bench_fixed(tmp: Path, reps: int) -> dict[str, Any]:
         parts["begin_commitlog_commit"].append(time.perf_counter() - t)
         cb = _small_commit(step + k, 5)
         con.begin()
-        parts["alarms_5_upsert"].append(_timed(lambda cb=cb: store._upsert_alarms(cb.alarms, T0_MS)))  # noqa: SLF001
-        parts["events_5_append"].append(_timed(lambda cb=cb: store._insert_events(cb.events)))  # noqa: SLF001
+        parts["alarms_5_upsert"].append(_timed(lambda cb=cb: store._upsert_alarms(cb.alarms, T0_MS)))
+        parts["events_5_append"].append(_timed(lambda cb=cb: store._insert_events(cb.events)))
         con.rollback()
     out["parts_median_ms"] = {name: _ms(statistics.median(v)) for name, v in parts.items()}
     store.close()

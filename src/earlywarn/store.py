@@ -36,7 +36,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib.resources import files
@@ -97,6 +97,10 @@ ROW_GROUP_SIZE = 16_384
 #: evaluates the next batch. More often costs no more CPU in total (measured: 1.30-1.34 µs per reading
 #: committed and checkpointed, 3 to 12 commits of 10 000 readings per checkpoint).
 BG_CHECKPOINT_WAL_BYTES = 4 << 20
+#: A background checkpoint that is due waits while the engine says another commit is queued
+#: (`commit(..., more_coming=...)`): it would block that commit's appends. At most this many commits in a
+#: row, so that an engine that always has a commit queued (overload) still bounds its WAL.
+MAX_HELD_CHECKPOINT_COMMITS = 8
 #: DuckDB's own WAL-size checkpoint runs inside COMMIT, on the engine thread; with the background thread on
 #: it is only a back-stop (its default, 16 MiB, is ≈ 250 000 readings: every 2.5 s at 100 000 readings/s).
 DUCKDB_CHECKPOINT_THRESHOLD = "256MiB"
@@ -336,6 +340,8 @@ class Store:
         self._bg_thread: threading.Thread | None = None
         self._bg_stop = False
         self._bg_checkpoint_due = False
+        self._bg_hold = False  # the engine has another commit queued: a due checkpoint waits (see commit)
+        self._bg_held_commits = 0  # commits in a row that held a due checkpoint
         self._bg_busy = False
         self._pending_state: dict[str, tuple[bytes, int, int]] = {}  # key -> (blob, batch_seq, now_ms)
 
@@ -518,7 +524,9 @@ class Store:
 
     # -- the commit ----------------------------------------------------------------------------
 
-    def _commit_locked(self, cb: CommitBatch) -> CommitResult:
+    def _commit_locked(
+        self, cb: CommitBatch, more_coming: bool | Callable[[], bool] = False
+    ) -> CommitResult:
         """The commit itself (see `commit`), under the writer lock."""
         with self._lock:
             self._require_writer()
@@ -580,26 +588,49 @@ class Store:
                 batch_seq=seq, inserted=fresh + late, late=late, duplicates=len(cb.maybe_dup) - late
             )
             self._maybe_checkpoint(wall_ms)
-            if self._bg_checkpoint_due:  # a deferred background checkpoint retries after each commit
-                with self._bg_cond:
-                    self._bg_cond.notify()
+            self._release_checkpoint(more_coming)
             return result
 
-    def commit(self, cb: CommitBatch) -> CommitResult:
+    def _release_checkpoint(self, more_coming: bool | Callable[[], bool]) -> None:
+        """After a commit: wake the background thread for a due checkpoint (a deferred one retries after
+        each commit), unless another commit is queued; then it waits for that one, within a bound."""
+        with self._bg_cond:
+            if not self._bg_checkpoint_due:
+                self._bg_hold, self._bg_held_commits = False, 0
+                return
+        try:
+            queued = bool(more_coming() if callable(more_coming) else more_coming)
+        except Exception as e:  # noqa: BLE001 - a hint only: checkpoint as without it
+            log.debug("more_coming raised: %s", e)
+            queued = False
+        with self._bg_cond:
+            hold = queued and self._bg_held_commits < MAX_HELD_CHECKPOINT_COMMITS
+            self._bg_hold = hold
+            self._bg_held_commits = self._bg_held_commits + 1 if hold else 0
+            if not hold:
+                self._ensure_bg()
+                self._bg_cond.notify()
+
+    def commit(self, cb: CommitBatch, *, more_coming: bool | Callable[[], bool] = False) -> CommitResult:
         """Write everything of one micro-batch in one transaction.
 
         Raises StoreError if anything fails; then nothing of the batch is stored (rolled back) and the
         caller keeps the batch, acknowledges nothing and may retry the same CommitBatch.
+
+        `more_coming`: the caller has another commit queued (or a callable asked right after the COMMIT,
+        e.g. "is the next step's commit submitted?"). A background checkpoint that is due then waits for
+        the next commit (at most MAX_HELD_CHECKPOINT_COMMITS in a row) instead of running into it.
+        It changes nothing of durability: COMMIT has written and fsynced the WAL before this returns.
         """
         if not cb.state:
-            return self._commit_locked(cb)
+            return self._commit_locked(cb, more_coming)
         # a background state write of the same key in flight would make one of the two transactions
         # conflict: state writes take turns. The state written here is the newest (this batch's).
         with self._state_lock:
             with self._bg_cond:
                 for k in cb.state:
                     self._pending_state.pop(k, None)
-            return self._commit_locked(cb)
+            return self._commit_locked(cb, more_coming)
 
     def _rollback_quietly(self) -> None:
         try:
@@ -686,10 +717,8 @@ class Store:
         if now_ms - self._last_checkpoint_ms < interval_ms and self._wal_bytes() < BG_CHECKPOINT_WAL_BYTES:
             return
         self._last_checkpoint_ms = now_ms
-        with self._bg_cond:
+        with self._bg_cond:  # the background thread is woken by _release_checkpoint
             self._bg_checkpoint_due = True
-            self._ensure_bg()
-            self._bg_cond.notify()
 
     def _wal_bytes(self) -> int:
         try:
@@ -748,13 +777,15 @@ class Store:
                 while not (
                     self._bg_stop
                     or self._pending_state
-                    or (self._bg_checkpoint_due and self._batch_seq != attempted_at)
+                    or (self._bg_checkpoint_due and not self._bg_hold and self._batch_seq != attempted_at)
                 ):
                     self._bg_cond.wait()
                 if self._bg_stop:  # close() writes what is left on the writer connection
                     self._bg_cond.notify_all()
                     return
-                checkpoint = self._bg_checkpoint_due and self._batch_seq != attempted_at
+                checkpoint = (
+                    self._bg_checkpoint_due and not self._bg_hold and self._batch_seq != attempted_at
+                )
                 self._bg_busy = True
             try:
                 cur = self.read_cursor()

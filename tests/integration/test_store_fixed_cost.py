@@ -4,19 +4,31 @@ write)."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from earlywarn.clock import ManualClock
 from earlywarn.model import Alarm, AlarmEvent, AlarmState, EventKind, ReadingBatch, Severity
-from earlywarn.store import CommitBatch, Store
+from earlywarn.store import MAX_HELD_CHECKPOINT_COMMITS, CommitBatch, Store
 
 T0_MS = 1_764_316_800_000
 EMPTY = ReadingBatch.empty()
 
 
 def _alarm(alarm_id: str, occurrences: int, state: AlarmState = AlarmState.ACTIVE_UNACK) -> Alarm:
-    return Alarm(alarm_id, "S1", "dust", "d", "t1", "r", Severity.RED, state, T0_MS,
-                 occurrences=occurrences, last_activation_ms=T0_MS)
+    return Alarm(
+        alarm_id,
+        "S1",
+        "dust",
+        "d",
+        "t1",
+        "r",
+        Severity.RED,
+        state,
+        T0_MS,
+        occurrences=occurrences,
+        last_activation_ms=T0_MS,
+    )
 
 
 def test_alarm_upsert_replaces_within_and_across_commits_and_survives_reopen(tmp_path: Path) -> None:
@@ -25,11 +37,14 @@ def test_alarm_upsert_replaces_within_and_across_commits_and_survives_reopen(tmp
     s.commit(CommitBatch(fresh=EMPTY, maybe_dup=EMPTY, alarms=[_alarm("a1", 1), _alarm("a2", 1)]))
     s.checkpoint()  # a1, a2 in the file; the next changes only in the WAL
     s.commit(CommitBatch(fresh=EMPTY, maybe_dup=EMPTY, alarms=[_alarm("a1", 2), _alarm("a1", 3)]))
-    s.commit(CommitBatch(fresh=EMPTY, maybe_dup=EMPTY,
-                         alarms=[_alarm("a1", 4, AlarmState.CLOSED), _alarm("a3", 1)]))
+    s.commit(
+        CommitBatch(
+            fresh=EMPTY, maybe_dup=EMPTY, alarms=[_alarm("a1", 4, AlarmState.CLOSED), _alarm("a3", 1)]
+        )
+    )
     want = {"a1": 4, "a2": 1, "a3": 1}
     assert dict(s.sql("SELECT alarm_id, occurrences FROM alarms")) == want
-    s._con.close()  # crash: no checkpoint at close, the WAL is replayed  # noqa: SLF001
+    s._con.close()  # crash: no checkpoint at close, the WAL is replayed
     with Store.open(path, clock=ManualClock(T0_MS)) as r:
         assert dict(r.sql("SELECT alarm_id, occurrences FROM alarms")) == want
         got = r.get_alarm("a1")
@@ -40,7 +55,9 @@ def test_alarm_upsert_replaces_within_and_across_commits_and_survives_reopen(tmp
 def test_a_table_with_a_column_added_by_hand_still_takes_rows(tmp_path: Path) -> None:
     path = tmp_path / "ew.duckdb"
     with Store.open(path, clock=ManualClock(T0_MS), checkpoint_interval_ms=0) as s:
-        s.commit(CommitBatch(fresh=EMPTY, maybe_dup=EMPTY, events=[AlarmEvent("a1", T0_MS, EventKind.RAISED)]))
+        s.commit(
+            CommitBatch(fresh=EMPTY, maybe_dup=EMPTY, events=[AlarmEvent("a1", T0_MS, EventKind.RAISED)])
+        )
         s.sql("ALTER TABLE alarm_events ADD COLUMN analyst_note VARCHAR")  # after the column cache filled
         ev = AlarmEvent("a1", T0_MS + 1, EventKind.CLEARED)
         try:
@@ -48,5 +65,50 @@ def test_a_table_with_a_column_added_by_hand_still_takes_rows(tmp_path: Path) ->
         except Exception:  # noqa: BLE001 - the stale cache may fail once; the retry must succeed
             s.commit(CommitBatch(fresh=EMPTY, maybe_dup=EMPTY, events=[ev]))
         assert s.sql("SELECT kind, analyst_note FROM alarm_events ORDER BY ts") == [
-            ("raised", None), ("cleared", None)
+            ("raised", None),
+            ("cleared", None),
         ]
+
+
+def _folded_upto(s: Store) -> int:
+    row = s.sql("SELECT coalesce(max(value), 0) FROM store_meta WHERE key = 'sensor_last_ts_upto'")
+    return int(row[0][0])
+
+
+def _readings(i: int, n: int = 200) -> ReadingBatch:
+    return ReadingBatch.from_columns(
+        [f"S{k % 3}" for k in range(n)],
+        [f"t{k % 7}" for k in range(n)],
+        [T0_MS + i * 10_000 + k for k in range(n)],
+        [float(k) for k in range(n)],
+        [0] * n,
+    )
+
+
+def test_a_due_checkpoint_waits_while_more_commits_are_coming_within_a_bound(tmp_path: Path) -> None:
+    """The background checkpoint (and its fold, which this test watches) is not started after a commit
+    with another one queued; it is after the last of them, or after MAX_HELD_CHECKPOINT_COMMITS."""
+    clock = ManualClock(T0_MS)
+    with Store.open(tmp_path / "ew.duckdb", clock=clock, checkpoint_interval_ms=1_000) as s:
+        s.commit(CommitBatch(fresh=_readings(1), maybe_dup=EMPTY))
+        clock.advance(2_000)  # the interval has passed: every commit from now on finds a checkpoint due
+        queued = [True]
+        for i in range(2, 2 + MAX_HELD_CHECKPOINT_COMMITS):
+            s.commit(CommitBatch(fresh=_readings(i), maybe_dup=EMPTY), more_coming=lambda: queued[0])
+        time.sleep(0.3)
+        assert _folded_upto(s) == 0, "a checkpoint ran while commits were queued"
+        seq = s.commit(CommitBatch(fresh=_readings(50), maybe_dup=EMPTY), more_coming=True).batch_seq
+        deadline = time.monotonic() + 20  # the bound: checkpointed although more are coming
+        while _folded_upto(s) < seq:
+            assert time.monotonic() < deadline, "held for ever"
+            time.sleep(0.02)
+        clock.advance(2_000)
+        s.commit(CommitBatch(fresh=_readings(60), maybe_dup=EMPTY), more_coming=True)
+        time.sleep(0.3)
+        assert _folded_upto(s) == seq
+        last = s.commit(CommitBatch(fresh=_readings(61), maybe_dup=EMPTY)).batch_seq  # the last queued
+        deadline = time.monotonic() + 20
+        while _folded_upto(s) < last:
+            assert time.monotonic() < deadline, "no checkpoint after the queue drained"
+            time.sleep(0.02)
+        assert s.count("readings") == (MAX_HELD_CHECKPOINT_COMMITS + 4) * 200
