@@ -40,6 +40,7 @@ from earlywarn.model import (
     Site,
 )
 from earlywarn.rules.engine import RuleEngine
+from earlywarn.rules.state import EngineState
 from earlywarn.rules.spec import load_packs, rules_for_sites
 from earlywarn.rules.types import RuleSpec
 from earlywarn.store import CommitBatch, Store
@@ -89,7 +90,9 @@ class PendingStep:
     t0: float
     timings: dict[str, float]
     messages: int = 0
-    snapshot: bytes | None = None  # a rule-state snapshot of the state this step leaves (begin_messages)
+    #: the consistent copy of the rule state this step leaves (RuleEngine.snapshot_parts, begin_messages);
+    #: packed into snapshot bytes off the engine thread once the step is committed (finish_step)
+    snapshot: tuple[dict[str, Any], dict[str, Any]] | None = None
     future: Future[Any] | None = None  # its commit on the committer thread (begin_messages)
 
 
@@ -139,6 +142,8 @@ class Engine:
         self._last_checkpoint_mono = time.monotonic()
         self._snapshot_seq = store.batch_seq  # batch of the newest rule-state snapshot taken by this engine
         self._committer: Any = None  # replay: the thread committing chunk k while chunk k + 1 is evaluated
+        self._packer: Any = None  # the thread that packs rule-state snapshots and hands them to the store
+        self._packing: Future[Any] | None = None  # the newest snapshot handed to it
         self._pending_notices: list[NoticeRecord] = []
         #: per-step timings for benchmarks and debugging (None: off). A list gets one dict per step:
         #: seconds spent in each stage (see process_batch and Runner._loop) and the step's sizes.
@@ -263,10 +268,10 @@ class Engine:
         step.timings["decode"] = t_decode
         self.sequencer.advance(step.split)
         if self._snapshot_due(step):
-            # the rule state this step leaves, taken before the next step is evaluated; handed to the
-            # store with this step's batch_seq once the commit returns (finish_step)
+            # the rule state this step leaves, copied before the next step is evaluated; packed and handed
+            # to the store with this step's batch_seq once the commit returns (finish_step)
             t = time.perf_counter()
-            step.snapshot = self.rules.snapshot()
+            step.snapshot = self.rules.snapshot_parts()
             self._last_checkpoint_mono = time.monotonic()
             step.timings["snapshot"] = time.perf_counter() - t
         step.future = self._committer_pool().submit(self._commit_step, step)
@@ -287,8 +292,7 @@ class Engine:
         committed = step.future.result()
         step.timings["commit_wait"] = time.perf_counter() - t
         if step.snapshot is not None:
-            self.store.save_state_later(RULES_STATE_KEY, step.snapshot, committed.batch_seq, step.now_ms)
-            self._snapshot_seq = committed.batch_seq
+            self._pack_later(step.snapshot, committed.batch_seq, step.now_ms)
             step.snapshot = None
         res = self._finish(step, committed)
         res.messages = step.messages
@@ -300,6 +304,35 @@ class Engine:
 
             self._committer = ThreadPoolExecutor(1, thread_name_prefix="earlywarn-commit")
         return self._committer
+
+    def _pack_later(self, parts: tuple[dict[str, Any], dict[str, Any]], batch_seq: int, now_ms: int) -> None:
+        """Hand the parts of a rule-state snapshot of the state committed batch `batch_seq` left to the
+        packer thread: it packs them into bytes (the JSON text and the npz archive, 10-30 ms for a few MB
+        that used to stall the engine thread) and hands those to the store, which writes them on its own
+        background thread. The parts are a copy: the engine evaluates on meanwhile."""
+        if self._packer is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._packer = ThreadPoolExecutor(1, thread_name_prefix="earlywarn-snapshot")
+        self._packing = self._packer.submit(self._pack_and_save, parts, batch_seq, now_ms)
+        self._snapshot_seq = batch_seq
+
+    def _pack_and_save(self, parts: tuple[dict[str, Any], dict[str, Any]], batch_seq: int,
+                       now_ms: int) -> None:
+        try:  # on the packer thread
+            t0 = time.perf_counter()
+            blob = EngineState.pack(*parts)
+            self.store.save_state_later(RULES_STATE_KEY, blob, batch_seq, now_ms)
+        except Exception:  # noqa: BLE001 - a lost snapshot means a longer catch-up at restart, no more
+            log.exception("rule-state snapshot of batch %d not handed to the store", batch_seq)
+            return
+        log.debug("rule-state snapshot of batch %d: %d bytes packed in %.1f ms", batch_seq, len(blob),
+                  (time.perf_counter() - t0) * 1e3)
+
+    def settle_snapshots(self, timeout_s: float | None = 60.0) -> None:
+        """Wait until the snapshots given to the packer thread are handed to the store (shutdown, tests)."""
+        if self._packing is not None:
+            self._packing.exception(timeout_s)
 
     def _snapshot_due(self, step: PendingStep) -> bool:
         return not self.replay and (
@@ -420,23 +453,19 @@ class Engine:
     def _maybe_snapshot(self, batch_seq: int, now_ms: int) -> None:
         """Hand a rule-state snapshot to the store on the checkpoint interval (live runs only).
 
-        Taken right after the commit of `batch_seq`, before the next batch is evaluated, so the bytes are
-        exactly the rule state that batch left; the store writes them (a few MB) on its background thread
-        with that batch_seq, and a restart replays the batches after it. `RuleEngine.snapshot()` is the
-        only part on this thread: it is the consistent copy. A replay takes one snapshot at its end
-        (`checkpoint`); an engine that committed nothing since the last snapshot takes none.
+        Copied right after the commit of `batch_seq`, before the next batch is evaluated, so the snapshot
+        is exactly the rule state that batch left; it is packed on the packer thread and the store writes
+        it (a few MB) on its background thread with that batch_seq, and a restart replays the batches
+        after it. `RuleEngine.snapshot_parts()` is the only part on this thread: it is the consistent
+        copy. A replay takes one snapshot at its end (`checkpoint`); an engine that committed nothing
+        since the last snapshot takes none.
         """
         if self.replay or batch_seq <= self._snapshot_seq:
             return
         if time.monotonic() - self._last_checkpoint_mono < self.cfg.store.checkpoint_interval_ms / 1000:
             return
-        t0 = time.perf_counter()
-        blob = self.rules.snapshot()
-        self.store.save_state_later(RULES_STATE_KEY, blob, batch_seq, now_ms)
-        self._snapshot_seq = batch_seq
+        self._pack_later(self.rules.snapshot_parts(), batch_seq, now_ms)
         self._last_checkpoint_mono = time.monotonic()
-        log.debug("rule-state snapshot of batch %d: %d bytes in %.1f ms", batch_seq, len(blob),
-                  (time.perf_counter() - t0) * 1e3)
 
     def _commit(self, cb: CommitBatch) -> Any:
         """Commit, retrying with backoff until the store takes it.
@@ -476,6 +505,7 @@ class Engine:
 
     def checkpoint(self) -> None:
         """Write a rule-state snapshot now (clean shutdown)."""
+        self.settle_snapshots()  # an older snapshot still being packed must not reach a closed store
         cb = CommitBatch(
             fresh=ReadingBatch.empty(), maybe_dup=ReadingBatch.empty(),
             notices=tuple(self._pending_notices), state={RULES_STATE_KEY: self.rules.snapshot()},
@@ -671,6 +701,7 @@ class Runner:
             inflight = self._inflight
             if inflight is not None and inflight[0].future is not None:
                 inflight[0].future.exception()  # let a commit in flight end before the store is closed
+            self.engine.settle_snapshots()  # and a snapshot being packed
 
     def _finish_inflight(self) -> None:
         """Finish the step in flight, waiting for its commit if need be."""
