@@ -23,6 +23,10 @@ background traffic plus, every 50 ms, a probe: one reading on a probe site (a ha
 holding each probe site's new alarm row returned: latency = that time - the probe's publish time, i.e.
 publish -> alarm row committed in DuckDB (visible to every reader). Probes that raise nothing are counted.
 Target: p99 <= 250 ms at 50 %. Writes benchmarks/results/e2e.json.
+
+`--snapshot-cost`: the rule-state snapshot of the engine after the last 1 M readings of the same workload,
+no broker: the time of its consistent copy (`RuleEngine.snapshot_parts`, on the engine thread in a live run),
+of packing it (`EngineState.pack`, on the packer thread) and of both (`snapshot`).
 """
 
 from __future__ import annotations
@@ -486,6 +490,57 @@ def run(quick: bool, *, smoke: bool = False, latency_at: tuple[float, ...] = (),
     return {"throughput": rows, "sustainable_readings_s": sustainable, "latency": lat_rows, "figures": figs}
 
 
+def run_snapshot_cost(n_readings: int = 1_000_000, repeats: int = 15) -> dict[str, Any]:
+    """Snapshot timings of a RuleEngine that evaluated the workload's last `n_readings` in 10 k chunks."""
+    import statistics
+
+    import polars as pl
+    from bench_replay import workload
+
+    from earlywarn.config import load_config
+    from earlywarn.model import QUALITY_LABELS, ReadingBatch
+    from earlywarn.pipeline import load_site_rules
+    from earlywarn.rules.engine import RuleEngine
+    from earlywarn.rules.state import EngineState
+
+    path, sites = workload(max(n_readings, 1_000_000))
+    df = pl.read_parquet(path).tail(n_readings)
+    with tempfile.TemporaryDirectory(prefix="bench_e2e_") as d:
+        _, site_rules = load_site_rules(load_config(engine_config(Path(d), "snap", sites)))
+    eng = RuleEngine(site_rules)
+    for k in range(0, len(df), 10_000):
+        c = df.slice(k, 10_000)
+        q = c["quality"].replace_strict(list(QUALITY_LABELS), list(range(len(QUALITY_LABELS)))).to_list()
+        eng.evaluate(ReadingBatch.from_columns(c["site"].to_list(), c["tag"].to_list(), c["ts"].to_list(),
+                                               c["value"].to_list(), q), int(c["ts"].max()))
+    split = hasattr(eng, "snapshot_parts")  # engines before it: snapshot() only (for before / after)
+    times: dict[str, list[float]] = {"snapshot_parts": [], "pack": [], "snapshot": []} if split else {
+        "snapshot": []}
+    blob = b""
+    for _ in range(repeats):
+        if not split:
+            t = time.perf_counter()
+            blob = eng.snapshot()
+            times["snapshot"].append(time.perf_counter() - t)
+            continue
+        t = time.perf_counter()
+        parts = eng.snapshot_parts()
+        times["snapshot_parts"].append(time.perf_counter() - t)
+        t = time.perf_counter()
+        EngineState.pack(*parts)
+        times["pack"].append(time.perf_counter() - t)
+        t = time.perf_counter()
+        blob = eng.snapshot()
+        times["snapshot"].append(time.perf_counter() - t)
+    out: dict[str, Any] = {"readings": n_readings, "sensors": eng._st.n_sensors, "bytes": len(blob)}
+    for k, v in times.items():
+        out[k] = {"median_ms": statistics.median(v) * 1e3, "min_ms": min(v) * 1e3, "max_ms": max(v) * 1e3}
+        print(f"  {k:15} median {out[k]['median_ms']:6.1f} ms, min {out[k]['min_ms']:6.1f}, "
+              f"max {out[k]['max_ms']:6.1f} ({repeats} runs)")
+    print(f"  {out['sensors']} sensors, {len(blob):,} bytes")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="300 k batch readings, 10 k single, 40 probes per level")
@@ -495,7 +550,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--shared-broker", action="store_true",
                     help="all latency levels on one broker (as before: earlier sessions load later levels)")
     ap.add_argument("--probes", type=int, default=200, help="probes per level with --latency-only")
+    ap.add_argument("--snapshot-cost", action="store_true",
+                    help="only the rule-state snapshot's cost after 1 M readings (no broker)")
     args = ap.parse_args(argv)
+    if args.snapshot_cost:
+        res = run_snapshot_cost()
+        path = write_json("e2e-snapshot.json", {"benchmark": "e2e-snapshot", **env_block(), **res})
+        print(f"wrote {path}")
+        return 0
     if args.latency_only:
         res = run_latency_only(tuple(args.latency_at) or (100_000.0,), args.probes, args.shared_broker)
         path = write_json("e2e-latency.json", {"benchmark": "e2e-latency", **env_block(), **res})
