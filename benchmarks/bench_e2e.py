@@ -247,8 +247,8 @@ def run_latency(broker: Any, tmp: Path, msgs: list[tuple[str, bytes]], per: int,
     committed: dict[str, float] = {}
     committed_step: dict[str, int] = {}  # probe site -> index in trace of the step that committed it
 
-    def commit(cb: Any) -> Any:  # the engine thread calls this; the row is visible once it returns
-        res = orig(cb)
+    def commit(cb: Any, **kw: Any) -> Any:  # the committer thread calls this; the row is visible once it returns
+        res = orig(cb, **kw)
         t = time.time()
         for a in cb.alarms:
             if a.site.startswith("PRB-") and a.site not in committed:

@@ -142,6 +142,7 @@ class Engine:
         self._last_checkpoint_mono = time.monotonic()
         self._snapshot_seq = store.batch_seq  # batch of the newest rule-state snapshot taken by this engine
         self._committer: Any = None  # replay: the thread committing chunk k while chunk k + 1 is evaluated
+        self._commits_submitted = self._commits_started = 0
         self._packer: Any = None  # the thread that packs rule-state snapshots and hands them to the store
         self._packing: Future[Any] | None = None  # the newest snapshot handed to it
         self._pending_notices: list[NoticeRecord] = []
@@ -218,7 +219,7 @@ class Engine:
             return StepResult()
         m = self.metrics
         if commit_in_background:
-            fut = self._committer_pool().submit(self._commit, step.cb)
+            fut = self._submit_commit(self._commit_pooled, step.cb)
             self.sequencer.advance(step.split)  # in-memory marks; a failed commit fails the whole replay
             for s in step.signals:
                 m.signals.labels(s.kind.value).inc()
@@ -274,10 +275,23 @@ class Engine:
             step.snapshot = self.rules.snapshot_parts()
             self._last_checkpoint_mono = time.monotonic()
             step.timings["snapshot"] = time.perf_counter() - t
-        step.future = self._committer_pool().submit(self._commit_step, step)
+        step.future = self._submit_commit(self._commit_step, step)
         return step
 
+    def _submit_commit(self, fn: Callable[..., Any], arg: Any) -> Future[Any]:
+        self._commits_submitted += 1  # written by the engine thread only
+        return self._committer_pool().submit(fn, arg)
+
+    def _commit_pooled(self, cb: CommitBatch) -> Any:  # on the committer thread
+        self._commits_started += 1  # written by the committer thread only
+        return self._commit(cb)
+
+    def _more_commits_queued(self) -> bool:
+        """Another step's commit waits behind the one running (asked by the store right after COMMIT)."""
+        return self._commits_submitted > self._commits_started
+
     def _commit_step(self, step: PendingStep) -> Any:  # on the committer thread
+        self._commits_started += 1
         t = time.perf_counter()
         res = self._commit(step.cb)
         step.timings["commit"] = time.perf_counter() - t  # read after the future resolved
@@ -477,7 +491,8 @@ class Engine:
         while True:
             t0 = time.perf_counter()
             try:
-                res = self.store.commit(cb)
+                # a background checkpoint due now waits while the next step's commit is already queued
+                res = self.store.commit(cb, more_coming=self._more_commits_queued)
             except StoreError as e:
                 self.metrics.store_errors.inc()
                 log.error("commit failed, retrying in %.2f s (nothing acknowledged): %s", delay_s, e)

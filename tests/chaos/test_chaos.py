@@ -181,10 +181,10 @@ class StoreFault:
         self.failing = threading.Event()
         real = store.commit
 
-        def commit(cb):
+        def commit(cb, **kw):
             if self.failing.is_set():
                 raise StoreError("injected: No space left on device (test fault)")
-            return real(cb)
+            return real(cb, **kw)
 
         store.commit = commit
 

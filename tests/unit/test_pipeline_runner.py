@@ -84,7 +84,7 @@ def test_pipelined_runner_acks_after_commit_in_order_and_loses_nothing(tmp_path:
     commit_threads: set[str] = set()
     orig = store.commit
 
-    def slow_commit(cb: Any) -> Any:
+    def slow_commit(cb: Any, **kw: Any) -> Any:
         with lock:
             in_commit[0] += 1
             if in_commit[0] > 1:
@@ -92,7 +92,7 @@ def test_pipelined_runner_acks_after_commit_in_order_and_loses_nothing(tmp_path:
         commit_threads.add(threading.current_thread().name)
         time.sleep(0.01)  # slower than a step's evaluation: the next step is begun meanwhile
         try:
-            res = orig(cb)
+            res = orig(cb, **kw)
         finally:
             with lock:
                 in_commit[0] -= 1
