@@ -147,6 +147,9 @@ class MqttIngest:
         self.client.on_message = self._on_message
         self.client.on_subscribe = self._on_subscribe
         self._sub_mid: int | None = None
+        #: wall-clock ms of the last CONNACK. A persistent session's stored messages flow from then on,
+        #: before the SUBACK that makes us `connected`: a drain is timed from here.
+        self.connack_ms: int | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -201,6 +204,7 @@ class MqttIngest:
         if getattr(reason_code, "is_failure", False):
             log.warning("broker refused the connection: %s", reason_code)
             return
+        self.connack_ms = self.clock.now_ms()
         self._session += 1
         self._connects += 1
         if self._connects > 1:
@@ -294,7 +298,7 @@ def _child_main(cfg: BrokerConfig, conn: Any) -> None:  # runs in the child proc
     class _Reporting(MqttIngest):
         def _ready(self) -> None:
             super()._ready()
-            send(("conn", True, self._session))
+            send(("conn", True, self._session, self.connack_ms))
 
         def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
             super()._on_disconnect(client, userdata, flags, rc, props)
@@ -373,6 +377,7 @@ class ProcessIngest:
         self._connected = threading.Event()
         self._session = 0
         self._connects = 0
+        self.connack_ms: int | None = None  # wall-clock ms of the child's last CONNACK (see MqttIngest)
         self._send_lock = threading.Lock()
         self._reader = threading.Thread(target=self._read, name="earlywarn-mqtt-reader", daemon=True)
         self._stopped = threading.Event()
@@ -398,9 +403,10 @@ class ProcessIngest:
                     put(RawMessage(topic, payload, mid, received_ms, session))
                 self.metrics.messages.inc(len(msg[1]))
             elif kind == "conn":
-                _, up, session = msg
+                _, up, session, *connack = msg
                 self._session = session
                 if up:
+                    self.connack_ms = connack[0] if connack else None
                     self._connects += 1
                     if self._connects > 1:
                         self.metrics.reconnects.inc()
