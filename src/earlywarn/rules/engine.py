@@ -87,7 +87,7 @@ from earlywarn.rules.kernels import (
     segment_first,
     segment_last,
 )
-from earlywarn.rules.state import EngineState, _grow, bisect
+from earlywarn.rules.state import EngineState, KeyTable, _grow, bisect
 from earlywarn.rules.types import And, Cmp, Expr, Not, Or, RuleKind, RuleSpec, expr_tags
 
 _BAD = int(Quality.BAD)
@@ -342,14 +342,18 @@ class RuleEngine:
         self._new_names: tuple[list[int], list[int]] = (list(range(n_sites)), [])  # not yet in the table
         self._grow_sidm(n_sites, 0)
         self._dirty = True
-        # the keys of a snapshot (see snapshot_parts), kept up to date so that a snapshot only slices them:
-        # of sensors and per-tag stale instances appended as those are (both are append-only), the others
-        # fixed here; never mutated otherwise (snapshot parts share them)
-        self._snap_sensor_keys: list[list[str]] = []
-        self._snap_stale_keys: list[list[str]] = []
+        # the keys of a snapshot that do not grow with sensors, built once (snapshot parts share them: never
+        # mutated). Sensor and stale-instance keys grow with sensors: a snapshot copies their codes (a few
+        # bytes each) and `pack` spells them out off the engine thread. Keeping them spelled out would cost
+        # ~170 B of Python objects per sensor, which is the whole rule-state budget (<= 200 B a sensor-rule).
         self._snap_fixed_keys: dict[str, Any] = {
             "sites": list(self._sites),
-            "inst_keys": [list(k) for k in self._inst_keys()],
+            # one row per rule instance (about one per sensor-rule): codes, spelled out by `pack`. The
+            # instance arrays are fixed at construction, so the table shares them.
+            "inst_keys": KeyTable(
+                (self._sites, [spec.id for _, spec, _ in self._row_meta], [tag for _, _, tag in self._row_meta]),
+                (self._inst_site, self._inst_row, self._inst_row),
+            ),
             "il_keys": [[m.site, m.spec.id] for m in self._il_meta],
             "site_stale_keys": [[m.site, m.spec.id] for m in self._sstale_meta],
         }
@@ -423,9 +427,6 @@ class RuleEngine:
         self._sensor_scode = self._sensor_scode_buf[:n]
         self._sensor_tag = self._sensor_tag_buf[:n]
         self._maxwin = self._maxwin_buf[:n]
-        names_s, names_t = self._site_names, self._tag_names
-        self._snap_sensor_keys.extend(
-            [names_s[a], names_t[b]] for a, b in zip(scode.tolist(), tcode.tolist()))
         ruled = np.flatnonzero(si >= 0)
         self._n_unruled += k - len(ruled)
         if len(ruled):
@@ -475,11 +476,9 @@ class RuleEngine:
                 self._sensor_inst[k] = si
                 self._pair_extra[k] = (ps[~first], pi[~first])
         if self._stale_new:
-            k0 = len(self._stale_sid)
             self._stale_sid = np.concatenate([self._stale_sid] + [a for a, _ in self._stale_new])
             self._stale_ent = np.concatenate([self._stale_ent] + [b for _, b in self._stale_new])
             self._stale_new.clear()
-            self._snap_stale_keys.extend(self._stale_keys(k0))
         self._st.ensure_stale(len(self._stale_sid))
         if len(self._stale_sid):
             timeout = np.asarray([r.timeout_ms for _, r in self._stale_ents], _I64)
@@ -754,12 +753,20 @@ class RuleEngine:
         millions of history readings) and slices of key lists kept up to date as sensors appear."""
         self._refresh()
         n, n_stale, fixed = self._st.n_sensors, len(self._stale_sid), self._snap_fixed_keys
+        sid = self._stale_sid
         meta = {  # the key order of the document as it always was
-            "sensor_keys": self._snap_sensor_keys[:n],
+            # names lists are append-only: a slice is a consistent copy of the few distinct names
+            "sensor_keys": KeyTable(
+                (self._site_names[:], self._tag_names[:]),
+                (self._sensor_scode[:n].copy(), self._sensor_tag[:n].copy()),
+            ),
             "sites": fixed["sites"],
             "inst_keys": fixed["inst_keys"],
             "il_keys": fixed["il_keys"],
-            "stale_keys": self._snap_stale_keys[:n_stale],
+            "stale_keys": KeyTable(
+                (self._sites, [spec.id for _, spec in self._stale_ents], self._tag_names[:]),
+                (self._sensor_site[sid], self._stale_ent.copy(), self._sensor_tag[sid]),
+            ),
             "n_stale": n_stale,
             "site_stale_keys": fixed["site_stale_keys"],
         }
@@ -815,7 +822,7 @@ class RuleEngine:
                 pend = doc["il_pending"].get(str(j))
                 if pend:
                     st.il_pending[ni] = [(int(a), int(b)) for a, b in pend]
-        new_stale = {tuple(k): i for i, k in enumerate(eng._snap_stale_keys)}
+        new_stale = {tuple(k): i for i, k in enumerate(eng._stale_keys())}
         for j, key in enumerate(doc["stale_keys"]):
             ni = new_stale.get(tuple(key))
             if ni is not None:

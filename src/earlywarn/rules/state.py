@@ -233,8 +233,9 @@ class EngineState:
 
     @staticmethod
     def pack(arrays: dict[str, np.ndarray], doc: dict[str, Any]) -> bytes:
-        """The snapshot bytes of `parts` (an npz archive: the arrays, then the JSON document as "doc")."""
-        text = np.frombuffer(json.dumps(doc).encode(), dtype=np.uint8)
+        """The snapshot bytes of `parts` (an npz archive: the arrays, then the JSON document as "doc").
+        `KeyTable` values of the document are spelled out here, as lists of name lists."""
+        text = np.frombuffer(json.dumps(doc, default=_spell_out).encode(), dtype=np.uint8)
         buf = io.BytesIO()
         np.savez(buf, **arrays, doc=text)  # type: ignore[arg-type]
         return buf.getvalue()
@@ -246,6 +247,32 @@ class EngineState:
             arrays = {k: z[k].copy() for k in z.files}
         doc = json.loads(arrays.pop("doc").tobytes().decode())
         return arrays, doc
+
+
+class KeyTable:
+    """Keys of a snapshot document kept as codes until `EngineState.pack` spells them out: row i is
+    `[names[0][codes[0][i]], names[1][codes[1][i]], ...]`. The code arrays and name lists are copies (or
+    append-only lists' slices) the engine does not touch again."""
+
+    __slots__ = ("codes", "names")
+
+    def __init__(self, names: tuple[list[str], ...], codes: tuple[np.ndarray, ...]) -> None:
+        self.names = names
+        self.codes = codes
+
+    def rows(self) -> list[list[str]]:
+        cols = [[names[c] for c in codes.tolist()] for names, codes in zip(self.names, self.codes, strict=True)]
+        return [list(r) for r in zip(*cols, strict=True)] if cols else []
+
+    def __len__(self) -> int:
+        return len(self.codes[0]) if self.codes else 0
+
+
+def _spell_out(obj: Any) -> Any:
+    if isinstance(obj, KeyTable):
+        return obj.rows()
+    msg = f"not JSON-able in a snapshot document: {type(obj).__name__}"
+    raise TypeError(msg)
 
 
 def bisect(a: np.ndarray, lo: np.ndarray, hi: np.ndarray, x: np.ndarray, right: bool) -> np.ndarray:
