@@ -7,6 +7,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from waiting import wait_until
+
 from earlywarn.clock import ManualClock
 from earlywarn.model import Alarm, AlarmEvent, AlarmState, EventKind, ReadingBatch, Severity
 from earlywarn.store import MAX_HELD_CHECKPOINT_COMMITS, CommitBatch, Store
@@ -98,17 +100,13 @@ def test_a_due_checkpoint_waits_while_more_commits_are_coming_within_a_bound(tmp
         time.sleep(0.3)
         assert _folded_upto(s) == 0, "a checkpoint ran while commits were queued"
         seq = s.commit(CommitBatch(fresh=_readings(50), maybe_dup=EMPTY), more_coming=True).batch_seq
-        deadline = time.monotonic() + 20  # the bound: checkpointed although more are coming
-        while _folded_upto(s) < seq:
-            assert time.monotonic() < deadline, "held for ever"
-            time.sleep(0.02)
+        # the bound: checkpointed although more are coming
+        wait_until(lambda: _folded_upto(s) >= seq, 20, "a checkpoint after the held ones (held for ever)",
+                   interval_s=0.02)
         clock.advance(2_000)
         s.commit(CommitBatch(fresh=_readings(60), maybe_dup=EMPTY), more_coming=True)
         time.sleep(0.3)
         assert _folded_upto(s) == seq
         last = s.commit(CommitBatch(fresh=_readings(61), maybe_dup=EMPTY)).batch_seq  # the last queued
-        deadline = time.monotonic() + 20
-        while _folded_upto(s) < last:
-            assert time.monotonic() < deadline, "no checkpoint after the queue drained"
-            time.sleep(0.02)
+        wait_until(lambda: _folded_upto(s) >= last, 20, "a checkpoint after the queue drained", interval_s=0.02)
         assert s.count("readings") == (MAX_HELD_CHECKPOINT_COMMITS + 4) * 200
