@@ -14,6 +14,7 @@ import pytest
 
 from brokers import free_port
 from publish import Publisher
+from waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -47,13 +48,12 @@ def test_closure_report_same_through_api_cli_and_file(tmp_path: Path, mosquitto)
             if i % 2:  # two of them recover
                 pub.publish(f"ew/{site}/telemetry", json.dumps({"tag": "power_ok", "ts": now - 8000, "value": True}).encode())
         pub.wait_all_acked()
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
+        def power_loss_alarms() -> list[dict] | None:
             alarms = httpx.get(f"{url}/api/alarms").json()["alarms"]
-            if len([a for a in alarms if a["rule_id"] == "power_loss"]) == 4 and sum(
-                a["state"] == "cleared_unack" for a in alarms if a["rule_id"] == "power_loss") == 2:
-                break
-            time.sleep(0.1)
+            mine = [a for a in alarms if a["rule_id"] == "power_loss"]
+            return alarms if len(mine) == 4 and sum(a["state"] == "cleared_unack" for a in mine) == 2 else None
+
+        alarms = wait_until(power_loss_alarms, 20, "4 power-loss alarms, 2 of them cleared", interval_s=0.1)
         ids = {a["site"]: a["alarm_id"] for a in alarms if a["rule_id"] == "power_loss"}
         assert len(ids) == 4
         httpx.post(f"{url}/api/alarms/{ids['SZ-AL-0001']}/close", json={"disposition": "false_alarm", "note": "test"})

@@ -29,6 +29,8 @@ from typing import Any
 import duckdb
 import pytest
 
+from waiting import wait_until
+
 from earlywarn.clock import ManualClock
 from simulators import SCENARIOS, GroundTruth, run_scenario, write_replay
 from simulators.scenarios import check_against_truth
@@ -110,11 +112,8 @@ class LiveClock(ManualClock):
     def wait_engine_loops(self, n: int = 2, timeout_s: float = 10.0) -> None:
         """Until the engine has looped `n` more times: a tick at the current time has run."""
         target = self.engine_reads + n
-        deadline = time.monotonic() + timeout_s
-        while self.engine_reads < target:
-            if time.monotonic() > deadline:
-                raise AssertionError("the engine thread stopped reading the clock")
-            time.sleep(0.005)
+        wait_until(lambda: self.engine_reads >= target, timeout_s, "the engine thread to read the clock",
+                   interval_s=0.005)
 
 
 def shifted(payload: bytes, shift_ms: int) -> bytes:
