@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from earlywarn.model import RawMessage, ReadingBatch
+from earlywarn.model import RawMessage, ReadingBatch, name_hashes
 
 _KEY = ["site", "tag", "ts_ms"]
 
@@ -98,9 +98,7 @@ _MIX = _U64(0x9E3779B97F4A7C15)  # odd: (site hash * _MIX) ^ tag hash spreads bo
 def _hashes(frame: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(site hash, tag hash, search key) of every row. Polars' fixed-seed hashes are stable within a
     process, and the marks are rebuilt per process from the store, so nothing hashed outlives them."""
-    h = frame.select(pl.col("site").hash(seed=1), pl.col("tag").hash(seed=2))
-    hs = h.get_column("site").to_numpy().astype(_U64, copy=False)
-    ht = h.get_column("tag").to_numpy().astype(_U64, copy=False)
+    hs, ht = name_hashes(frame)
     with np.errstate(over="ignore"):
         key = (hs * _MIX) ^ ht
     return hs, ht, key

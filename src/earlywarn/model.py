@@ -11,6 +11,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 # ---------------------------------------------------------------------------------------------
@@ -338,3 +339,20 @@ class NoticeRecord:
     outcome: str  # delivered | failed | retrying | dead_letter | suppressed
     error: str = ""
     attempt: int = 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Name hashing shared by the stages that map (site, tag) columns to codes without a join
+
+SITE_HASH_SEED = 1
+TAG_HASH_SEED = 2
+
+
+def name_hashes(frame: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """64-bit hashes (uint64) of the `site` and `tag` of every row. Polars' fixed-seed hashes are stable
+    within a process; whatever is keyed by them (the sequencer's marks, the rule engine's table of names)
+    is rebuilt per process. A list of names hashes alike: `pl.Series(names).hash(seed=SITE_HASH_SEED)`."""
+    h = frame.select(pl.col("site").hash(seed=SITE_HASH_SEED), pl.col("tag").hash(seed=TAG_HASH_SEED))
+    return (h.get_column("site").to_numpy().astype(np.uint64, copy=False),
+            h.get_column("tag").to_numpy().astype(np.uint64, copy=False))
+

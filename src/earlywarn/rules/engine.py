@@ -74,7 +74,15 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from earlywarn.model import Quality, ReadingBatch, Signal, SignalKind
+from earlywarn.model import (
+    SITE_HASH_SEED,
+    TAG_HASH_SEED,
+    Quality,
+    ReadingBatch,
+    Signal,
+    SignalKind,
+    name_hashes,
+)
 from earlywarn.rules.kernels import (
     NONE_TS,
     OP_CODES,
@@ -506,7 +514,7 @@ class RuleEngine:
 
     def _names_table(self) -> None:
         """Put new site and tag names into the two-choice table from a name's 64-bit hash (sites hashed
-        with seed 1, tags with seed 2, as `_row_hashes` does) to its code (value = code * 2 + 1 for a tag).
+        with SITE_HASH_SEED, tags with TAG_HASH_SEED, as `model.name_hashes` does) to its code (value = code * 2 + 1 for a tag).
 
         A batch's rows are mapped to (site code, tag code) by hashing two string columns in polars and
         probing this table (small: one entry per distinct name, so it stays in cache however many sensors
@@ -530,8 +538,10 @@ class RuleEngine:
             self._h_count = 0
             new_s, new_t = list(range(len(self._site_names))), list(range(len(self._tag_names)))
         h = np.concatenate([
-            pl.Series([self._site_names[c] for c in new_s], dtype=pl.String).hash(seed=1).to_numpy(),
-            pl.Series([self._tag_names[c] for c in new_t], dtype=pl.String).hash(seed=2).to_numpy(),
+            pl.Series([self._site_names[c] for c in new_s], dtype=pl.String)
+            .hash(seed=SITE_HASH_SEED).to_numpy(),
+            pl.Series([self._tag_names[c] for c in new_t], dtype=pl.String)
+            .hash(seed=TAG_HASH_SEED).to_numpy(),
         ]).astype(np.uint64)
         v = np.concatenate([np.asarray(new_s, _I64) * 2, np.asarray(new_t, _I64) * 2 + 1]).astype(_I32)
         self._new_names = ([], [])
@@ -595,7 +605,7 @@ class RuleEngine:
         self._refresh()
         if self._hash_exact_only:
             return self._map_rows_exact(frame)
-        hs, ht = _row_hashes(frame)
+        hs, ht = name_hashes(frame)
         n = len(hs)
         # a message's readings share their site: look up the first row of each run of equal hashes
         head = np.ones(n, bool)
@@ -1645,13 +1655,6 @@ def _eval_scalar(e: Expr, value: Any) -> bool:
         return any(_eval_scalar(i, value) for i in e.items)
     assert isinstance(e, Not)
     return not _eval_scalar(e.item, value)
-
-
-def _row_hashes(frame: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """64-bit hashes of the site (seed 1) and tag (seed 2) of every row (polars' fixed-seed hashes are
-    stable within a process; the table of names is rebuilt per process)."""
-    h = frame.select(pl.col("site").hash(seed=1), pl.col("tag").hash(seed=2))
-    return h["site"].to_numpy(), h["tag"].to_numpy()
 
 
 def _trend_prefix(e_sid: np.ndarray, e_ts: np.ndarray, e_val: np.ndarray) -> dict[str, np.ndarray]:
