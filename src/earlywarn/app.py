@@ -33,6 +33,7 @@ def start_runner(cfg: Any, *, clock: Any = None) -> Any:
 
     metrics = Metrics()
     engine = build_engine(cfg, clock=clock, metrics=metrics)
+    metrics.store_memory.set_function(_store_memory_probe(engine.store))
     inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
     ingest_cls = ProcessIngest if cfg.ingest.mode == "process" else MqttIngest
     ingest = ingest_cls(cfg.broker, inbox, metrics=metrics, clock=engine.clock)
@@ -53,6 +54,27 @@ def start_runner(cfg: Any, *, clock: Any = None) -> Any:
         else:
             runner.api_server = serve_in_thread(cfg, runner)
     return runner
+
+
+def _store_memory_probe(store: Any) -> Any:
+    """The bytes DuckDB's buffer manager holds, read at scrape time on a cursor of its own.
+
+    RSS alone cannot tell DuckDB's cache filling up to `store.memory_limit` (expected, bounded) from a leak
+    elsewhere; with this gauge next to process_resident_memory_bytes it can.
+    """
+
+    def probe() -> float:
+        try:
+            cur = store.read_cursor()
+        except Exception:  # closed at shutdown: the scrape reports NaN instead of failing
+            return float("nan")
+        try:
+            row = cur.execute("SELECT coalesce(sum(memory_usage_bytes), 0) FROM duckdb_memory()").fetchone()
+            return float(row[0]) if row else 0.0
+        finally:
+            cur.close()
+
+    return probe
 
 
 def _build_dispatcher(cfg: Any, engine: Any, ingest: Any, metrics: Any) -> Any:

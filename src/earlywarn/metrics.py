@@ -6,7 +6,7 @@ Names follow `earlywarn_<subsystem>_<name>_<unit>` (counters end in `_total`). T
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 _BATCH_BUCKETS = (10, 100, 1_000, 5_000, 10_000, 50_000, 100_000, 500_000)
 _SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
@@ -18,6 +18,9 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         r = registry if registry is not None else CollectorRegistry()
         self.registry = r
+        # process_resident_memory_bytes, process_cpu_seconds_total, open fds: what an operator (and the soak
+        # test) watches to tell a bounded cache from a leak
+        ProcessCollector(registry=r)
         # ingest
         self.messages = Counter(
             "earlywarn_ingest_messages_total", "MQTT messages received.", registry=r
@@ -72,6 +75,11 @@ class Metrics:
         )
         self.store_errors = Counter(
             "earlywarn_store_errors_total", "Failed commits (retried; nothing is acknowledged).", registry=r
+        )
+        self.store_memory = Gauge(
+            "earlywarn_store_memory_bytes",
+            "Memory DuckDB holds (buffer pool: cached table blocks, appends not yet checkpointed); "
+            "bounded by store.memory_limit.", registry=r,
         )
         self.stored = Counter(
             "earlywarn_store_readings_total", "Readings committed to the readings table.", registry=r

@@ -98,6 +98,10 @@ def test_100k_readings_mixed_payloads_with_redeliveries_are_stored_exactly_once(
         pub.publish_many(stream)
         pub.wait_all_acked()
         wait_until(lambda: stored_sample(runner) >= 100_000, 120, "100 000 readings stored")
+        # the memory an operator watches: the whole process, and DuckDB's bounded share of it
+        reg = runner.metrics.registry
+        assert (reg.get_sample_value("process_resident_memory_bytes") or 0) > 50 * 2**20
+        assert 0 < (reg.get_sample_value("earlywarn_store_memory_bytes") or 0) < 2**30
     finally:
         pub.close()
         runner.stop()
