@@ -21,7 +21,10 @@ Writes benchmarks/results/replay.json.
 (POLARS_MAX_THREADS=1): the file read as `earlywarn replay` reads it, cut into the same 1 M-reading chunks,
 `RuleEngine.evaluate` + `tick` per chunk with the replay clock (event time), timed in CPU seconds. Best of
 --repeats fresh engines, and the sum over chunks of each chunk's best (less sensitive to a busy machine).
---profile: one more run under cProfile, the top functions by internal time. Writes replay_rules.json.
+The chunks' names are given as codes (NameCodes), as `run_replay` gives them, coded once for the file
+(its cost reported apart); --hash-names: the engine hashes the name columns per chunk instead (the live
+path).
+--profile: one more run under cProfile (in CPU time), the top functions by internal time. Writes replay_rules.json.
 """
 
 from __future__ import annotations
@@ -137,13 +140,14 @@ def run(quick: bool, n_readings: int | None = None) -> dict[str, Any]:
     return res
 
 
-def rules_only(n: int, repeats: int, profile: bool, chunk: int = 1_000_000) -> dict[str, Any]:
+def rules_only(n: int, repeats: int, profile: bool, chunk: int = 1_000_000, hash_names: bool = False
+               ) -> dict[str, Any]:
     """The rule engine alone over the replay file (see the module docstring)."""
     import numpy as np
 
     from earlywarn.config import load_config
     from earlywarn.model import ReadingBatch
-    from earlywarn.pipeline import load_site_rules, read_replay_files
+    from earlywarn.pipeline import _replay_names, load_site_rules, read_replay_files
     from earlywarn.rules.engine import RuleEngine
 
     inp, sites = workload(n)
@@ -153,16 +157,20 @@ def rules_only(n: int, repeats: int, profile: bool, chunk: int = 1_000_000) -> d
     frame = batch.frame
     parts = [ReadingBatch(frame.slice(off, chunk)) for off in range(0, frame.height, chunk)]
     now = [int(p.frame["ts_ms"].max()) for p in parts]
+    c_names = time.process_time()
+    names = None if hash_names else _replay_names(frame)
+    c_names = time.process_time() - c_names
+    codes = [None if names is None else names.slice(off, off + chunk) for off in range(0, frame.height, chunk)]
 
     def one_run() -> tuple[float, list[float], int, int]:
         eng = RuleEngine(site_rules)
         per, n_ev, n_sig = [], 0, 0
         c0 = time.process_time()
         clock = -(2**62)
-        for part, t in zip(parts, now):
+        for part, t, nc in zip(parts, now, codes):
             clock = max(clock, t)  # the replay's event clock
             c = time.process_time()
-            res = eng.evaluate(part, clock)
+            res = eng.evaluate(part, clock, nc)
             sig = eng.tick(clock)
             per.append(time.process_time() - c)
             n_ev += res.evaluated
@@ -180,6 +188,7 @@ def rules_only(n: int, repeats: int, profile: bool, chunk: int = 1_000_000) -> d
         "repeats": repeats, "cpu_s_best": best, "cpu_s_min_per_chunk": float(per_min.sum()),
         "readings_per_cpu_s": frame.height / best,
         "readings_per_cpu_s_min_per_chunk": frame.height / per_min.sum(),
+        "names": "hashed per chunk" if hash_names else "codes", "names_coding_cpu_s": c_names,
         "load_avg_before": load_before, "load_avg_after": os.getloadavg(),
     }
     if profile:
@@ -187,7 +196,7 @@ def rules_only(n: int, repeats: int, profile: bool, chunk: int = 1_000_000) -> d
         import io
         import pstats
 
-        pr = cProfile.Profile()
+        pr = cProfile.Profile(time.process_time)  # CPU time: other processes on the machine do not count
         pr.enable()
         one_run()
         pr.disable()
@@ -204,16 +213,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rules-only", action="store_true", help="the rule engine alone, CPU seconds, one core")
     ap.add_argument("--repeats", type=int, default=3, help="--rules-only: fresh engines, best taken")
     ap.add_argument("--profile", action="store_true", help="--rules-only: one more run under cProfile")
+    ap.add_argument("--hash-names", action="store_true", help="--rules-only: hash the names per chunk (live path)")
     args = ap.parse_args(argv)
     if args.rules_only:
         os.environ.setdefault("POLARS_MAX_THREADS", "1")  # one core (polars is imported later)
         n = args.readings or (1_000_000 if args.quick else 10_000_000)
-        r = rules_only(n, args.repeats, args.profile)
+        r = rules_only(n, args.repeats, args.profile, hash_names=args.hash_names)
         print(f"rules only (shipped packs, {r['chunks']} chunks, best of {r['repeats']}): {n:,} readings, "
               f"{r['evaluated']:,} evaluated, {r['signals']:,} signals")
         print(f"  cpu {r['cpu_s_best']:.2f} s  {r['readings_per_cpu_s']:>12,.0f} readings/cpu-s   "
               f"(min per chunk: {r['cpu_s_min_per_chunk']:.2f} s, "
               f"{r['readings_per_cpu_s_min_per_chunk']:,.0f}/s)")
+        if not args.hash_names:
+            print(f"  names coded once for the file (not in the figure above): {r['names_coding_cpu_s']:.2f} cpu s")
         print(f"  load average before {r['load_avg_before']}, after {r['load_avg_after']}")
         if "profile" in r:
             print(r["profile"])

@@ -50,6 +50,8 @@ def test_fast_replay_equals_chunk_by_chunk(tmp_path: Path) -> None:
     dup = pl.concat([df, df.slice(100, 50), df.slice(300, 20)]).sample(fraction=1.0, shuffle=True, seed=1)
     dup.write_parquet(data)
     results = {}
+    state = {}  # what a restart continues from: the rule-state snapshot and the sequencer's marks
+    pairs = df.select("site", "tag").unique().rows()
     for name in ("fast", "chunked"):
         d = tmp_path / name
         d.mkdir()
@@ -74,6 +76,7 @@ def test_fast_replay_equals_chunk_by_chunk(tmp_path: Path) -> None:
                     stored += r.stored
                     dups += r.duplicates
                 engine.checkpoint()
+            state[name] = (engine.rules.snapshot(), {k: engine.sequencer.last_ts_ms(*k) for k in pairs})
         finally:
             engine.store.close()
         results[name] = _tables(d / "ew.duckdb")
@@ -84,6 +87,9 @@ def test_fast_replay_equals_chunk_by_chunk(tmp_path: Path) -> None:
             assert dups == 70 and stored == df.height
     assert results["fast"]["signals"], "the scenario raises something"
     assert results["fast"] == results["chunked"]
+    assert state["fast"][1] == state["chunked"][1]
+    assert all(v is not None for v in state["fast"][1].values())
+    assert state["fast"][0] == state["chunked"][0]  # byte for byte: same sensors in the same order
 
 
 def test_replay_escalates_at_the_due_time_whatever_the_chunk_size(tmp_path: Path) -> None:

@@ -127,6 +127,26 @@ class EvalResult:
 
 
 @dataclass(frozen=True, slots=True)
+class NameCodes:
+    """The `site` and `tag` of every row of a batch as codes into lists of distinct names.
+
+    A caller that holds a whole input (a replay) codes its names once, which is cheaper than hashing two
+    string columns per batch; the engine maps these codes to its own through a small table per name list
+    (the same list object from batch to batch: keep passing it). Codes must be exact (`names[code]` is
+    the row's name): they replace the names, nothing checks them against the frame.
+    """
+
+    site: np.ndarray  # per row: index into site_names (any integer dtype)
+    tag: np.ndarray  # per row: index into tag_names
+    site_names: Sequence[str]
+    tag_names: Sequence[str]
+
+    def slice(self, start: int, end: int) -> NameCodes:
+        """The codes of rows [start, end) (views; the same name lists)."""
+        return NameCodes(self.site[start:end], self.tag[start:end], self.site_names, self.tag_names)
+
+
+@dataclass(frozen=True, slots=True)
 class _Meta:
     """What a Signal needs to know about its rule instance."""
 
@@ -348,6 +368,10 @@ class RuleEngine:
         self._ovf_h, self._ovf_v = np.zeros(0, np.uint64), np.zeros(0, _I32)
         self._hash_exact_only = False
         self._new_names: tuple[list[int], list[int]] = (list(range(n_sites)), [])  # not yet in the table
+        # NameCodes: per kind (site, tag), the caller's name list and its code -> our code table (-1: not
+        # looked up yet); and the codes primed for the next evaluate (see prime_names)
+        self._ext_lut: list[tuple[Sequence[str], np.ndarray] | None] = [None, None]
+        self._primed: tuple[pl.DataFrame, NameCodes] | None = None
         self._grow_sidm(n_sites, 0)
         self._dirty = True
         # the keys of a snapshot that do not grow with sensors, built once (snapshot parts share them: never
@@ -600,9 +624,11 @@ class RuleEngine:
         """Sensor id (int64) of every row; registers new sites, tags and (site, tag) pairs."""
         return self._map_rows(frame)[0]
 
-    def _map_rows(self, frame: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    def _map_rows(self, frame: pl.DataFrame, names: NameCodes | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(sensor id, site code) of every row, int64."""
         self._refresh()
+        if names is not None:
+            return self._map_rows_coded(names)
         if self._hash_exact_only:
             return self._map_rows_exact(frame)
         hs, ht = name_hashes(frame)
@@ -633,6 +659,28 @@ class RuleEngine:
             sid = self._sidm_buf.ravel().take(flat)
         return sid.astype(_I64)
 
+    def _map_rows_coded(self, names: NameCodes) -> tuple[np.ndarray, np.ndarray]:
+        """Rows given as the caller's name codes (exact, no hashing): through one small table per kind.
+        Names not yet in a table are registered as `_map_rows_exact` does: sites before tags, each in
+        order of first appearance in the batch, so codes and sensor ids come out the same."""
+        sc = self._ext_codes(0, names.site, names.site_names, self._site)
+        tc = self._ext_codes(1, names.tag, names.tag_names, self._tag)
+        return self._sids_of(sc, tc), sc
+
+    def _ext_codes(self, kind: int, rows: np.ndarray, names: Sequence[str], register: Any) -> np.ndarray:
+        ent = self._ext_lut[kind]
+        if ent is None or ent[0] is not names:
+            ent = self._ext_lut[kind] = (names, np.full(len(names), -1, _I32))
+        lut = ent[1]
+        codes = lut.take(rows)
+        miss = np.flatnonzero(codes < 0)
+        if len(miss):
+            u, first = np.unique(rows.take(miss), return_index=True)
+            for x in u[np.argsort(first, kind="stable")].tolist():
+                lut[x] = register(names[x])
+            codes = lut.take(rows)
+        return codes
+
     def _map_sids_exact(self, frame: pl.DataFrame) -> np.ndarray:
         return self._map_rows_exact(frame)[0]
 
@@ -650,17 +698,32 @@ class RuleEngine:
 
     # --- public API -----------------------------------------------------------------------------
 
-    def evaluate(self, batch: ReadingBatch, now_ms: int) -> EvalResult:
-        """Evaluate one micro-batch; `now_ms` is the engine clock after it (see module docstring)."""
+    def prime_names(self, batch: ReadingBatch, names: NameCodes) -> None:
+        """Name codes for the next `evaluate` of exactly this batch (the same frame object), for callers
+        that reach `evaluate` through code that does not pass them (the pipeline's Engine in a replay).
+        Used once; another batch ignores them."""
+        self._primed = (batch.frame, names)
+
+    def evaluate(self, batch: ReadingBatch, now_ms: int, names: NameCodes | None = None) -> EvalResult:
+        """Evaluate one micro-batch; `now_ms` is the engine clock after it (see module docstring).
+
+        `names`: the rows' site and tag as codes (see NameCodes), instead of hashing the name columns;
+        the same result either way."""
         st = self._st
         frame = batch.frame
+        primed, self._primed = self._primed, None
+        if names is None and primed is not None and primed[0] is frame:
+            names = primed[1]
+        if names is not None and len(names.site) != frame.height:
+            msg = f"NameCodes for {len(names.site)} rows, batch of {frame.height}"
+            raise ValueError(msg)
         clock_prev = st.clock_ms
         out: list[tuple[Any, ...]] = []
         if frame.height == 0:
             st.clock_ms = max(clock_prev, now_ms)
             self._end_of_batch(out, None)
             return EvalResult(self._sorted(out), 0, 0)
-        sid_all, scode = self._map_rows(frame)
+        sid_all, scode = self._map_rows(frame, names)
         if self._n_unruled:  # readings of sites without rules are ignored (ruled sites: the low codes)
             keep = scode < len(self._sites)
             all_kept = bool(keep.all())
@@ -1112,7 +1175,9 @@ class RuleEngine:
         if not len(pos):
             return
         srow_of_a = b.site_rows().row_of_a
-        ids = np.unique(gate).tolist()
+        # the distinct gate ids, ascending: gate ids are small, so a count instead of a sort of the points
+        g_lo, g_hi = int(gate.min()), int(gate.max())
+        ids = [g_lo] if g_lo == g_hi else (np.flatnonzero(np.bincount(gate - g_lo)) + g_lo).tolist()
         for g in ids:
             sel = pos if len(ids) == 1 else pos[gate == g]
             gv = self._eval_expr(b, self._gates[int(g)], srow_of_a.take(a.take(sel)))
