@@ -15,7 +15,8 @@ Cases (seeded workload, built before the timed sections; DuckDB files in a tempo
 - small tables: 500 alarm events, one Arrow INSERT vs `executemany`.
 - fixed cost per commit (`--fixed-only` runs just this): many small commits as a live engine makes them
   (one per step): empty; 5 alarms + 5 events + 5 signals + 2 notices (alarms upserted over 3 000 stored);
-  50 alarms; 500 and 4 500 fresh readings. Per-commit median and p90, and the parts of a small commit timed
+  50 alarms; a flood step (7 alarms raised with their events and signals, 21 notice rows); 500 and 4 500
+  fresh readings. Per-commit median and p90, and the parts of a small commit timed
   alone on the same connection (BEGIN + commit-log row + COMMIT, the alarm upsert, one small append).
 - restart: `last_ts_by_sensor` (folded marks) vs max(ts) GROUP BY over all readings; `readings_since`.
 
@@ -304,8 +305,27 @@ def _alarm(i: int, k: int) -> Alarm:
     )
 
 
+def _flood_commit(k: int, n: int = 7) -> CommitBatch:
+    """A step of a live engine during a flood (10 000 alarms a minute, ~25 commits a second): n alarms raised,
+    their events and signals, and the notice rows of earlier ones (mqtt, webhook, log each), no readings."""
+    alarms = [_alarm(10_000 + k * n + j, 0) for j in range(n)]
+    return CommitBatch(
+        fresh=EMPTY,
+        maybe_dup=EMPTY,
+        signals=[Signal(a.site, a.tag, a.rule_id, a.severity, SignalKind.RAISE, T0_MS + k, 0.1, "m") for a in alarms],
+        alarms=alarms,
+        events=[AlarmEvent(a.alarm_id, T0_MS + k, EventKind.RAISED, "engine", "x") for a in alarms],
+        notices=[
+            NoticeRecord(f"n{k}.{j}", a.alarm_id, ch, "ops", "plant", "raised", T0_MS + k, "delivered")
+            for j, a in enumerate(alarms)
+            for ch in ("mqtt", "webhook", "log")
+        ],
+    )
+
+
 def _small_commit(k: int, n_alarms: int) -> CommitBatch:
-    """A step of a live engine during alarms: a few signals, alarm changes, events and notices, no readings."""
+    """A step of a live engine during alarms: a few signals, changes of stored alarms (their events: cleared),
+    and notices, no readings."""
     ids = [(k * n_alarms + j) % 3000 for j in range(n_alarms)]
     return CommitBatch(
         fresh=EMPTY,
@@ -317,7 +337,7 @@ def _small_commit(k: int, n_alarms: int) -> CommitBatch:
             for i in ids[:5]
         ],
         alarms=[_alarm(i, k) for i in ids],
-        events=[AlarmEvent(f"a{i}", T0_MS + k, EventKind.RAISED, "engine", "x") for i in ids[:5]],
+        events=[AlarmEvent(f"a{i}", T0_MS + k, EventKind.CLEARED, "engine", "x") for i in ids[:5]],
         notices=[
             NoticeRecord(f"n{k}.{j}", f"a{ids[j]}", "mqtt", "ops", "plant", "raised", T0_MS + k, "delivered")
             for j in range(2)
@@ -342,6 +362,7 @@ def bench_fixed(tmp: Path, reps: int) -> dict[str, Any]:
         "empty": lambda k: CommitBatch(fresh=EMPTY, maybe_dup=EMPTY),
         "5_alarms_5_events_5_signals_2_notices": lambda k: _small_commit(k, 5),
         "50_alarms_5_events_5_signals_2_notices": lambda k: _small_commit(k, 50),
+        "flood_7_raised_7_events_7_signals_21_notices": lambda k: _flood_commit(k),
         "500_readings": lambda k: CommitBatch(fresh=_live_readings(500, k), maybe_dup=EMPTY),
         "4500_readings": lambda k: CommitBatch(fresh=_live_readings(4500, k), maybe_dup=EMPTY),
     }

@@ -1,6 +1,6 @@
-"""The cheaper per-commit paths of the store: alarms by DELETE + append, small tables appended as Arrow
-relations in the table's column order (and a named INSERT when a table has columns the store does not
-write)."""
+"""The cheaper per-commit paths of the store: alarms by DELETE + append (no DELETE for the alarms a batch
+raised), small tables appended by column name from Arrow (a table with columns the store does not write
+takes them too)."""
 
 from __future__ import annotations
 
@@ -52,6 +52,35 @@ def test_alarm_upsert_replaces_within_and_across_commits_and_survives_reopen(tmp
         got = r.get_alarm("a1")
         assert got is not None and got.state is AlarmState.CLOSED
         assert r.count("alarms") == 3
+
+
+def test_an_alarm_raised_again_under_a_stored_id_replaces_its_row_and_the_batch_is_stored_once(
+    tmp_path: Path,
+) -> None:
+    """A batch's raised alarms are appended without a DELETE; one whose id is stored after all (say an import
+    raising it again) makes the primary key refuse the append, and the whole batch is written again with the
+    DELETE: one row per alarm, with the final state, and the batch's readings and events once."""
+    path = tmp_path / "ew.duckdb"
+    s = Store.open(path, clock=ManualClock(T0_MS), checkpoint_interval_ms=0)
+    s.commit(CommitBatch(fresh=EMPTY, maybe_dup=EMPTY, alarms=[_alarm("a1", 1)],
+                         events=[AlarmEvent("a1", T0_MS, EventKind.RAISED)]))
+    s.checkpoint()  # a1 in the file
+    s.commit(CommitBatch(fresh=EMPTY, maybe_dup=EMPTY, alarms=[_alarm("a2", 1)],
+                         events=[AlarmEvent("a2", T0_MS, EventKind.RAISED)]))  # a2 in the WAL only
+    raised_again = [AlarmEvent(a, T0_MS + 5, EventKind.RAISED) for a in ("a1", "a2", "a3")]
+    res = s.commit(CommitBatch(fresh=_readings(1), maybe_dup=EMPTY, events=raised_again,
+                               alarms=[_alarm("a1", 7), _alarm("a2", 8), _alarm("a3", 1)]))
+    assert res.inserted == 200
+    want = {"a1": 7, "a2": 8, "a3": 1}
+    assert dict(s.sql("SELECT alarm_id, occurrences FROM alarms")) == want
+    assert s.count("readings") == 200
+    assert s.count("alarm_events") == 5
+    assert s.sql("SELECT count(*), sum(alarms), sum(events) FROM store_commits WHERE batch_seq = ?",
+                 [res.batch_seq]) == [(1, 3, 3)]
+    s.close()
+    with Store.open(path, clock=ManualClock(T0_MS)) as r:
+        assert dict(r.sql("SELECT alarm_id, occurrences FROM alarms")) == want
+        assert r.count("readings") == 200
 
 
 def test_a_table_with_a_column_added_by_hand_still_takes_rows(tmp_path: Path) -> None:
