@@ -39,7 +39,9 @@ the flood phase on tags that raise 10 000 alarms (10 % red) over the minute — 
 alarms and their notices. Per variant (a, b, c; a fresh engine each): baseline, flood, drain (window + 1 s,
 untimed), baseline again; readings/s of the flood phase over the baselines', and the raised -> received delay
 measured at the MQTT process and the webhook server. Deadlines are set to 1 h so no escalation or reminder
-falls inside a run.
+falls inside a run. Where the flood's extra CPU goes: CPU seconds per role (engine thread, committer, DuckDB's
+own threads, notify workers per lane, the bench feeder, the sink processes), from /proc, as cores used and as
+CPU ms per 100 000 readings, baselines against flood.
 Results go to benchmarks/results/notify.json (git-ignored).
 """
 
@@ -441,6 +443,7 @@ class _Sinks:
         self.hook = ctx.Process(target=_webhook_server, args=(port_q, hchild), daemon=True)
         self.hook.start()
         self.url = f"http://127.0.0.1:{port_q.get(timeout=30)}/hook"
+        _SINK_PIDS.update({"sink: mqtt pipe process": self.mqtt.pid, "sink: webhook server process": self.hook.pid})
 
     def publish(self, topic: str, payload: bytes, qos: int = 1) -> None:
         """What ProcessIngest.publish does: one pickled message down a pipe to the MQTT process."""
@@ -460,6 +463,62 @@ class _Sinks:
         self.hook_conn.send("stop")
         self.mqtt.join(10)
         self.hook.join(10)
+
+
+# ---------------------------------------------------------------------------------------------
+# Where the CPU goes: CPU seconds per thread of this process (DuckDB's own threads included, which Python
+# does not list) and of the sink processes, from /proc, summed by role. The machine has two cores, so
+# whatever the committer, the notify workers, DuckDB's threads and the sinks burn comes out of the engine's
+# wall-time rate; per-role CPU per reading, baseline against flood, says which role takes the difference.
+
+_SINK_PIDS: dict[str, int] = {}  # role -> pid of a sink process (set by _Sinks)
+_CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _stat_cpu_s(path: str) -> float:
+    """utime + stime of a /proc stat file, in seconds (0 when the task is gone)."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError:
+        return 0.0
+    fields = data[data.rindex(b")") + 2:].split()  # after "pid (comm) ": state is field 3
+    return (int(fields[11]) + int(fields[12])) / _CLK_TCK  # fields 14 and 15
+
+
+def _thread_role(name: str | None) -> str:
+    if name is None:
+        return "native threads (DuckDB's pool)"
+    if name.startswith("notify-"):
+        return "notify workers: " + name.split("-")[1]
+    return {"earlywarn-engine": "engine thread", "earlywarn-store-bg": "store background",
+            "MainThread": "bench feeder (main thread)"}.get(
+        name, "committer thread" if name.startswith("earlywarn-commit") else
+        "snapshot packer" if name.startswith("earlywarn-snapshot") else f"other: {name.split('-')[0]}")
+
+
+def _cpu_sample() -> dict[str, float]:
+    """CPU seconds so far, per thread id of this process (key "tid:N") and per sink process."""
+    out = {}
+    try:
+        tids = os.listdir("/proc/self/task")
+    except OSError:
+        return {}
+    for tid in tids:
+        out[f"tid:{tid}"] = _stat_cpu_s(f"/proc/self/task/{tid}/stat")
+    for role, pid in _SINK_PIDS.items():
+        out[role] = _stat_cpu_s(f"/proc/{pid}/stat")
+    return out
+
+
+def _cpu_by_role(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """CPU seconds spent between two samples, summed by role (a thread started meanwhile counts whole)."""
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    roles: dict[str, float] = {}
+    for key, cpu in after.items():
+        role = _thread_role(names.get(int(key[4:]))) if key.startswith("tid:") else key
+        roles[role] = roles.get(role, 0.0) + cpu - before.get(key, 0.0)
+    return dict(sorted(roles.items(), key=lambda kv: -kv[1]))
 
 
 def _engine_files(tmp: Path, hook_url: str, notify_toml: str) -> Path:
@@ -600,6 +659,7 @@ def _run_phase(engine: Any, feed: _Feed, duration_s: float, set_name: bytes, val
     signals = 0
     per_s = E_FLOOD_PER_MIN / 60
     v = b"%g" % value
+    roles0 = _cpu_sample()
     t0 = time.perf_counter()
     cpu0 = time.thread_time()
     proc0 = time.process_time()
@@ -618,6 +678,7 @@ def _run_phase(engine: Any, feed: _Feed, duration_s: float, set_name: bytes, val
     cpu = time.thread_time() - cpu0
     proc = time.process_time() - proc0
     return {"readings": readings, "batches": batches, "flood_readings": flood, "signals": signals,
+            "cpu_s_by_role": _cpu_by_role(roles0, _cpu_sample()),
             "wall_s": wall, "engine_thread_cpu_s": cpu, "process_cpu_s": proc,
             "readings_per_s": readings / wall, "readings_per_engine_cpu_s": readings / cpu,
             "readings_per_process_cpu_s": readings / proc, "mean_batch_s": wall / max(1, batches)}
@@ -631,6 +692,7 @@ def _run_phase_runner(driver: _RunnerDriver, feed: _Feed, duration_s: float, set
     stored0 = driver.counter("earlywarn_store_readings_total")
     batches0 = driver.counter("earlywarn_batch_readings_count")
     signals0 = driver.signals()
+    roles0 = _cpu_sample()
     t0 = time.perf_counter()
     cpu0 = driver.thread_cpu_s()
     proc0 = time.process_time()
@@ -651,7 +713,8 @@ def _run_phase_runner(driver: _RunnerDriver, feed: _Feed, duration_s: float, set
     readings = int(driver.counter("earlywarn_store_readings_total") - stored0)
     batches = int(driver.counter("earlywarn_batch_readings_count") - batches0)
     return {"readings": readings, "batches": batches, "flood_readings": flood,
-            "signals": int(driver.signals() - signals0), "wall_s": wall, "engine_thread_cpu_s": cpu,
+            "signals": int(driver.signals() - signals0), "cpu_s_by_role": _cpu_by_role(roles0, _cpu_sample()),
+            "wall_s": wall, "engine_thread_cpu_s": cpu,
             "process_cpu_s": proc, "readings_per_s": readings / wall,
             "readings_per_engine_cpu_s": readings / cpu,
             "readings_per_process_cpu_s": readings / proc, "mean_batch_s": wall / max(1, batches)}
@@ -763,6 +826,7 @@ def run_engine_flood(variant: str, notify_toml: str | None, sinks: _Sinks, *, fl
     hook_all = received["webhook"]["red"] + received["webhook"]["other"]
     return {
         "variant": variant,
+        "cpu_by_role": _roles_table(before, during, after),
         "notify_toml": notify_toml,
         "baseline_before": before,
         "flood": during,
@@ -791,6 +855,30 @@ def run_engine_flood(variant: str, notify_toml: str | None, sinks: _Sinks, *, fl
         "webhook_handoff_p50_ms": _pct(handoff["webhook"], 0.50),
         "webhook_handoff_p99_ms": _pct(handoff["webhook"], 0.99),
     }
+
+
+def _roles_table(before: dict[str, Any], during: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """Per role: cores used (CPU s / wall s) and CPU ms per 100 000 readings, baselines (mean) and flood."""
+    out: dict[str, Any] = {}
+    roles = {*before["cpu_s_by_role"], *during["cpu_s_by_role"], *after["cpu_s_by_role"]}
+    for role in roles:
+        def per(ph: dict[str, Any], role: str = role) -> tuple[float, float]:
+            cpu = ph["cpu_s_by_role"].get(role, 0.0)
+            return cpu / ph["wall_s"], cpu / max(1, ph["readings"]) * 1e8  # ms per 100 000 readings
+        (c0, r0), (c1, r1), (c2, r2) = per(before), per(during), per(after)
+        out[role] = {"base_cores": (c0 + c2) / 2, "flood_cores": c1,
+                     "base_ms_per_100k": (r0 + r2) / 2, "flood_ms_per_100k": r1}
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]["flood_cores"]))
+
+
+def _print_roles(table: dict[str, Any]) -> None:
+    print(f"  {'':<30} CPU by role: cores used baseline -> flood; CPU ms per 100 000 readings baseline -> flood")
+    for role, r in table.items():
+        if max(r["base_cores"], r["flood_cores"]) < 0.005:
+            continue
+        print(f"  {'':<32}{role:<34}{r['base_cores']:>6.2f} -> {r['flood_cores']:<6.2f}"
+              f"{r['base_ms_per_100k']:>8.1f} -> {r['flood_ms_per_100k']:<8.1f}"
+              f"({r['flood_ms_per_100k'] - r['base_ms_per_100k']:+.1f})")
 
 
 def _fmt(x: float) -> str:
@@ -912,6 +1000,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"{_fmt(r['mqtt_handoff_p50_ms'])}/{_fmt(r['mqtt_handoff_p99_ms'])} ms, webhook "
                       f"{_fmt(r['webhook_handoff_p50_ms'])}/{_fmt(r['webhook_handoff_p99_ms'])} ms; "
                       f"open alarms after {r['open_alarms_after']:,}")
+                _print_roles(r["cpu_by_role"])
         finally:
             sinks.close()
     load_after = [round(x, 2) for x in os.getloadavg()]
