@@ -39,6 +39,7 @@ import datetime as dt
 import decimal
 import json
 import math
+import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -1513,7 +1514,7 @@ def run_sql(path_or_con: str | Path | duckdb.DuckDBPyConnection, sql: str) -> pl
     if kind not in _ALLOWED_STATEMENTS:
         msg = f"refused: only read-only queries (SELECT) are allowed, got a {kind} statement"
         raise SqlRefused(msg)
-    if isinstance(path_or_con, duckdb.DuckDBPyConnection):
+    if not isinstance(path_or_con, (str, os.PathLike)):  # a connection, or the store's reader cursor
         con = _sandbox_from(path_or_con, sql)
     else:
         con = guarded_connect(path_or_con)
