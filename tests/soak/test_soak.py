@@ -60,6 +60,7 @@ class Figures:
     rss_end_kb: int
     rss_max_kb: int
     queue_max: float
+    duck_kb: list[int]  # DuckDB's buffer manager at each RSS sample (earlywarn_store_memory_bytes)
 
 
 def value(site_i: int, tag_i: int, ts: int) -> float:
@@ -164,6 +165,7 @@ def run_soak(tmp_path: Path, broker, seconds: float, rate: float) -> tuple[Figur
     pub = Publisher(broker.host, broker.port, client_id="pub-soak")
     stream = Stream(rate)
     rss: list[int] = [eng.rss_kb()]
+    duck: list[int] = [0]  # DuckDB's buffer manager (earlywarn_store_memory_bytes), kB, sampled with rss
     queue_max = 0.0
     start = time.monotonic()
     try:
@@ -174,6 +176,7 @@ def run_soak(tmp_path: Path, broker, seconds: float, rate: float) -> tuple[Figur
             queue_max = max(queue_max, eng.metric("earlywarn_ingest_queue_messages"))
             if stream.tick % max(1, int(5 / TICK_S)) == 0:
                 rss.append(eng.rss_kb())
+                duck.append(int(max(0.0, eng.metric("earlywarn_store_memory_bytes")) // 1024))
             assert eng.proc is not None and eng.proc.poll() is None, eng.log_text()[-3000:]
             time.sleep(max(0.0, next_tick - time.monotonic()))  # pacing of the steady stream
         pub.publish_many(stream.flush_held())
@@ -182,6 +185,7 @@ def run_soak(tmp_path: Path, broker, seconds: float, rate: float) -> tuple[Figur
         wait_until(lambda: eng.metric("earlywarn_store_readings_total") >= n, 300, f"{n} readings stored")
         wait_until(lambda: eng.metric("earlywarn_ingest_queue_messages") == 0, 60, "queue drained")
         rss.append(eng.rss_kb())
+        duck.append(int(max(0.0, eng.metric("earlywarn_store_memory_bytes")) // 1024))
     finally:
         pub.close()
         rc = eng.stop()
@@ -235,13 +239,19 @@ def run_soak(tmp_path: Path, broker, seconds: float, rate: float) -> tuple[Figur
         stored=int(stored), lost=int(lost),
         duplicated=int(duplicated), late_stored=int(late_stored), live_signals=int(live_signals),
         replay_signals=len(replayed), rss_start_kb=rss[0], rss_end_kb=rss[-1], rss_max_kb=max(rss),
-        queue_max=queue_max,
+        queue_max=queue_max, duck_kb=duck,
     ), rss
 
 
 def check(fig: Figures, rss: list[int]) -> None:
-    print("soak figures:", json.dumps(fig.__dict__))
+    print("soak figures:", json.dumps({k: v for k, v in fig.__dict__.items() if k != "duck_kb"}))
     print("soak RSS samples (kB, every 5 s):", rss[:: max(1, len(rss) // 40)])
+    print("soak DuckDB buffer samples (kB):", fig.duck_kb[:: max(1, len(fig.duck_kb) // 40)])
+    q = max(1, len(rss) // 4)
+    print("soak RSS by quarter, max MB:", [round(max(rss[i * q : (i + 1) * q] or [0]) / 1024) for i in range(4)],
+          "; RSS minus DuckDB's buffer, max MB:",
+          [round(max([r - d for r, d in zip(rss[i * q : (i + 1) * q], fig.duck_kb[i * q : (i + 1) * q])] or [0]) / 1024)
+           for i in range(4)])
     assert fig.lost == 0 and fig.duplicated == 0 and fig.stored == fig.readings
     assert fig.live_signals > 0 and fig.live_signals == fig.replay_signals
     assert fig.late_stored > 0  # the late data did arrive late, and was kept
