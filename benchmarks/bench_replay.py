@@ -18,7 +18,7 @@ runs; process start and imports included in the wall time):
 Writes benchmarks/results/replay.json.
 
 --rules-only: the rule engine alone on the same file and the shipped packs, in this process, on one core
-(POLARS_MAX_THREADS=1): the file read as `earlywarn replay` reads it, cut into the same 1 M-reading chunks,
+(POLARS_MAX_THREADS=1): the file read as `earlywarn replay` reads it, cut into the same chunks (--chunk),
 `RuleEngine.evaluate` + `tick` per chunk with the replay clock (event time), timed in CPU seconds. Best of
 --repeats fresh engines, and the sum over chunks of each chunk's best (less sensitive to a busy machine).
 The chunks' names are given as codes (NameCodes), as `run_replay` gives them, coded once for the file
@@ -140,27 +140,30 @@ def run(quick: bool, n_readings: int | None = None) -> dict[str, Any]:
     return res
 
 
-def rules_only(n: int, repeats: int, profile: bool, chunk: int = 1_000_000, hash_names: bool = False
+def rules_only(n: int, repeats: int, profile: bool, chunk: int | None = None, hash_names: bool = False
                ) -> dict[str, Any]:
     """The rule engine alone over the replay file (see the module docstring)."""
     import numpy as np
 
     from earlywarn.config import load_config
     from earlywarn.model import ReadingBatch
-    from earlywarn.pipeline import _replay_names, load_site_rules, read_replay_files
+    from earlywarn.pipeline import REPLAY_CHUNK, _chunk_bounds, _replay_names, load_site_rules, read_replay_files
     from earlywarn.rules.engine import RuleEngine
+
+    chunk = chunk or REPLAY_CHUNK
 
     inp, sites = workload(n)
     with tempfile.TemporaryDirectory(prefix="bench_replay_rules_") as d:
         _, site_rules = load_site_rules(load_config(str(engine_config(Path(d), "rules", sites))))
     batch, _ = read_replay_files([str(inp)])
     frame = batch.frame
-    parts = [ReadingBatch(frame.slice(off, chunk)) for off in range(0, frame.height, chunk)]
+    bounds = _chunk_bounds(frame.get_column("ts_ms").to_numpy(), chunk)  # as run_replay cuts them
+    parts = [ReadingBatch(frame.slice(off, end - off)) for off, end in bounds]
     now = [int(p.frame["ts_ms"].max()) for p in parts]
     c_names = time.process_time()
     names = None if hash_names else _replay_names(frame)
     c_names = time.process_time() - c_names
-    codes = [None if names is None else names.slice(off, off + chunk) for off in range(0, frame.height, chunk)]
+    codes = [None if names is None else names.slice(off, end) for off, end in bounds]
 
     def one_run() -> tuple[float, list[float], int, int]:
         eng = RuleEngine(site_rules)
@@ -214,11 +217,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=3, help="--rules-only: fresh engines, best taken")
     ap.add_argument("--profile", action="store_true", help="--rules-only: one more run under cProfile")
     ap.add_argument("--hash-names", action="store_true", help="--rules-only: hash the names per chunk (live path)")
+    ap.add_argument("--chunk", type=int, default=None, help="--rules-only: rows per chunk (default: run_replay's)")
     args = ap.parse_args(argv)
     if args.rules_only:
         os.environ.setdefault("POLARS_MAX_THREADS", "1")  # one core (polars is imported later)
         n = args.readings or (1_000_000 if args.quick else 10_000_000)
-        r = rules_only(n, args.repeats, args.profile, hash_names=args.hash_names)
+        r = rules_only(n, args.repeats, args.profile, chunk=args.chunk, hash_names=args.hash_names)
         print(f"rules only (shipped packs, {r['chunks']} chunks, best of {r['repeats']}): {n:,} readings, "
               f"{r['evaluated']:,} evaluated, {r['signals']:,} signals")
         print(f"  cpu {r['cpu_s_best']:.2f} s  {r['readings_per_cpu_s']:>12,.0f} readings/cpu-s   "

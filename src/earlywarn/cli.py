@@ -75,14 +75,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
     import time
 
     from earlywarn.app import build_engine
-    from earlywarn.pipeline import read_replay_files, run_replay
+    from earlywarn.pipeline import REPLAY_CHUNK, read_replay_files, run_replay
 
     cfg = _load_config(args.config)
     t0 = time.perf_counter()
     batch, rejects = read_replay_files(args.inputs)
     t_read = time.perf_counter() - t0
     engine = build_engine(cfg, replay=True)
-    res = run_replay(engine, batch, rejects, store_readings=not args.no_readings)
+    res = run_replay(engine, batch, rejects, store_readings=not args.no_readings, chunk=args.chunk or REPLAY_CHUNK)
     engine.store.close()
     dt = time.perf_counter() - t0
     print(
@@ -276,6 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("replay", help="evaluate recorded readings through the same engine, into the store")
     s.add_argument("--config", required=True)
     s.add_argument("--no-readings", action="store_true", help="do not store the readings themselves")
+    s.add_argument("--chunk", type=int, default=None, metavar="ROWS",
+                   help="readings per step (default 500 000); any size gives the same result")
     s.add_argument("inputs", nargs="+", help="CSV, Parquet or NDJSON files with site, tag, ts, value[, quality]")
     s.set_defaults(func=cmd_replay)
 

@@ -474,6 +474,19 @@ def test_override_changes_only_its_site(tmp_path: Path) -> None:
     assert one.deadband == two.deadband == 0.01  # type: ignore[attr-defined]
 
 
+def test_sites_with_equal_rules_share_one_tuple(tmp_path: Path) -> None:
+    """The rule engine builds one template per rule-list object: equal lists are handed out as one."""
+    pack_dir = tmp_path / "rules"
+    pack_dir.mkdir()
+    write(pack_dir, GOOD_RULE + ALL_KINDS)
+    sites_file = tmp_path / "sites.toml"
+    for overrides, shared in (("", True), ("[site.overrides.cw_pressure_ll]\nlimit = 0.18\n", False)):
+        sites_file.write_text(SITES.format(overrides=overrides), encoding="utf-8")
+        out = rules_for_sites(load_packs(pack_dir), load_sites(sites_file), str(sites_file))
+        assert (out["SZ-AL-0001"] is out["SZ-AL-0002"]) is shared
+        assert (out["SZ-AL-0001"] == out["SZ-AL-0002"]) is shared
+
+
 def test_only_enabled_rules_and_override_can_enable(tmp_path: Path) -> None:
     got = site_rules(tmp_path, "[site.overrides.e]\nenabled = true\n[site.overrides.v]\nenabled = false\n")
     assert "e" in got["SZ-AL-0001"] and "v" not in got["SZ-AL-0001"]

@@ -675,8 +675,11 @@ class RuleEngine:
         codes = lut.take(rows)
         miss = np.flatnonzero(codes < 0)
         if len(miss):
-            u, first = np.unique(rows.take(miss), return_index=True)
-            for x in u[np.argsort(first, kind="stable")].tolist():
+            # each missing code's first row (a scatter-min over the few codes, not a sort of the rows)
+            first = np.full(len(names), len(rows), _I64)
+            np.minimum.at(first, rows.take(miss), miss)
+            u = np.flatnonzero(first < len(rows))
+            for x in u[np.argsort(first[u])].tolist():
                 lut[x] = register(names[x])
             codes = lut.take(rows)
         return codes

@@ -543,6 +543,9 @@ def rules_for_sites(
     """
     file = sites_file or "<sites>"
     out: dict[str, tuple[RuleSpec, ...]] = {}
+    # sites whose rules come out equal (a pack without overrides) get one tuple object: the rule engine
+    # builds one template per distinct list object, not one per site (240 sites of 4 plants: 4 templates)
+    shared: dict[tuple[RuleSpec, ...], tuple[RuleSpec, ...]] = {}
     for site_id, site in sites.items():
         where = f"site[{site_id}]"
         pack = packs.get(site.plant)
@@ -553,7 +556,8 @@ def rules_for_sites(
         rules, errors = apply_overrides(pack, site.overrides, file, where)
         if errors:
             raise errors[0]
-        out[site_id] = tuple(r for r in rules if r.enabled)
+        mine = tuple(r for r in rules if r.enabled)
+        out[site_id] = shared.setdefault(mine, mine)
     return out
 
 
