@@ -29,6 +29,7 @@ from earlywarn.model import (
     Tier,
 )
 from earlywarn.notify import (
+    Delivery,
     DeliveryError,
     Dispatcher,
     InMemoryNotificationLog,
@@ -539,6 +540,107 @@ def test_a_hanging_webhook_blocks_neither_flush_nor_other_channels() -> None:
     finally:
         hook.release.set()
         d.close()
+
+
+class Counting(MemoryChannel):
+    """A MemoryChannel that sets `reached` once it has sent `n` notices."""
+
+    def __init__(self, name: str, n: int) -> None:
+        super().__init__(name)
+        self.n = n
+        self.reached = threading.Event()
+
+    def send(self, notice: Notice, recipient: Recipient) -> None:
+        super().send(notice, recipient)
+        if len(self.sent) >= self.n:
+            self.reached.set()
+
+
+def test_a_full_lane_holds_up_only_its_own_channel() -> None:
+    """The deliveries a full lane refuses wait in the backlog; the other channels' deliveries of the same
+    flush, offered after them, go out at once."""
+    hook, mqtt = Gate("webhook"), Counting("mqtt", 4)
+    clock = ManualClock(T0_MS)
+    d = Dispatcher(SITES, NotifyConfig(webhook=WebhookConfig(urls=("http://slow",))), AlarmsConfig(),
+                   channels={"webhook": hook, "mqtt": mqtt}, log=InMemoryNotificationLog(), clock=clock,
+                   executor=ThreadedExecutor(workers={"webhook": 1}, queue_max=1))
+    try:
+        for n in range(4):
+            a = alarm(n, site=f"S{n}")
+            d.submit([(a, ev(a))])
+        # each notice: mqtt then webhook. The webhook lane takes two at most (one hanging, one queued); the
+        # mqtt lane (queue_max 1 as well) takes what fits at each flush, however many webhooks wait before it
+        for _ in range(50):
+            d.flush(T0_MS + 10_000)
+            if mqtt.reached.wait(0.1):
+                break
+        assert mqtt.reached.is_set(), f"mqtt held up behind the webhook lane: {len(mqtt.sent)} of 4 sent"
+        assert d.pending()["backlog"] >= 2 and len(hook.sent) == 0
+        hook.release.set()
+        for _ in range(20):
+            d.wait_idle(5)
+            d.flush(T0_MS + 10_001)
+            if d.pending()["backlog"] == 0 and len(hook.sent) == 4:
+                break
+        assert d.wait_idle(5)
+        assert sorted(hook.sent) == sorted({n.notice_id for n, _ in mqtt.sent})  # each once, none lost
+    finally:
+        hook.release.set()
+        d.close()
+
+
+def test_threaded_executor_offer_many_keeps_each_lanes_order_and_returns_the_refused_in_order() -> None:
+    gate = threading.Event()
+    started = threading.Event()
+    ran: list[str] = []
+
+    def run(dl: Delivery) -> None:
+        if dl.channel == "webhook" and not started.is_set():
+            started.set()
+            assert gate.wait(10)
+        ran.append(f"{dl.channel}:{dl.recipient.address}")
+
+    ex = ThreadedExecutor(workers={"webhook": 1, "mqtt": 1}, queue_max=1)
+    ex.start(run)
+    # the runner above never looks at the notice
+    mk = [Delivery(None, Recipient(ch, addr)) for ch, addr in  # type: ignore[arg-type]
+          (("webhook", "w1"), ("mqtt", "m1"), ("webhook", "w2"), ("webhook", "w3"), ("mqtt", "m2"))]
+    try:
+        assert ex.offer_many(mk[:1]) == []
+        assert started.wait(5)  # w1 is running (and blocked): the webhook queue is empty again
+        refused = ex.offer_many(mk[1:])
+        # the webhook lane holds one (w2): w3 refused; mqtt takes m1 (m2 refused: queue_max 1, unless m1 ran)
+        assert [r.recipient.address for r in refused if r.channel == "webhook"] == ["w3"]
+        assert refused == sorted(refused, key=mk.index)
+        gate.set()
+        left = refused
+        while left:
+            assert ex.wait_idle(5)
+            left = ex.offer_many(left)
+        assert ex.wait_idle(5)
+        hooks = [r for r in ran if r.startswith("webhook")]
+        assert hooks == ["webhook:w1", "webhook:w2", "webhook:w3"]
+        assert sorted(r for r in ran if r.startswith("mqtt")) == ["mqtt:m1", "mqtt:m2"]
+    finally:
+        gate.set()
+        ex.close()
+
+
+def test_routes_are_remembered_per_site_and_recomputed_for_a_replaced_site() -> None:
+    sites = dict(SITES)
+    clock = ManualClock(T0_MS)
+    email = MemoryChannel("email")
+    d = Dispatcher(sites, NotifyConfig(group_wait_ms=0), AlarmsConfig(red_immediate_tiers=("plant",)),
+                   channels={"email": email}, log=InMemoryNotificationLog(), clock=clock)
+    a = alarm(1)
+    d.submit([(a, ev(a))])
+    d.flush(T0_MS)
+    assert [r.address for _, r in email.sent] == ["li@plant.cn"]
+    sites[SITE.id] = dataclasses.replace(SITE, contacts=(Contact(Tier.PLANT, "New", email="new@plant.cn"),))
+    b = alarm(2)
+    d.submit([(b, ev(b))])
+    d.flush(T0_MS)
+    assert [r.address for _, r in email.sent] == ["li@plant.cn", "new@plant.cn"]
 
 
 # ------------------------------------------------------------------------------------------------ lifecycle

@@ -1,16 +1,16 @@
 """Delivery jobs, the retry policy, and the executors that run deliveries off the pipeline thread.
 
-The Dispatcher hands each (notice, recipient) to an Executor with `offer`, which never blocks: a full queue
-answers False and the Dispatcher keeps the job in its backlog for the next flush. Retries are not slept on:
+The Dispatcher hands the (notice, recipient) jobs of a flush to an Executor with `offer_many`, which never
+blocks: the jobs whose lane is full come back, and the Dispatcher keeps them in its backlog for the next flush. Retries are not slept on:
 a failed attempt is rescheduled at `clock + backoff` and the Dispatcher offers it again at the first flush
 at or after that time.
 """
 
 from __future__ import annotations
 
-import queue
 import threading
-from collections.abc import Callable, Mapping
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -60,6 +60,11 @@ class Executor(Protocol):
 
     def offer(self, delivery: Delivery) -> bool: ...
 
+    def offer_many(self, deliveries: Sequence[Delivery]) -> list[Delivery]:
+        """Offer each delivery without blocking; return those not taken (full), in their order. Once one is
+        refused, the later ones of its channel are refused too, so each channel keeps its order."""
+        ...
+
     def wait_idle(self, timeout_s: float) -> bool: ...
 
     def close(self, timeout_s: float = 5.0) -> None: ...
@@ -79,6 +84,11 @@ class InlineExecutor:
         self._run(delivery)
         return True
 
+    def offer_many(self, deliveries: Sequence[Delivery]) -> list[Delivery]:
+        for d in deliveries:
+            self.offer(d)
+        return []
+
     def wait_idle(self, timeout_s: float) -> bool:
         return True
 
@@ -90,10 +100,20 @@ _STOP = object()
 
 
 class _Lane:
-    """One channel's bounded queue and its worker threads."""
+    """One channel's bounded queue and its worker threads.
+
+    A deque under one lock rather than a `queue.Queue`: a flush hands a lane all its deliveries with one
+    lock acquisition and wakes only as many idle workers as there are deliveries, instead of a locked put
+    and a notify per delivery on the engine thread (during a flood, hundreds a second; the notify stage runs
+    in the engine's process, so every bytecode it executes is taken from the engine thread through the GIL).
+    """
 
     def __init__(self, name: str, workers: int, queue_max: int, run: Runner, on_done: Callable[[], None]) -> None:
-        self.queue: queue.Queue[object] = queue.Queue(maxsize=queue_max)
+        self._lock = threading.Lock()
+        self._ready = threading.Condition(self._lock)
+        self._items: deque[object] = deque()
+        self._max = queue_max
+        self._idle = 0  # workers waiting for an item (an upper bound while woken ones have not run yet)
         self._run = run
         self._on_done = on_done
         self.threads = [
@@ -102,9 +122,33 @@ class _Lane:
         for t in self.threads:
             t.start()
 
+    def put_many(self, items: Sequence[object]) -> int:
+        """Queue the first items that fit (the queue holds at most queue_max); return how many."""
+        with self._lock:
+            n = min(len(items), self._max - len(self._items))
+            if n <= 0:
+                return 0
+            self._items.extend(items[:n] if n < len(items) else items)
+            if self._idle:
+                self._ready.notify(min(n, self._idle))
+        return n
+
+    def stop(self) -> None:
+        """Ask every worker to end once the items before are done (not bounded by queue_max)."""
+        with self._lock:
+            self._items.extend(_STOP for _ in self.threads)
+            self._ready.notify_all()
+
     def _work(self) -> None:
         while True:
-            item = self.queue.get()
+            with self._lock:
+                while not self._items:
+                    self._idle += 1
+                    try:
+                        self._ready.wait()
+                    finally:
+                        self._idle -= 1
+                item = self._items.popleft()
             if item is _STOP:
                 return
             try:
@@ -126,35 +170,50 @@ class ThreadedExecutor:
         self._queue_max = queue_max
         self._lanes: dict[str, _Lane] = {}
         self._run: Runner | None = None
-        self._cond = threading.Condition()
+        self._cond = threading.Condition(threading.Lock())
         self._outstanding = 0
         self._closed = False
 
     def start(self, run: Runner) -> None:
         self._run = run
 
-    def _done(self) -> None:
+    def _done(self, n: int = 1) -> None:
         with self._cond:
-            self._outstanding -= 1
-            self._cond.notify_all()
+            self._outstanding -= n
+            if self._outstanding == 0:  # only wait_idle waits, and only for this
+                self._cond.notify_all()
 
-    def offer(self, delivery: Delivery) -> bool:
-        if self._closed:
-            return False
-        lane = self._lanes.get(delivery.channel)
+    def _lane(self, channel: str) -> _Lane:
+        lane = self._lanes.get(channel)
         if lane is None:
             assert self._run is not None, "start() first"
-            lane = _Lane(delivery.channel, self._workers.get(delivery.channel, 1), self._queue_max, self._run,
-                         self._done)
-            self._lanes[delivery.channel] = lane
-        with self._cond:
-            self._outstanding += 1
-        try:
-            lane.queue.put_nowait(delivery)
-        except queue.Full:
-            self._done()
-            return False
-        return True
+            lane = _Lane(channel, self._workers.get(channel, 1), self._queue_max, self._run, self._done)
+            self._lanes[channel] = lane
+        return lane
+
+    def offer(self, delivery: Delivery) -> bool:
+        return not self.offer_many((delivery,))
+
+    def offer_many(self, deliveries: Sequence[Delivery]) -> list[Delivery]:
+        if self._closed:
+            return list(deliveries)
+        by_lane: dict[str, list[Delivery]] = {}
+        for d in deliveries:
+            by_lane.setdefault(d.channel, []).append(d)
+        with self._cond:  # counted before a worker can finish one
+            self._outstanding += len(deliveries)
+        refused: list[Delivery] = []
+        for channel, items in by_lane.items():
+            taken = self._lane(channel).put_many(items)
+            if taken < len(items):
+                refused.extend(items[taken:])
+        if not refused:
+            return []
+        self._done(len(refused))
+        if len(by_lane) == 1:
+            return refused
+        ids = {id(d) for d in refused}
+        return [d for d in deliveries if id(d) in ids]  # in the order offered
 
     def wait_idle(self, timeout_s: float) -> bool:
         """Wait (bounded) until every offered delivery has run; for tests and shutdown."""
@@ -166,11 +225,7 @@ class ThreadedExecutor:
         self.wait_idle(timeout_s)
         self._closed = True
         for lane in self._lanes.values():
-            for _ in lane.threads:
-                try:
-                    lane.queue.put(_STOP, timeout=timeout_s)
-                except queue.Full:
-                    break
+            lane.stop()
         for lane in self._lanes.values():
             for t in lane.threads:
                 t.join(timeout=timeout_s)

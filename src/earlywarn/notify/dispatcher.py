@@ -141,6 +141,7 @@ class Dispatcher:
         self._in_groups: dict[str, int] = {}  # alarm_id -> number of open groups holding it
         self._latest: dict[str, Alarm] = {}  # newest snapshot of alarms in open groups
         self._backlog: deque[Delivery] = deque()
+        self._routes: dict[tuple[str, frozenset[Tier]], tuple[Site | None, tuple[Recipient, ...]]] = {}
         # shared with workers
         self._lock = threading.Lock()
         self._retries: list[tuple[int, int, Delivery]] = []
@@ -228,10 +229,10 @@ class Dispatcher:
         with self._lock:
             while self._retries and self._retries[0][0] <= now_ms:
                 self._backlog.append(heapq.heappop(self._retries)[2])
-        while self._backlog:
-            if not self._executor.offer(self._backlog[0]):
-                break  # the lane is full: keep the rest for the next flush, never block the pipeline
-            self._backlog.popleft()
+        if self._backlog:
+            # those whose lane is full stay for the next flush: never block the pipeline, and a full lane
+            # (a hanging webhook) holds up only its own channel
+            self._backlog = deque(self._executor.offer_many(list(self._backlog)))
         return notices
 
     def _close(self, group: _Group, now_ms: int) -> Notice | None:
@@ -264,9 +265,7 @@ class Dispatcher:
             group.window_start_ms,
         )
         site = self._sites.get(group.site)
-        to = recipients(
-            site, group.site, group.tiers, channels=self._channels, global_webhooks=self.config.webhook.urls
-        )
+        to = self._recipients(site, group.site, group.tiers)
         notice = Notice(
             notice_id=notice_id,
             site=group.site,
@@ -282,6 +281,17 @@ class Dispatcher:
         for key in keys:
             self._log.record(*key, notice_id, now_ms)
         return notice
+
+    def _recipients(self, site: Site | None, site_id: str, tiers: frozenset[Tier]) -> tuple[Recipient, ...]:
+        """routing.recipients, remembered per (site, tiers): the same few routes come back for every notice of a
+        flood (a Site is frozen; a site replaced in the mapping is routed afresh)."""
+        key = (site_id, tiers)
+        hit = self._routes.get(key)
+        if hit is not None and hit[0] is site:
+            return hit[1]
+        to = recipients(site, site_id, tiers, channels=self._channels, global_webhooks=self.config.webhook.urls)
+        self._routes[key] = (site, to)
+        return to
 
     def _ack_deadline_ms(self, alarm: Alarm) -> int | None:
         """The next ack deadline, as the alarm lifecycle counts it: from the start of the unacknowledged period,
