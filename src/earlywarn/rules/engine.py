@@ -371,6 +371,10 @@ class RuleEngine:
         # NameCodes: per kind (site, tag), the caller's name list and its code -> our code table (-1: not
         # looked up yet); and the codes primed for the next evaluate (see prime_names)
         self._ext_lut: list[tuple[Sequence[str], np.ndarray] | None] = [None, None]
+        # good readings in a batch from which the windowed kinds run on a worker thread (_evaluate_points):
+        # replay chunks, not live micro-batches (a hand-over costs more than it saves on small batches)
+        self.overlap_min_points = 200_000
+        self._pool: Any = None
         self._primed: tuple[pl.DataFrame, NameCodes] | None = None
         self._grow_sidm(n_sites, 0)
         self._dirty = True
@@ -917,7 +921,7 @@ class RuleEngine:
     # --- evaluation -----------------------------------------------------------------------------
 
     def _evaluate_points(self, b: _Batch, clock_prev: int, out: list[tuple[Any, ...]]) -> None:
-        st, p = self._st, self._p
+        st = self._st
         good = (b.q != _BAD) & ~np.isnan(b.val)
         b.good = good
         # carried sensor state before this batch (as-of carries, flatline coverage, stale gaps)
@@ -990,6 +994,51 @@ class RuleEngine:
             lo, lens = starts[psid], counts[psid]
             return expand_ranges(lo, lens), np.repeat(pinst.astype(_I64), lens)
 
+        # Windowed kinds (rate, flatline, trend) read the batch and write only the history tail
+        # (state.h_*), which nothing else here touches: on a large batch (a replay chunk) they run on a
+        # worker thread while this thread builds the other kinds' conditions and the site stream; numpy
+        # releases the GIL in the big array operations, so both cores work. Their chunks take the same
+        # place in the list as when run inline (after threshold and quality), so nothing else changes.
+        win_chunks: list[tuple[Any, ...]] = []
+        win_future: Any = None
+        if any(len(self._pair_arr[k][0]) for k in _WINDOWED):
+            if all_good:
+                g_sid, g_ts, g_val, g_a = b.sid, b.ts, b.val, b.a
+            else:
+                gi, g_sid = good_rows()
+                g_ts, g_val, g_a = b.ts[gi], b.val[gi], b.a[gi]
+            if len(g_sid) >= self.overlap_min_points:
+                win_future = self._worker().submit(self._windowed, g_sid, g_ts, g_val, g_a)
+            else:
+                win_chunks = self._windowed(g_sid, g_ts, g_val, g_a)
+        try:
+            multi_chunks = self._other_chunks(b, chunks, good, all_good, ls, seg_lo, seg_n, good_rows, expand)
+        finally:
+            if win_future is not None:  # joined even when this thread failed: no writer left behind
+                win_chunks = win_future.result()
+        chunks.extend(win_chunks)
+        chunks.extend(multi_chunks)
+        self._apply_chunks(b, chunks, out)
+        self._stale_in_batch(b, alive_prev, site_newest_prev, clock_prev, out)
+        if len(self._sstale_meta):
+            self._site_stale_in_batch(b, alive_prev, site_alive_prev, site_newest_prev, clock_prev, out)
+        if self._il_groups:
+            self._interlocks(b, out)
+
+    def _worker(self) -> Any:
+        """One worker thread per engine for the windowed kinds of large batches (see _evaluate_points)."""
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="earlywarn-rules")
+        return self._pool
+
+    def _other_chunks(
+        self, b: _Batch, chunks: list[tuple[Any, ...]], good: np.ndarray, all_good: bool, ls: np.ndarray,
+        seg_lo: np.ndarray, seg_n: np.ndarray, good_rows: Any, expand: Any,
+    ) -> list[tuple[Any, ...]]:
+        """Threshold and quality chunks (appended to `chunks`), then the multi-tag kinds' chunks (returned),
+        and the site stream they and the gates read."""
         for kind in (_K_THRESHOLD, _K_QUALITY):
             if not len(self._pair_arr[kind][0]):
                 continue
@@ -1019,15 +1068,12 @@ class RuleEngine:
                 if len(inst):
                     chunks.append(self._single_chunk(
                         kind, inst, b.ts[pts], b.val[pts], b.a[pts], b.q[pts], None, None))
-        if any(len(self._pair_arr[k][0]) for k in _WINDOWED):
-            if all_good:
-                g_sid, g_ts, g_val, g_a = b.sid, b.ts, b.val, b.a
-            else:
-                gi, g_sid = good_rows()
-                g_ts, g_val, g_a = b.ts[gi], b.val[gi], b.a[gi]
-            chunks.extend(self._windowed(b, g_sid, g_ts, g_val, g_a))
 
         # --- multi-tag kinds (vote, expr) over the site stream
+        p = self._p
+        multi: list[tuple[Any, ...]] = []
+        if self._kind_gated and any(self._kind_gated.values()):
+            b.site_rows()  # the gates read it after the join: built here, in the overlap
         for (kind, spec), inst_by_site in self._groups.items():
             rows = b.site_rows()
             tags = spec.tags if kind == _K_VOTE else expr_tags(spec.expr)  # type: ignore[arg-type]
@@ -1054,8 +1100,12 @@ class RuleEngine:
             else:
                 c = self._eval_expr(b, spec.expr, pts_r)  # type: ignore[arg-type]
                 d = ~c
-            chunks.append((kind, inst, rows.ts[pts_r], c, d, rows.val[pts_r], rows.a[pts_r], None, None))
+            multi.append((kind, inst, rows.ts[pts_r], c, d, rows.val[pts_r], rows.a[pts_r], None, None))
+        return multi
 
+    def _apply_chunks(self, b: _Batch, chunks: list[tuple[Any, ...]], out: list[tuple[Any, ...]]) -> None:
+        """Gates, then the delay kernel over every chunk's points, then the delay kinds' signals."""
+        st, p = self._st, self._p
         if chunks:
             for ch in chunks:
                 if self._kind_gated.get(ch[0]):
@@ -1106,12 +1156,6 @@ class RuleEngine:
             ep = res.event_pos
             if len(ep):
                 self._delay_signals(inst[ep], ts[ep], v[ep], res.event_raise, out)
-
-        self._stale_in_batch(b, alive_prev, site_newest_prev, clock_prev, out)
-        if len(self._sstale_meta):
-            self._site_stale_in_batch(b, alive_prev, site_alive_prev, site_newest_prev, clock_prev, out)
-        if self._il_groups:
-            self._interlocks(b, out)
 
     def _single_chunk(
         self, kind: int, inst: np.ndarray, ts: np.ndarray, v: np.ndarray, a: np.ndarray, q: np.ndarray,
@@ -1188,7 +1232,7 @@ class RuleEngine:
             d[sel] |= ~gv
 
     def _windowed(
-        self, b: _Batch, g_sid: np.ndarray, g_ts: np.ndarray, g_val: np.ndarray, g_a: np.ndarray
+        self, g_sid: np.ndarray, g_ts: np.ndarray, g_val: np.ndarray, g_a: np.ndarray
     ) -> list[tuple[Any, ...]]:
         """rate, flatline, trend: windows reach into a carried history tail of good readings.
 
