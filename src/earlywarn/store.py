@@ -171,8 +171,9 @@ class CommitResult:
     duplicates: int
 
 
-class _AlarmRowStored(Exception):  # noqa: N818 - not an error the caller sees: the batch is written again
-    """An alarm the batch raised has a row already (see Store._upsert_alarms)."""
+class _AlarmRowStored(Exception):
+    """An alarm the batch raised has a row already (see Store._upsert_alarms); not an error the caller sees:
+    the batch is written again."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -596,7 +597,7 @@ class Store:
             while True:
                 try:
                     con.begin()
-                    fresh, late, n_alarms = self._write_batch(cb, seq, wall_ms, now_ms, raised)
+                    fresh, late = self._write_batch(cb, seq, wall_ms, now_ms, raised)
                     break
                 except _AlarmRowStored as e:
                     self._rollback_quietly()
@@ -628,8 +629,8 @@ class Store:
 
     def _write_batch(
         self, cb: CommitBatch, seq: int, wall_ms: int, now_ms: int, raised: set[str]
-    ) -> tuple[int, int, int]:
-        """Every statement of a commit, in the open transaction; (fresh, late, alarm rows) written."""
+    ) -> tuple[int, int]:
+        """Every statement of a commit, in the open transaction; (fresh, late) readings written."""
         fresh = self._insert_fresh(cb.fresh, seq)
         late = self._insert_maybe_dup(cb.maybe_dup, seq)
         self._insert_rejects(cb.rejects)
@@ -657,7 +658,7 @@ class Store:
                 len(cb.notices),
             ],
         )
-        return fresh, late, n_alarms
+        return fresh, late
 
     def _release_checkpoint(self, more_coming: bool | Callable[[], bool]) -> None:
         """After a commit: wake the background thread for a due checkpoint (a deferred one retries after
@@ -1075,7 +1076,7 @@ class Store:
         frame that calls `execute` only (`python_scan_all_frames` is off), so the call stays here. BY NAME:
         a column added to the table by hand takes its default.
         """
-        _ew_rows = data  # noqa: F841 - read by name by the statement below
+        _ew_rows = data  # read by name by the statement below
         self._con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _ew_rows")
 
     def _insert_rejects(self, rejects: Sequence[Reject]) -> None:
