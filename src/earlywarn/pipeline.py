@@ -811,8 +811,14 @@ def read_replay_files(paths: Sequence[str]) -> tuple[ReadingBatch, list[Reject]]
         if "quality" in df.columns:
             q = pl.col("quality")
             if df.schema["quality"] == pl.String:
-                quality = q.str.to_lowercase().replace_strict(
-                    {lab: i for i, lab in enumerate(QUALITY_LABELS)}, default=None, return_dtype=pl.Int8
+                # labels in any case: the few distinct spellings are lower-cased and mapped, not every row
+                # (lower-casing 10 M strings costs twice the whole mapping)
+                spelled = df.get_column("quality").drop_nulls().unique()
+                codes = {lab: i for i, lab in enumerate(QUALITY_LABELS)}
+                quality = q.replace_strict(
+                    {x: codes[lo] for x, lo in zip(spelled.to_list(), spelled.str.to_lowercase().to_list(),
+                                                   strict=True) if lo in codes},
+                    default=None, return_dtype=pl.Int8,
                 )
             else:
                 quality = q.cast(pl.Int8, strict=False)
