@@ -41,7 +41,9 @@ untimed), baseline again; readings/s of the flood phase over the baselines', and
 measured at the MQTT process and the webhook server. Deadlines are set to 1 h so no escalation or reminder
 falls inside a run. Where the flood's extra CPU goes: CPU seconds per role (engine thread, committer, DuckDB's
 own threads, notify workers per lane, the bench feeder, the sink processes), from /proc, as cores used and as
-CPU ms per 100 000 readings, baselines against flood.
+CPU ms per 100 000 readings, baselines against flood; and where the engine thread's wall time goes per step part
+(Engine.trace: decode, sequence, rules, commit_wait, ...), baseline against flood. --profile (with --inline)
+also writes the profile for pstats (results/profile-notify-flood-*.prof).
 Results go to benchmarks/results/notify.json (git-ignored).
 """
 
@@ -623,6 +625,7 @@ class _RunnerDriver:
         self.ingest = _FeedIngest()
         self.metrics = metrics
         self.runner = Runner(cfg, engine=engine, metrics=metrics, ingest=self.ingest, inbox=self.inbox)
+        engine.trace = self.trace = []  # the engine thread's step timings (Engine.trace): where its wall time goes
         self.runner.start()
         self._cpu_clock = time.pthread_getcpuclockid(self.runner._thread.ident)  # type: ignore[arg-type]
         self.stopped = False
@@ -684,11 +687,25 @@ def _run_phase(engine: Any, feed: _Feed, duration_s: float, set_name: bytes, val
             "readings_per_process_cpu_s": readings / proc, "mean_batch_s": wall / max(1, batches)}
 
 
+_STEP_PARTS = ("collect", "decode", "sequence", "rules", "alarms", "snapshot", "commit_wait", "notify", "ack")
+
+
+def _steps(trace: list[dict[str, float]], wall_s: float) -> dict[str, Any]:
+    """The engine thread's wall time per step part over a phase, as fractions of the phase's wall time, and
+    the committer's time per commit (which overlaps the next step)."""
+    out: dict[str, Any] = {"steps": len(trace)}
+    for part in _STEP_PARTS:
+        out[f"{part}_share"] = sum(t.get(part, 0.0) for t in trace) / wall_s
+    out["commit_ms_mean"] = sum(t.get("commit", 0.0) for t in trace) / max(1, len(trace)) * 1000
+    return out
+
+
 def _run_phase_runner(driver: _RunnerDriver, feed: _Feed, duration_s: float, set_name: bytes, value: float,
                       pairs: Any) -> dict[str, Any]:
     flood = 0
     per_s = E_FLOOD_PER_MIN / 60
     v = b"%g" % value
+    trace0 = len(driver.trace)
     stored0 = driver.counter("earlywarn_store_readings_total")
     batches0 = driver.counter("earlywarn_batch_readings_count")
     signals0 = driver.signals()
@@ -714,6 +731,7 @@ def _run_phase_runner(driver: _RunnerDriver, feed: _Feed, duration_s: float, set
     batches = int(driver.counter("earlywarn_batch_readings_count") - batches0)
     return {"readings": readings, "batches": batches, "flood_readings": flood,
             "signals": int(driver.signals() - signals0), "cpu_s_by_role": _cpu_by_role(roles0, _cpu_sample()),
+            "engine_steps": _steps(driver.trace[trace0:], wall),
             "wall_s": wall, "engine_thread_cpu_s": cpu,
             "process_cpu_s": proc, "readings_per_s": readings / wall,
             "readings_per_engine_cpu_s": readings / cpu,
@@ -781,6 +799,7 @@ def run_engine_flood(variant: str, notify_toml: str | None, sinks: _Sinks, *, fl
                 prof.disable()
                 import pstats
 
+                prof.dump_stats(profile.with_suffix(".prof"))  # for pstats: callers / callees
                 with profile.open("w") as f:
                     st = pstats.Stats(prof, stream=f)
                     st.sort_stats("tottime").print_stats(25)
@@ -879,6 +898,15 @@ def _print_roles(table: dict[str, Any]) -> None:
         print(f"  {'':<32}{role:<34}{r['base_cores']:>6.2f} -> {r['flood_cores']:<6.2f}"
               f"{r['base_ms_per_100k']:>8.1f} -> {r['flood_ms_per_100k']:<8.1f}"
               f"({r['flood_ms_per_100k'] - r['base_ms_per_100k']:+.1f})")
+
+
+def _print_steps(r: dict[str, Any]) -> None:
+    b0, f = r["baseline_before"].get("engine_steps"), r["flood"].get("engine_steps")
+    if not b0 or not f:
+        return
+    parts = " ".join(f"{p} {b0[p + '_share'] * 100:.0f}->{f[p + '_share'] * 100:.0f}" for p in _STEP_PARTS)
+    print(f"  {'':<30} engine thread, % of wall, baseline before -> flood: {parts}; steps {b0['steps']}->"
+          f"{f['steps']}, commit {b0['commit_ms_mean']:.1f}->{f['commit_ms_mean']:.1f} ms each")
 
 
 def _fmt(x: float) -> str:
@@ -1001,6 +1029,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"{_fmt(r['webhook_handoff_p50_ms'])}/{_fmt(r['webhook_handoff_p99_ms'])} ms; "
                       f"open alarms after {r['open_alarms_after']:,}")
                 _print_roles(r["cpu_by_role"])
+                _print_steps(r)
         finally:
             sinks.close()
     load_after = [round(x, 2) for x in os.getloadavg()]
