@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from waiting import wait_until
+
 from earlywarn.app import build_engine
 from earlywarn.config import load_config
 from earlywarn.metrics import Metrics
@@ -90,7 +92,7 @@ def test_pipelined_runner_acks_after_commit_in_order_and_loses_nothing(tmp_path:
             if in_commit[0] > 1:
                 overlaps.append(in_commit[0])
         commit_threads.add(threading.current_thread().name)
-        time.sleep(0.01)  # slower than a step's evaluation: the next step is begun meanwhile
+        time.sleep(0.01)  # pacing, not waiting: slower than a step's evaluation, so the next one overlaps it
         try:
             res = orig(cb, **kw)
         finally:
@@ -112,14 +114,12 @@ def test_pipelined_runner_acks_after_commit_in_order_and_loses_nothing(tmp_path:
         for i in range(n):
             inbox.put(_msg(i))
             if i % 300 == 0:
-                time.sleep(0.005)  # bursts, so that steps of several sizes overlap commits
+                time.sleep(0.005)  # pacing: bursts, so that steps of several sizes overlap commits
             if i == n // 2:
                 answered = runner.submit(lambda alarms, now_ms: None)
         assert answered is not None
         answered.result(timeout=30)
-        deadline = time.monotonic() + 30
-        while len(ingest.acks) < n and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until(lambda: len(ingest.acks) >= n, 30, f"{n} messages acknowledged")
     finally:
         runner.stop()
     assert runner.error is None

@@ -5,11 +5,12 @@ store gets exactly the rule state step k left, tagged with step k's batch; a res
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from test_pipeline_runner import T0_MS, _config, _msg  # tests/unit is on sys.path (no __init__.py)
+from test_pipeline_runner import T0_MS, _config, _msg  # this directory is on sys.path (no __init__.py)
 
 from earlywarn.app import build_engine
 from earlywarn.metrics import Metrics
@@ -68,21 +69,32 @@ def test_checkpoint_waits_for_a_snapshot_being_packed(tmp_path: Path) -> None:
     engine = build_engine(cfg, metrics=Metrics())
     calls: list[Any] = []
     real = engine.store.save_state_later
+    checkpoint_waiting, release = threading.Event(), threading.Event()
 
-    def slow_save(*a: Any, **kw: Any) -> None:
-        import time
-
-        time.sleep(0.2)
+    def held_save(*a: Any, **kw: Any) -> None:  # the packer thread, held until checkpoint() is waiting
+        release.wait(30)
         calls.append(a[2])
         real(*a, **kw)
 
-    engine.store.save_state_later = slow_save  # type: ignore[method-assign]
+    real_settle = engine.settle_snapshots
+
+    def settle(*a: Any, **kw: Any) -> None:
+        checkpoint_waiting.set()
+        real_settle(*a, **kw)
+
+    engine.store.save_state_later = held_save  # type: ignore[method-assign]
+    engine.settle_snapshots = settle  # type: ignore[method-assign]
+    releaser = threading.Thread(target=lambda: checkpoint_waiting.wait(30) and release.set())
+    releaser.start()
     try:
         engine._last_checkpoint_mono = -1e9
         step = engine.begin_messages([_msg(i) for i in range(50)])
         assert step is not None and step.snapshot is not None
         engine.finish_step(step)
+        assert calls == []  # still being packed
         engine.checkpoint()  # clean shutdown: the packer is done before the final state is committed
         assert calls == [engine.store.batch_seq - 1]
     finally:
+        release.set()
+        releaser.join(30)
         engine.store.close()
