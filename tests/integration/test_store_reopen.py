@@ -32,6 +32,7 @@ def test_reopen_keeps_every_row_and_the_readers_and_frees_duckdb_memory(tmp_path
     with Store.open(tmp_path / "ew.duckdb", checkpoint_interval_ms=0, clock=ManualClock(T0_MS),
                     memory_limit="64MB") as s:
         s.reopen_rows = 20_000
+        s.reopen_min_interval_s = 0.0
         settings = "SELECT current_setting('memory_limit'), current_setting('TimeZone')"
         configured = s.sql(settings)
         for i in range(4):
@@ -62,6 +63,7 @@ def test_an_open_reader_postpones_the_reopen_and_new_readers_wait_for_it(tmp_pat
     monkeypatch.setattr(store_mod, "REOPEN_WAIT_S", 0.05)
     with Store.open(tmp_path / "ew.duckdb", checkpoint_interval_ms=0, clock=ManualClock(T0_MS)) as s:
         s.reopen_rows = 1
+        s.reopen_min_interval_s = 0.0
         s.commit(CommitBatch(fresh=_readings(0), maybe_dup=EMPTY))
         assert not s._maybe_reopen()  # baseline
         s.commit(CommitBatch(fresh=_readings(1), maybe_dup=EMPTY))
@@ -90,6 +92,7 @@ def test_reopen_runs_by_itself_after_background_checkpoints_while_readers_come_a
     stop = threading.Event()
     with Store.open(tmp_path / "ew.duckdb", checkpoint_interval_ms=1, clock=clock) as s:
         s.reopen_rows = 15_000
+        s.reopen_min_interval_s = 0.0
 
         def read_loop() -> None:  # an API thread running reports the whole time
             try:
@@ -119,3 +122,17 @@ def test_reopen_runs_by_itself_after_background_checkpoints_while_readers_come_a
         assert s.count("readings") == i * 5_000
     with Store.open(tmp_path / "ew.duckdb") as s:
         assert s.count("readings") == i * 5_000
+
+
+def test_a_fast_stream_reopens_at_most_once_per_min_interval(tmp_path: Path) -> None:
+    with Store.open(tmp_path / "ew.duckdb", checkpoint_interval_ms=0, clock=ManualClock(T0_MS)) as s:
+        s.reopen_rows = 1
+        s.reopen_min_interval_s = 3600.0  # nothing in this test waits that long
+        s.commit(CommitBatch(fresh=_readings(0), maybe_dup=EMPTY))
+        assert not s._maybe_reopen()  # baseline
+        for i in range(1, 4):
+            s.commit(CommitBatch(fresh=_readings(i), maybe_dup=EMPTY))
+            assert not s._maybe_reopen()  # grown enough, but the last (re)open was too recent
+        assert s.reopens == 0
+        s.reopen_min_interval_s = 0.0
+        assert s._maybe_reopen()
