@@ -690,3 +690,27 @@ def test_a_shorter_window_per_severity_pulls_the_group_forward() -> None:
     assert d.flush(T0_MS + 1_499) == []
     (n,) = d.flush(T0_MS + 1_500)
     assert [na.alarm.severity for na in n.alarms] == [Severity.RED, Severity.YELLOW]
+
+
+def test_a_closed_alarm_leaves_the_notification_log_and_still_notifies_no_more() -> None:
+    """The log's memory follows the open alarms: without it an engine running for years keeps a key per
+    notice ever prepared. Forgetting is safe because a closed alarm never notifies again."""
+    rig = Rig()
+    a, b = alarm(1), alarm(2)
+    rig.d.submit([(a, ev(a)), (b, ev(b))])
+    rig.tick(GROUP_WAIT_MS)
+    assert len(rig.log) == 2
+    shut = dataclasses.replace(a, state=AlarmState.CLOSED, closed_at_ms=T0_MS + 60_000)
+    rig.d.submit([(shut, ev(shut, EventKind.CLOSED, T0_MS + 60_000))])
+    assert len(rig.log) == 1 and rig.log.seen(b.alarm_id, "raised", "plant")
+    # a re-delivered raise of the closed alarm still goes nowhere
+    rig.d.submit([(shut, ev(shut))])
+    assert rig.tick(GROUP_WAIT_MS) == []
+    # an alarm closed while it waits in a group keeps its keys until that group is flushed (no resend either)
+    c = alarm(3)
+    rig.d.submit([(c, ev(c))])
+    c_shut = dataclasses.replace(c, state=AlarmState.CLOSED, closed_at_ms=T0_MS + 61_000)
+    rig.d.submit([(c_shut, ev(c_shut, EventKind.CLOSED, T0_MS + 61_000))])
+    rig.tick(GROUP_WAIT_MS)
+    rig.d.submit([(c_shut, ev(c_shut))])
+    assert rig.tick(GROUP_WAIT_MS) == []

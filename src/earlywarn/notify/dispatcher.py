@@ -26,7 +26,7 @@ from typing import Any
 from earlywarn.clock import Clock
 from earlywarn.config import AlarmsConfig, NotifyConfig
 from earlywarn.metrics import Metrics
-from earlywarn.model import Alarm, AlarmEvent, EventKind, NoticeRecord, Severity, Site, Tier
+from earlywarn.model import Alarm, AlarmEvent, AlarmState, EventKind, NoticeRecord, Severity, Site, Tier
 
 from .channels import Channel, DeliveryError
 from .delivery import Delivery, Executor, InlineExecutor, RetryPolicy
@@ -157,9 +157,12 @@ class Dispatcher:
         """Take alarm events. Notice-worthy ones join a group; every event refreshes its alarm's snapshot,
         so an alarm shelved or acknowledged inside the window is re-checked at flush."""
         now_ms = self._clock.now_ms()
+        closed: list[str] = []
         for alarm, event in items:
             if alarm.alarm_id in self._in_groups:
                 self._latest[alarm.alarm_id] = alarm
+            if alarm.state is AlarmState.CLOSED and alarm.alarm_id not in self._in_groups:
+                closed.append(alarm.alarm_id)
             decision = decide(alarm, event.kind, now_ms)
             if decision is not Decision.NOTIFY:
                 if decision is not Decision.NOT_A_NOTICE:
@@ -195,6 +198,8 @@ class Dispatcher:
                 item.keys.append(key)
             self._latest[alarm.alarm_id] = alarm
             self._pending.add(key)
+        if closed:  # a closed alarm notifies no more: its notification-log keys would only take memory
+            self._log.forget(closed)
 
     def refresh(self, alarms: Iterable[Alarm]) -> None:
         """Newest snapshots of alarms (e.g. AlarmManager `Changes.alarms`, or an ack from the API): an alarm

@@ -47,6 +47,11 @@ class NotificationLog(Protocol):
         """Remember that notice `notice_id` covers this key."""
         ...
 
+    def forget(self, alarm_ids: Iterable[str]) -> None:
+        """Drop the keys of closed alarms: a closed alarm notifies no more (routing.decide), so the log's
+        memory follows the open alarms instead of every alarm since the engine started."""
+        ...
+
 
 class InMemoryNotificationLog:
     """A NotificationLog in a dict, for tests and for replays that need no persistence.
@@ -67,6 +72,13 @@ class InMemoryNotificationLog:
     ) -> None:
         with self._lock:
             self._entries.setdefault(NoticeKey(alarm_id, reason, tier, event_ts_ms), (notice_id, prepared_ms))
+
+    def forget(self, alarm_ids: Iterable[str]) -> None:
+        gone = set(alarm_ids)
+        if not gone:
+            return
+        with self._lock:
+            self._entries = {k: v for k, v in self._entries.items() if k.alarm_id not in gone}
 
     def notice_of(self, key: NoticeKey) -> str | None:
         """The notice that covered `key`, if any (for tests and diagnostics)."""
@@ -115,6 +127,8 @@ class RestoredNotificationLog(InMemoryNotificationLog):
     def forget(self, alarm_ids: Iterable[str]) -> None:
         """Drop the entries of closed alarms (they notify no more), so memory follows the open alarms."""
         gone = set(alarm_ids)
+        if not gone:
+            return
+        super().forget(gone)
         with self._lock:
-            self._entries = {k: v for k, v in self._entries.items() if k.alarm_id not in gone}
             self._restored = {k: v for k, v in self._restored.items() if k[0] not in gone}
