@@ -66,7 +66,7 @@ def _store_memory_probe(store: Any) -> Any:
     def probe() -> float:
         try:
             cur = store.read_cursor()
-        except Exception:  # closed at shutdown: the scrape reports NaN instead of failing
+        except Exception:  # noqa: BLE001 - closed at shutdown: the scrape reports NaN instead of failing
             return float("nan")
         try:
             row = cur.execute("SELECT coalesce(sum(memory_usage_bytes), 0) FROM duckdb_memory()").fetchone()

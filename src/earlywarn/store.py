@@ -42,7 +42,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import duckdb
 import polars as pl
@@ -327,7 +327,7 @@ class _ReaderCursor:
     readers so that a reopen (see Store._maybe_reopen) never closes the database under one.
     """
 
-    __slots__ = ("_cur", "_done", "__weakref__")
+    __slots__ = ("__weakref__", "_cur", "_done")
 
     def __init__(self, cur: duckdb.DuckDBPyConnection, on_close: Callable[[], None]) -> None:
         self._cur = cur
@@ -340,7 +340,7 @@ class _ReaderCursor:
         finally:
             self._done()
 
-    def __enter__(self) -> _ReaderCursor:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
