@@ -7,8 +7,9 @@ import shutil
 import signal
 import socket
 import subprocess
-import time
 from pathlib import Path
+
+import waiting
 
 
 def mosquitto_binary() -> str:
@@ -26,15 +27,15 @@ def free_port() -> int:
 
 
 def wait_for_port(host: str, port: int, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection((host, port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.02)
-    msg = f"nothing listens on {host}:{port} after {timeout_s} s"
-    raise TimeoutError(msg)
+    def listening() -> bool:
+        with socket.create_connection((host, port), timeout=0.2):
+            return True
+
+    try:
+        waiting.wait_until(listening, timeout_s, f"something to listen on {host}:{port}", interval_s=0.02,
+                           ignore=(OSError,))
+    except AssertionError as e:
+        raise TimeoutError(str(e)) from None
 
 
 class Mosquitto:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Iterable, Sequence
 
 import paho.mqtt.client as mqtt
+import waiting
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 T0_MS = 1_764_316_800_000  # 2025-11-28T08:00:00Z
@@ -46,12 +46,10 @@ class Publisher:
             self.publish(t, p)
 
     def wait_all_acked(self, timeout_s: float = 120.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.acked >= self.sent:
-                return
-            time.sleep(0.02)
-        raise TimeoutError(f"broker acknowledged {self.acked} of {self.sent} messages")
+        try:
+            waiting.wait_until(lambda: self.acked >= self.sent, timeout_s, "the broker's PUBACKs", interval_s=0.02)
+        except AssertionError:
+            raise TimeoutError(f"broker acknowledged {self.acked} of {self.sent} messages") from None
 
     def close(self) -> None:
         self.client.disconnect()

@@ -3,14 +3,15 @@ tests/conftest.py): the achieved rate is within 5 % of the requested one and eve
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
-import time
 from collections import Counter
 from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
+from waiting import wait_until
 
 from simulators.load import run_load
 from simulators.publish import MqttPublisher
@@ -47,9 +48,9 @@ class Counting:
                 self.payloads[msg.payload] += 1
 
     def wait_for(self, readings: int, timeout_s: float = 15.0) -> int:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and self.readings < readings:
-            time.sleep(0.02)
+        """The readings counted once `readings` arrived or `timeout_s` passed (the caller checks the count)."""
+        with contextlib.suppress(AssertionError):
+            wait_until(lambda: self.readings >= readings, timeout_s, f"{readings} readings", interval_s=0.02)
         return self.readings
 
     def close(self) -> None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
+from waiting import wait_until
+
+from earlywarn.clock import ManualClock
 from earlywarn.model import ReadingBatch
 from earlywarn.store import CommitBatch, Store
 
@@ -55,16 +57,21 @@ def test_pending_state_is_written_at_close(tmp_path: Path) -> None:
 
 def test_background_checkpoints_keep_the_wal_small_and_the_marks_right(tmp_path: Path) -> None:
     path = tmp_path / "ew.duckdb"
-    with Store.open(path, checkpoint_interval_ms=1) as s:
+    clock = ManualClock(T0_MS)  # the checkpoint interval runs on the store's clock, not on wall time
+    with Store.open(path, checkpoint_interval_ms=1, clock=clock) as s:
         for i in range(1, 30):
             s.commit(CommitBatch(fresh=_readings(i, 2_000), maybe_dup=EMPTY))
-            time.sleep(0.005)
+            clock.advance(5)
         s.flush_background()
-        deadline = time.monotonic() + 20
-        while s.sql("SELECT coalesce(max(value), 0) FROM store_meta WHERE key = 'sensor_last_ts_upto'")[0][0] < 20:
-            assert time.monotonic() < deadline, "no background fold"
-            s.commit(CommitBatch(fresh=EMPTY, maybe_dup=EMPTY, now_ms=T0_MS))
-            time.sleep(0.05)
+
+        def folded() -> bool:  # each empty commit finds a checkpoint due and wakes the background thread
+            upto = s.sql("SELECT coalesce(max(value), 0) FROM store_meta WHERE key = 'sensor_last_ts_upto'")[0][0]
+            if upto >= 20:
+                return True
+            s.commit(CommitBatch(fresh=EMPTY, maybe_dup=EMPTY, now_ms=clock.advance(5)))
+            return False
+
+        wait_until(folded, 20, "a background fold", interval_s=0.05)
         want = {(r[0], r[1]): r[2] for r in s.sql("SELECT site, tag, epoch_ms(max(ts)) FROM readings GROUP BY ALL")}
         assert s.last_ts_by_sensor() == want
         assert s.count("readings") == 29 * 2_000
