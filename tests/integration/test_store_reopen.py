@@ -7,21 +7,17 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+from test_store_background import EMPTY, T0_MS
+from test_store_background import _readings as _background_readings  # this directory is on sys.path
 from waiting import wait_until
 
 from earlywarn.clock import ManualClock
 from earlywarn.model import ReadingBatch
 from earlywarn.store import CommitBatch, Store
 
-T0_MS = 1_764_316_800_000
-EMPTY = ReadingBatch.empty()
 
-
-def _readings(i: int, n: int = 5_000) -> ReadingBatch:
-    return ReadingBatch.from_columns(
-        [f"S{k % 3}" for k in range(n)], [f"t{k % 7}" for k in range(n)],
-        [T0_MS + i * 10_000 + k for k in range(n)], [float(k) for k in range(n)], [0] * n,
-    )
+def _readings(i: int, n: int = 5_000) -> ReadingBatch:  # the background tests' batches, larger by default
+    return _background_readings(i, n)
 
 
 def _duck_bytes(s: Store) -> int:
