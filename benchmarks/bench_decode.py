@@ -22,7 +22,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,7 @@ except ImportError:  # pragma: no cover
     orjson = None
 
 _CST = timezone(timedelta(hours=8))  # plants report local time with its offset
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 NOW_MS = 1_795_824_000_000  # 2026-11-28T00:00:00Z; every generated ts is before it
 RESULTS = Path(__file__).resolve().parent / "results" / "decode.json"
 

@@ -352,10 +352,9 @@ def build_app(cfg: Config, runner: Any, *, link_verify: Callable[[str, int], tup
             df = await run_in_threadpool(run)
         except (ValueError, KeyError) as e:
             raise _err(422, str(e), field="query") from None
-        if p.role in ("plant",) or (p.role == "supervisor" and p.districts):
-            if "site" in df.columns:
-                keep = [s for s in df.get_column("site").to_list() if s in engine.sites and p.sees(s, engine.sites[s].district)]
-                df = df.filter(df.get_column("site").is_in(keep))
+        if (p.role in ("plant",) or (p.role == "supervisor" and p.districts)) and "site" in df.columns:
+            keep = [s for s in df.get_column("site").to_list() if s in engine.sites and p.sees(s, engine.sites[s].district)]
+            df = df.filter(df.get_column("site").is_in(keep))
         if fmt == "csv":
             buf = io.StringIO()
             df.write_csv(buf)
@@ -365,7 +364,7 @@ def build_app(cfg: Config, runner: Any, *, link_verify: Callable[[str, int], tup
     async def ack_link_page(request: Request) -> Any:
         token = request.path_params["token"]
         try:
-            alarm_id, recipient, notice_id = _verify(token)
+            alarm_id, recipient, _notice_id = _verify(token)
         except HttpError as e:
             return HTMLResponse(f"<p>{html.escape(e.body['error'])}</p>", status_code=e.status)
         a = await run_in_threadpool(engine.store.get_alarm, alarm_id)
@@ -380,7 +379,7 @@ def build_app(cfg: Config, runner: Any, *, link_verify: Callable[[str, int], tup
             raise _err(404, "acknowledge links are not enabled")
         try:
             return link_verify(token, engine.now_ms())
-        except Exception as e:  # tampered or expired: refuse, change nothing
+        except Exception as e:  # noqa: BLE001 - tampered, expired or malformed: refuse, change nothing
             raise _err(403, f"invalid or expired link: {e}") from None
 
     async def ack_link(request: Request) -> Any:

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from earlywarn import __version__
-from earlywarn.app import build_engine, start_runner  # noqa: F401  (light; re-exported for scripts and tests)
+from earlywarn.app import build_engine, start_runner  # light; also what scripts and tests import from here
 from earlywarn.errors import ConfigError, ConfigErrors, EarlywarnError
 
 log = logging.getLogger("earlywarn")
@@ -41,8 +41,6 @@ def _load_config(path: str | None) -> Any:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from earlywarn.app import start_runner
-
     cfg = _load_config(args.config)
     runner = start_runner(cfg)
     stop = threading.Event()
@@ -74,7 +72,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_replay(args: argparse.Namespace) -> int:
     import time
 
-    from earlywarn.app import build_engine
     from earlywarn.pipeline import REPLAY_CHUNK, read_replay_files, run_replay
 
     cfg = _load_config(args.config)

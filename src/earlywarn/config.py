@@ -13,9 +13,10 @@ import math
 import os
 import re
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 from earlywarn.errors import ConfigError
@@ -36,7 +37,7 @@ def parse_duration_ms(value: Any) -> int:
     """
     if isinstance(value, bool):
         msg = "a duration (seconds, or a string like '500ms', '15s', '5m', '8h')"
-        raise ValueError(msg)
+        raise ValueError(msg)  # noqa: TRY004 - callers report every ValueError as a bad config value
     if isinstance(value, (int, float)):
         # a century is far beyond any sensible duration and keeps the arithmetic finite
         if value < 0 or value > 100 * 365 * 86_400 or not math.isfinite(value):

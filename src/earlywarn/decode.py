@@ -618,7 +618,7 @@ def _parse_generic(payload: bytes) -> tuple[Any, str | None]:
         return _GENERIC_DECODER.decode(payload), None
     except RecursionError:
         return None, TOO_DEEP
-    except Exception:  # noqa: BLE001 - msgspec refuses NaN literals, huge numbers, bad UTF-8: try stdlib
+    except Exception:  # noqa: BLE001, S110 - msgspec refuses NaN literals, huge numbers, bad UTF-8: try stdlib
         pass
     # stdlib json accepts NaN/Infinity literals and numbers beyond float range, so such readings get their
     # own reason (non_finite_value) and their good neighbours are kept. Decode UTF-8 strictly ourselves:

@@ -192,7 +192,7 @@ class Supervisors:
     def _do(self, fn: Callable[[Any, int], Any]) -> bool:
         try:
             self.runner.submit(fn).result(timeout=10)
-        except Exception as e:  # the alarm changed meanwhile (e.g. reactivated): a person would just retry later
+        except Exception as e:  # noqa: BLE001 - the alarm changed meanwhile (e.g. reactivated): a person would just retry later
             log.debug("simulated supervisor: %s", e)
             return False
         return True

@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from apikit import SyncRunner
 from fuzzkit import EXAMPLES, FUZZ, corpus, count, mutate, mutations, time_limit
 from hypothesis import given
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
 from earlywarn.model import RawMessage
-from apikit import SyncRunner
 
 TOKENS = {"admin-t": ("admin", ""), "plant-t": ("plant", 'sites = ["S1"]'), "analyst-t": ("analyst", ""),
           "sup-t": ("supervisor", 'districts = ["d2"]')}

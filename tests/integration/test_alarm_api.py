@@ -12,10 +12,9 @@ from pathlib import Path
 import httpx
 import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
-
 import waiting
 from brokers import free_port
+from paho.mqtt.enums import CallbackAPIVersion
 from publish import Publisher
 
 pytestmark = pytest.mark.integration
@@ -97,7 +96,7 @@ def alarm_of(url: str, token: str, site: str, rule: str = "power_loss") -> dict 
 
 
 def test_alarm_close_out_through_the_api_with_roles(engine, mosquitto, notices) -> None:
-    runner, url = engine
+    _, url = engine
     pub = Publisher(mosquitto.host, mosquitto.port, client_id="plant-gw")
     now = int(time.time() * 1000)
     try:
@@ -175,7 +174,7 @@ def _links(notices: list[dict]) -> list[str]:
 
 
 def test_acknowledge_link_from_a_notice(engine, mosquitto, notices) -> None:
-    runner, url = engine
+    _, url = engine
     pub = Publisher(mosquitto.host, mosquitto.port, client_id="plant-gw2")
     now = int(time.time() * 1000)
     try:

@@ -95,7 +95,7 @@ def test_a_request_waiting_for_the_engine_does_not_block_the_server(served) -> N
         assert runner.wait_queued(1), "the ack never reached the engine"
         # the ack is still waiting for its commit; the server answers other requests meanwhile
         t0 = time.monotonic()
-        status, health = _http("GET", f"{base}/health", timeout_s=5)
+        status, _ = _http("GET", f"{base}/health", timeout_s=5)
         status2, shown = _http("GET", f"{base}/api/alarms/{ids[1]}", timeout_s=5)
         assert (status, status2) == (200, 200) and time.monotonic() - t0 < 5
         assert shown["state"] == "active_unack"

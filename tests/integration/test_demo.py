@@ -16,7 +16,7 @@ pytestmark = pytest.mark.integration
 def run_demo(tmp_path: Path, duration_s: int, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "earlywarn", "demo", "--duration", str(duration_s), "--dir", str(tmp_path)],
-        capture_output=True, text=True, timeout=duration_s + 120, env={**os.environ, **env}, cwd=tmp_path,
+        capture_output=True, text=True, timeout=duration_s + 120, env={**os.environ, **env}, cwd=tmp_path, check=False,
     )
 
 

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import duckdb
 import pytest
-
 import waiting
 from brokers import Mosquitto, free_port
 from publish import T0_MS, Publisher, telemetry_messages
@@ -266,7 +265,8 @@ def test_bad_config_fails_at_start_naming_file_and_key(tmp_path: Path, body: str
     cfg = tmp_path / "bad.toml"
     cfg.write_text(body)
     r = subprocess.run(
-        [sys.executable, "-m", "earlywarn", "run", "--config", str(cfg)], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "earlywarn", "run", "--config", str(cfg)], capture_output=True, text=True, timeout=60,
+        check=False,
     )
     assert r.returncode == 2
     assert str(cfg) in r.stderr and key in r.stderr

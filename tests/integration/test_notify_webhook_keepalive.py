@@ -9,12 +9,13 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Self
 
 import pytest
 
 from earlywarn.clock import ManualClock
 from earlywarn.config import AlarmsConfig, NotifyConfig, WebhookConfig
-from earlywarn.model import Alarm, AlarmEvent, AlarmState, EventKind, Severity, Site
+from earlywarn.model import Alarm, AlarmEvent, AlarmState, EventKind, Severity, Site, Tier
 from earlywarn.notify import (
     DeliveryError,
     Dispatcher,
@@ -27,7 +28,6 @@ from earlywarn.notify import (
     WebhookChannel,
 )
 from earlywarn.notify.httpconn import parse_target
-from earlywarn.model import Tier
 
 pytestmark = pytest.mark.integration
 
@@ -58,7 +58,7 @@ class _Hook:
                 with hook.lock:
                     hook.connections += 1
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 with hook.lock:
                     hook.ids.append(json.loads(body)["notice_id"])
@@ -78,7 +78,7 @@ class _Hook:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook?x=1"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
-    def __enter__(self) -> _Hook:
+    def __enter__(self) -> Self:
         self.thread.start()
         return self
 

@@ -15,12 +15,12 @@ import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scenarios"))
 from scenario_kit import SEED, write_config
-from simulators import run_scenario, write_replay
 
 from earlywarn.app import build_engine
 from earlywarn.config import load_config
 from earlywarn.model import ReadingBatch
 from earlywarn.pipeline import read_replay_files, run_replay
+from simulators import run_scenario, write_replay
 
 SCENARIO = "spark_burst"
 

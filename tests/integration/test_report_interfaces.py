@@ -11,7 +11,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from brokers import free_port
 from publish import Publisher
 from waiting import wait_until
@@ -20,7 +19,8 @@ pytestmark = pytest.mark.integration
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "earlywarn", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "earlywarn", *args], capture_output=True, text=True, timeout=120,
+                          check=False)
 
 
 def test_closure_report_same_through_api_cli_and_file(tmp_path: Path, mosquitto) -> None:
@@ -76,7 +76,7 @@ def test_closure_report_same_through_api_cli_and_file(tmp_path: Path, mosquitto)
              "--as-of", as_of, "--by", "site", "--format", "json")
     assert r.returncode == 0, r.stderr
     cli_rows = json.loads(r.stdout)
-    key = lambda rows: sorted(rows, key=lambda x: x["site"])  # noqa: E731
+    key = lambda rows: sorted(rows, key=lambda x: x["site"])
     assert key(cli_rows) == key(api_rows)
     by_site = {row["site"]: row for row in cli_rows}
     assert by_site["SZ-AL-0001"]["closed"] == 1 and by_site["SZ-AL-0001"]["false_alarm_share"] == 1.0

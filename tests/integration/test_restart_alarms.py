@@ -13,7 +13,6 @@ from pathlib import Path
 import duckdb
 import httpx
 import pytest
-
 import waiting
 from brokers import free_port
 from publish import Publisher

@@ -3,9 +3,10 @@ and the fast path always agrees with the slow path (the definition of the reason
 
 from __future__ import annotations
 
+import itertools
 import json
 import string
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import polars as pl
@@ -113,7 +114,7 @@ def readings(draw: st.DrawFn) -> tuple[dict[str, Any], tuple[str, int, float | N
         sent["ts"] = ts
     else:  # the same instant as RFC 3339 in some local offset
         off = timedelta(minutes=draw(offsets_min))
-        local = datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(milliseconds=ts)
+        local = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ts)
         sent["ts"] = local.astimezone(timezone(off)).isoformat(timespec="milliseconds")
         if off == timedelta(0) and draw(st.booleans()):
             sent["ts"] = sent["ts"].replace("+00:00", "Z")
@@ -165,7 +166,7 @@ def test_split_calls_concatenate(msgs: list[RawMessage], cuts: list[int]) -> Non
     whole = Decoder(known_sites=set(SITES)).decode(msgs, NOW_MS)
     bounds = sorted({0, len(msgs), *(min(c, len(msgs)) for c in cuts)})
     d = Decoder(known_sites=set(SITES))  # one decoder across calls: its caches must not change results
-    parts = [d.decode(msgs[a:b], NOW_MS) for a, b in zip(bounds, bounds[1:], strict=False)]
+    parts = [d.decode(msgs[a:b], NOW_MS) for a, b in itertools.pairwise(bounds)]
     frame = pl.concat([p.batch.frame for p in parts]) if parts else whole.batch.frame.clear()
     assert frame.equals(whole.batch.frame)
     assert [r for p in parts for r in p.rejects] == whole.rejects

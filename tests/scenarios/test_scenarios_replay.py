@@ -28,7 +28,6 @@ from typing import Any
 
 import duckdb
 import pytest
-
 from waiting import wait_until
 
 from earlywarn.clock import ManualClock

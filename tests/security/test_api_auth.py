@@ -11,10 +11,10 @@ import time
 from pathlib import Path
 
 import pytest
+from apikit import SyncRunner
 from starlette.testclient import TestClient
 
 from earlywarn.model import RawMessage
-from apikit import SyncRunner
 
 TOKENS = {"tok-admin-8b1f": ("admin", ""), "tok-plant1-0c3e": ("plant", 'sites = ["S1"]'),
           "tok-analyst-77aa": ("analyst", ""), "tok-sup-d2-5e90": ("supervisor", 'districts = ["d2"]')}

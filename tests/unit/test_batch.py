@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import queue
 
 import polars as pl
@@ -62,7 +63,7 @@ def test_any_split_into_batches_stores_each_key_once(rows: list[tuple[str, str, 
     stored: set[tuple[str, str, int]] = set()
     stored_list: list[tuple[str, str, int]] = []
     bounds = [0, *sorted(c for c in cuts if c < len(rows)), len(rows)]
-    for lo, hi in zip(bounds, bounds[1:]):
+    for lo, hi in itertools.pairwise(bounds):
         part = rows[lo:hi]
         split = s.split(rb([(a, b, c, 0.0) for a, b, c in part]))
         for k in keys(split.fresh):

@@ -9,7 +9,7 @@ from earlywarn.rules.expr import MAX_DEPTH, MAX_EXPR_CHARS, format_expr, parse_e
 from earlywarn.rules.types import And, Cmp, Not, Or
 
 
-def C(tag: str, op: str, value: float) -> Cmp:  # noqa: N802 - reads like the node it builds
+def C(tag: str, op: str, value: float) -> Cmp:
     return Cmp(tag, op, float(value))
 
 

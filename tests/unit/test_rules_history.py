@@ -4,6 +4,7 @@ gives, whatever the cut into batches, and across a snapshot / restore."""
 
 from __future__ import annotations
 
+import itertools
 import math
 import sys
 from pathlib import Path
@@ -18,7 +19,7 @@ from earlywarn.rules.state import H_REPACK_MIN, EngineState, bisect
 from earlywarn.rules.types import RuleKind, RuleSpec
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from rules_reference import ReferenceEngine  # noqa: E402
+from rules_reference import ReferenceEngine
 
 SEV = Severity.ORANGE
 
@@ -82,7 +83,7 @@ def test_history_regions_match_the_reference_over_many_batches(seed: int) -> Non
     eng = RuleEngine(site_rules)
     got, want = [], []
     c = cuts(len(rows), seed)
-    for k, (a, z) in enumerate(zip(c[:-1], c[1:])):
+    for k, (a, z) in enumerate(itertools.pairwise(c)):
         if k == len(c) // 2:
             eng = RuleEngine.restore(site_rules, eng.snapshot())
         rs = rows[a:z]
@@ -100,7 +101,7 @@ def test_history_regions_any_split_with_trend() -> None:
     eng = RuleEngine(site_rules)
     many = []
     c = cuts(len(rows), 9)
-    for a, z in zip(c[:-1], c[1:]):
+    for a, z in itertools.pairwise(c):
         many += eng.evaluate(to_batch(rows[a:z]), rows[z - 1][2]).signals
     assert any(s.rule_id == "trend_b" for s in whole)
     assert norm(many) == norm(whole)

@@ -64,9 +64,9 @@ Semantics (product.md §5 is authoritative; the choices below fill in what it le
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 import dataclasses
 import types
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any
@@ -864,7 +864,7 @@ class RuleEngine:
             need = ("sensor_last_ts_ms", "sensor_last_good", "sensor_first_good_ts_ms", "site_newest_ms",
                     "c_start_ms", "d_start_ms", "active", "hist_sid", "hist_ts_ms", "hist_value")
             missing = [k for k in need if k not in arrays]
-        except Exception as exc:  # noqa: BLE001 - any unreadable blob is the same error to the caller
+        except Exception as exc:
             msg = f"not a rule-state snapshot: {exc!r}"
             raise ValueError(msg) from exc
         if missing:

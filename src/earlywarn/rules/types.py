@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Union
 
 from earlywarn.model import Severity
 
@@ -58,7 +57,7 @@ class Not:
     item: Expr
 
 
-Expr = Union[Cmp, And, Or, Not]
+Expr = Cmp | And | Or | Not
 
 
 def expr_tags(e: Expr) -> tuple[str, ...]:
