@@ -1,6 +1,6 @@
 """Benchmark of the DuckDB store (src/earlywarn/store.py) against naive row-by-row baselines in the same run.
 
-    python benchmarks/bench_store.py [--quick] [--out benchmarks/results/store.json]
+    python benchmarks/bench_store.py [--quick] [--fixed-only | --live-only] [--out benchmarks/results/store.json]
 
 Cases (seeded workload, built before the timed sections; DuckDB files in a temporary directory):
 - fresh: `Store.commit` of 50 000-reading batches (5 000 sensors x 10 readings), columnar Arrow append, one
@@ -19,6 +19,11 @@ Cases (seeded workload, built before the timed sections; DuckDB files in a tempo
   fresh readings. Per-commit median and p90, and the parts of a small commit timed
   alone on the same connection (BEGIN + commit-log row + COMMIT, the alarm upsert, one small append).
 - restart: `last_ts_by_sensor` (folded marks) vs max(ts) GROUP BY over all readings; `readings_since`.
+- live commits (`--live-only` runs just this): the commits of a live engine under load (e2e drain: 50 of 40 000
+  readings, `--live-size`), the background thread checkpointing every 10 commits (`--live-checkpoint-every`),
+  against bare `INSERT ... SELECT` of the same Arrow tables on a plain DuckDB file (same row groups, a
+  CHECKPOINT at the same cadence) and against one INSERT of all of them, alternated in this process: CPU us
+  per reading (all threads) and the ratios. Uses bench_e2e's readings when their cached file exists.
 
 The machine is shared and has few cores: read the ratios, which compare runs of the same process.
 """
@@ -402,6 +407,135 @@ def bench_fixed(tmp: Path, reps: int) -> dict[str, Any]:
     return out
 
 
+def _live_stream(n_commits: int, per_commit: int, seed: int = 11) -> tuple[list[ReadingBatch], str]:
+    """Commits as a live engine makes them under load: `per_commit` readings each, in time order.
+
+    The readings of the e2e benchmark (bench_replay's simulated plants of all four types, whose values
+    compress as real ones do) when its cached file is there (`python benchmarks/bench_e2e.py` or
+    `bench_replay.py` builds it); else 3 400 sensors reading once a second, values a random walk (they
+    compress less: every figure is higher, the ratios are what to compare)."""
+    n = n_commits * per_commit
+    cached = sorted(Path(__file__).parent.joinpath("results", "cache").glob("replay-*-s20261128.parquet"))
+    for path in cached:
+        df = pl.read_parquet(path)
+        if df.height >= n:
+            codes = {label: i for i, label in enumerate(QUALITY_LABELS)}
+            df = df.head(n).select(
+                "site", "tag", pl.col("ts").alias("ts_ms"), "value",
+                pl.col("quality").replace_strict(codes, return_dtype=pl.Int8).alias("quality"))
+            return [ReadingBatch(df.slice(i * per_commit, per_commit)) for i in range(n_commits)], path.name
+    rng = np.random.default_rng(seed)
+    n_sensors = 3_400
+    n = n_commits * per_commit
+    sensor = np.arange(n) % n_sensors
+    site = [f"SZ-{s // 17:04d}" for s in range(n_sensors)]
+    tag = [f"tag_{s % 17:02d}" for s in range(n_sensors)]
+    walk = rng.normal(0, 0.01, n).reshape(-1, n_sensors) if n % n_sensors == 0 else rng.normal(0, 0.01, n)
+    frame = pl.DataFrame({
+        "site": pl.Series(site, dtype=pl.String).gather(sensor),
+        "tag": pl.Series(tag, dtype=pl.String).gather(sensor),
+        "ts_ms": pl.Series(T0_MS + (np.arange(n) // n_sensors) * 1000, dtype=pl.Int64),
+        "value": pl.Series(0.3 + np.cumsum(walk.ravel()) / np.sqrt(n / n_sensors)),
+        "quality": pl.Series(rng.choice(np.array([0] * 98 + [1, 2], dtype=np.int8), n)),
+    })
+    return [ReadingBatch(frame.slice(i * per_commit, per_commit)) for i in range(n_commits)], "synthetic"
+
+
+_BARE_SELECT = (
+    "SELECT site, tag, make_timestamptz(ts_ms * 1000) AS ts, value, CASE quality "
+    + " ".join(f"WHEN {i} THEN '{label}'" for i, label in enumerate(QUALITY_LABELS))
+    + " END AS quality"
+)
+
+
+def _bare_stream(path: Path, batches: list[ReadingBatch], checkpoint_every: int, one_insert: bool = False) -> float:
+    """CPU s (all threads) of the same readings appended by bare `INSERT ... SELECT` from each Arrow table, one
+    transaction each, CHECKPOINT every `checkpoint_every` commits and at the end, on a plain DuckDB file with
+    the store's row-group size and nothing else (no other table, no commit log). `one_insert`: all of them in
+    one INSERT (what a replay's large chunks approach)."""
+    con = duckdb.connect()
+    con.execute(f"ATTACH '{path}' AS b (ROW_GROUP_SIZE {ROW_GROUP_SIZE})")
+    con.execute("USE b")
+    con.execute("SET GLOBAL TimeZone = 'UTC'")
+    con.execute(
+        "CREATE TABLE readings (site VARCHAR NOT NULL, tag VARCHAR NOT NULL, ts TIMESTAMPTZ NOT NULL, "
+        "value DOUBLE, quality VARCHAR NOT NULL, batch_seq BIGINT NOT NULL, late BOOLEAN DEFAULT false)"
+    )
+    tables = [b.frame.to_arrow() for b in batches]
+    if one_insert:
+        import pyarrow as pa
+
+        tables = [pa.concat_tables(tables)]
+    cpu0 = time.process_time()
+    for i, _t in enumerate(tables):
+        con.begin()
+        con.execute(f"INSERT INTO readings SELECT *, {i}, false FROM ({_BARE_SELECT} FROM _t)")
+        con.commit()
+        if (i + 1) % checkpoint_every == 0:
+            con.execute("CHECKPOINT")
+    con.execute("CHECKPOINT")
+    cpu = time.process_time() - cpu0
+    con.close()
+    return cpu
+
+
+def _store_stream(path: Path, batches: list[ReadingBatch], checkpoint_every: int) -> dict[str, float]:
+    """CPU s (all threads) and per-commit wall of `Store.commit` of the batches, live settings: the background
+    thread checkpoints every `checkpoint_every` commits (the store's clock passes the checkpoint interval);
+    the end waits for it and checkpoints once more (the bare stream ends with a CHECKPOINT too)."""
+    clock = ManualClock(T0_MS)
+    store = Store.open(path, clock=clock, checkpoint_interval_ms=10_000, memory_limit="1GB")
+    times = []
+    cpu0 = time.process_time()
+    for i, b in enumerate(batches):
+        if (i + 1) % checkpoint_every == 0:
+            clock.advance(10_000)
+        times.append(_timed(lambda b=b: store.commit(CommitBatch(fresh=b, maybe_dup=EMPTY))))
+    store.flush_background()
+    while store._bg_busy or store._bg_checkpoint_due:  # a checkpoint asked for after the last commit
+        time.sleep(0.005)
+    store.checkpoint()
+    cpu = time.process_time() - cpu0
+    store.close()
+    return {"cpu_s": cpu, "median_ms": _ms(statistics.median(times)), "p95_ms": _ms(float(np.percentile(times, 95)))}
+
+
+def bench_live(tmp: Path, n_commits: int, per_commit: int, checkpoint_every: int, reps: int) -> dict[str, Any]:
+    """The live engine's readings commits (e2e drain: 40 000 readings a step, a background checkpoint every few
+    commits) against bare `INSERT ... SELECT` of the same Arrow tables, alternated in this process."""
+    batches, source = _live_stream(n_commits, per_commit)
+    n = n_commits * per_commit
+    runs: dict[str, list[float]] = {"store": [], "bare": [], "bare_one_insert": []}
+    walls: list[dict[str, float]] = []
+    for r in range(reps):
+        st = _store_stream(tmp / f"live_store_{r}.duckdb", batches, checkpoint_every)
+        walls.append(st)
+        runs["store"].append(st["cpu_s"])
+        runs["bare"].append(_bare_stream(tmp / f"live_bare_{r}.duckdb", batches, checkpoint_every))
+        runs["bare_one_insert"].append(_bare_stream(tmp / f"live_one_{r}.duckdb", batches, checkpoint_every, True))
+    us = {k: round(statistics.median(v) / n * 1e6, 3) for k, v in runs.items()}
+    return {
+        "readings": source, "commits": n_commits, "readings_per_commit": per_commit,
+        "checkpoint_every_commits": checkpoint_every,
+        "reps": reps, "us_per_reading_cpu": us,
+        "ratio_store_vs_bare": round(us["store"] / us["bare"], 2),
+        "ratio_store_vs_one_insert": round(us["store"] / us["bare_one_insert"], 2),
+        "store_commit_median_ms": statistics.median(w["median_ms"] for w in walls),
+        "store_commit_p95_ms": statistics.median(w["p95_ms"] for w in walls),
+    }
+
+
+def _print_live(live: dict[str, Any]) -> None:
+    us = live["us_per_reading_cpu"]
+    print(f"live commits: {live['commits']} x {live['readings_per_commit']:,} readings ({live['readings']}), "
+          f"a checkpoint every "
+          f"{live['checkpoint_every_commits']} commits, median of {live['reps']} (CPU us per reading, all threads)")
+    print(f"  Store.commit {us['store']}  bare INSERT per commit {us['bare']}  one bare INSERT "
+          f"{us['bare_one_insert']}  -> store / bare {live['ratio_store_vs_bare']}x, store / one insert "
+          f"{live['ratio_store_vs_one_insert']}x; commit median {live['store_commit_median_ms']} ms, "
+          f"p95 {live['store_commit_p95_ms']} ms")
+
+
 # ---------------------------------------------------------------------------------------------
 
 
@@ -468,12 +602,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="1 M readings of history, fewer batches")
     ap.add_argument("--fixed-only", action="store_true", help="only the fixed cost per commit")
     ap.add_argument("--reps", type=int, default=60, help="commits per fixed-cost case")
+    ap.add_argument("--live-only", action="store_true",
+                    help="only the live commits case (commits of --live-size readings vs bare INSERT)")
+    ap.add_argument("--live-size", type=int, default=40_000, help="readings per live commit (e2e drain: 40 000)")
+    ap.add_argument("--live-commits", type=int, default=50, help="live commits per run")
+    ap.add_argument("--live-checkpoint-every", type=int, default=10,
+                    help="commits between background checkpoints in the live case")
+    ap.add_argument("--live-reps", type=int, default=3, help="alternated runs of the live case")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "store.json"))
     args = ap.parse_args(argv)
     quick = args.quick
     w = Workload()
     with tempfile.TemporaryDirectory(prefix="bench_store_") as d:
         tmp = Path(d)
+        if args.live_only:
+            live = bench_live(tmp, args.live_commits, args.live_size, args.live_checkpoint_every, args.live_reps)
+            print(f"\nstore benchmark, duckdb {duckdb.__version__}, load {os.getloadavg()[0]:.2f}")
+            _print_live(live)
+            return 0
         fixed = bench_fixed(tmp, args.reps)
         if args.fixed_only:
             print(f"\nstore benchmark, duckdb {duckdb.__version__}, load {os.getloadavg()[0]:.2f}")
@@ -482,9 +628,12 @@ def main(argv: list[str] | None = None) -> int:
         fresh = bench_fresh(tmp, w, n_batches=10 if quick else 40, naive_rows=5_000 if quick else 10_000)
         dup = bench_maybe_dup(tmp, w, history=1_000_000 if quick else 10_000_000, reps=3 if quick else 7)
         small = bench_small(tmp, n=500, reps=5)
+        live = bench_live(tmp, 20 if quick else args.live_commits, args.live_size, args.live_checkpoint_every,
+                          1 if quick else args.live_reps)
 
     _print_table(quick, fresh, dup, small)
     _print_fixed(fixed)
+    _print_live(live)
 
     result = {
         "benchmark": "store",
@@ -502,6 +651,7 @@ def main(argv: list[str] | None = None) -> int:
         "maybe_dup": dup,
         "small_tables": small,
         "fixed_per_commit": fixed,
+        "live_commits": live,
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -91,6 +91,18 @@ _CATALOG = "ew"  # the writer's name for its attached database file
 #: also makes zone maps finer (ts and batch_seq pruning). Files stay ordinary DuckDB files.
 ROW_GROUP_SIZE = 16_384
 
+#: Row-group merges ("vacuum" tasks) DuckDB may run per table and per checkpoint (its default: 100). A commit
+#: of more than a row group of readings is written as its own row groups, the last one partial (and, with
+#: several DuckDB threads, a partial one per thread); every checkpoint then merged each run of partial row
+#: groups that fits in fewer, decompressing and compressing them again: with 40 000-reading commits that
+#: rewrote most readings once more, inside the background checkpoint, which blocks commits while it runs
+#: (benchmarks/bench_store.py --live-only: 1.07-1.24 CPU us per reading, 1.18-1.29x a bare INSERT of the same
+#: Arrow tables; capped at 2: 0.80-0.87 us, 0.87-0.98x; commit p95 159-174 -> 79-82 ms). A few merges per
+#: checkpoint keep what vacuuming is for: the alarms table, where every change deletes the stored row and
+#: appends the new state, gives its deleted rows back (tests/integration/test_store_vacuum.py: 12 000 alarms
+#: written three times each keep 12 200 rows with 2 merges a checkpoint, 35 700 with none), and partial
+#: reading row groups are still merged, a few at a time, oldest first.
+MAX_VACUUM_TASKS = 2
 #: The background thread checkpoints once the WAL is this big (or on the checkpoint interval). Live
 #: micro-batches of 100 ms are smaller than a row group, so their readings go through the WAL and a
 #: checkpoint compresses them (≈ 1 µs per reading); a checkpoint blocks appends while it runs, so it is
@@ -478,6 +490,7 @@ class Store:
                 con.execute("SET threads = ?", [threads])
             if memory_limit:
                 con.execute("SET memory_limit = ?", [memory_limit])
+            con.execute(f"SET max_vacuum_tasks = {int(MAX_VACUUM_TASKS)}")
             con.execute(files("earlywarn").joinpath("store_schema.sql").read_text(encoding="utf-8"))
         except duckdb.Error as e:
             con.close()
@@ -1006,12 +1019,13 @@ class Store:
     def _insert_fresh(self, batch: ReadingBatch, seq: int) -> int:
         if len(batch) == 0:
             return 0
-        with self._view("_ew_fresh", batch.frame.to_arrow()):
-            self._con.execute(
-                "INSERT INTO readings (site, tag, ts, value, quality, batch_seq, late) "
-                f"SELECT *, ?, false FROM ({self._READINGS_SELECT} FROM _ew_fresh)",
-                [seq],
-            )
+        # read by DuckDB's replacement scan of this frame's local (see _insert_table): no view registered
+        _ew_fresh = batch.frame.to_arrow()  # read by name by the statement below
+        self._con.execute(
+            "INSERT INTO readings (site, tag, ts, value, quality, batch_seq, late) "
+            f"SELECT *, ?, false FROM ({self._READINGS_SELECT} FROM _ew_fresh)",
+            [seq],
+        )
         return len(batch)
 
     def _insert_maybe_dup(self, batch: ReadingBatch, seq: int) -> int:
@@ -1032,14 +1046,14 @@ class Store:
         params: dict[str, int] = {"seq": seq}
         for i, (lo_ms, hi_ms) in enumerate(ranges):
             params[f"lo{i}"], params[f"hi{i}"] = lo_ms, hi_ms
-        with self._view("_ew_maybe", frame.to_arrow()):
-            row = self._con.execute(
-                "INSERT INTO readings (site, tag, ts, value, quality, batch_seq, late) "
-                f"SELECT c.*, $seq, true FROM ({self._READINGS_SELECT} FROM _ew_maybe) c "
-                f"ANTI JOIN (SELECT site, tag, ts FROM readings WHERE {where}) r "
-                "USING (site, tag, ts)",
-                params,
-            ).fetchone()
+        _ew_maybe = frame.to_arrow()  # read by name by the statement below (replacement scan)
+        row = self._con.execute(
+            "INSERT INTO readings (site, tag, ts, value, quality, batch_seq, late) "
+            f"SELECT c.*, $seq, true FROM ({self._READINGS_SELECT} FROM _ew_maybe) c "
+            f"ANTI JOIN (SELECT site, tag, ts FROM readings WHERE {where}) r "
+            "USING (site, tag, ts)",
+            params,
+        ).fetchone()
         return int(row[0]) if row else 0
 
     def _fold_last_ts(self, con: duckdb.DuckDBPyConnection) -> None:
