@@ -40,7 +40,7 @@ from earlywarn.model import (
     SignalKind,
     Tier,
 )
-from earlywarn.store import ALARM_FIELDS, CommitBatch, MaintenanceWindow, NoticeRow, Store
+from earlywarn.store import ALARM_FIELDS, APPEND_MAX_ROWS, CommitBatch, MaintenanceWindow, NoticeRow, Store
 
 T0_MS = 1_764_316_800_000  # 2025-11-28T08:00:00Z
 EMPTY = ReadingBatch.empty()
@@ -84,20 +84,20 @@ def readings(rows: list[tuple[str, str, int, float | None, int]]) -> ReadingBatc
 
 
 def alarm(alarm_id: str = "a1", **kw: object) -> Alarm:
-    base: dict[str, object] = dict(
-        alarm_id=alarm_id,
-        site="SZ-AL-0001",
-        plant="aluminum",
-        district="wujiang",
-        tag="cw_pressure_mpa",
-        rule_id="cw_pressure_ll",
-        severity=Severity.RED,
-        state=AlarmState.ACTIVE_UNACK,
-        raised_at_ms=T0_MS,
-        last_activation_ms=T0_MS,
-        value=0.12,
-        peak_value=0.11,
-    )
+    base: dict[str, object] = {
+        "alarm_id": alarm_id,
+        "site": "SZ-AL-0001",
+        "plant": "aluminum",
+        "district": "wujiang",
+        "tag": "cw_pressure_mpa",
+        "rule_id": "cw_pressure_ll",
+        "severity": Severity.RED,
+        "state": AlarmState.ACTIVE_UNACK,
+        "raised_at_ms": T0_MS,
+        "last_activation_ms": T0_MS,
+        "value": 0.12,
+        "peak_value": 0.11,
+    }
     base.update(kw)
     return Alarm(**base)  # type: ignore[arg-type]
 
@@ -228,7 +228,7 @@ def test_unknown_quality_code_is_refused(store: Store) -> None:
 def test_dead_connection_raises_store_error_then_heals(tmp_path: Path) -> None:
     s = Store.open(tmp_path / "ew.duckdb")
     s.commit(full_batch())
-    s._con.close()  # the connection dies under the store  # noqa: SLF001
+    s._con.close()  # the connection dies under the store
     with pytest.raises(StoreError, match="batch 2 not committed"):
         s.commit(full_batch(1000))
     assert s.batch_seq == 1
@@ -261,7 +261,7 @@ class _CommitRaises:
 
 def test_commit_that_raises_but_is_durable_counts_as_committed(store: Store) -> None:
     store.commit(full_batch())
-    store._con = _CommitRaises(store._con, durable=True)  # type: ignore[assignment]  # noqa: SLF001
+    store._con = _CommitRaises(store._con, durable=True)  # type: ignore[assignment]
     r = store.commit(full_batch(1000))  # no StoreError: store_commits shows the batch is in
     assert r.batch_seq == 2 and r.inserted == 2
     assert store.batch_seq == 2 and store.count("readings") == 4
@@ -270,7 +270,7 @@ def test_commit_that_raises_but_is_durable_counts_as_committed(store: Store) -> 
 
 def test_commit_that_raises_and_is_not_durable_raises(store: Store) -> None:
     store.commit(full_batch())
-    store._con = _CommitRaises(store._con, durable=False)  # type: ignore[assignment]  # noqa: SLF001
+    store._con = _CommitRaises(store._con, durable=False)  # type: ignore[assignment]
     with pytest.raises(StoreError, match="batch 2 not committed.*injected"):
         store.commit(full_batch(1000))
     _nothing_of_batch_two(store)
@@ -285,7 +285,7 @@ def test_a_live_engine_file_cannot_be_opened_by_another_process(store: Store) ->
         "try:\n    Store.open_readonly(sys.argv[1])\nexcept StoreError as e:\n    print(e)\n"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code, str(store.path)], capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", code, str(store.path)], capture_output=True, text=True, timeout=60, check=False
     )
     assert "snapshot" in out.stdout, out
 
@@ -306,7 +306,7 @@ class _CommitRaisesBlind(_CommitRaises):
 
 def test_commit_in_doubt_is_not_doubled_by_its_retry(store: Store) -> None:
     store.commit(full_batch())
-    store._con = _CommitRaisesBlind(store._con)  # type: ignore[assignment]  # noqa: SLF001
+    store._con = _CommitRaisesBlind(store._con)  # type: ignore[assignment]
     cb = full_batch(1000)
     with pytest.raises(StoreError, match="batch 2 not committed"):
         store.commit(cb)
@@ -662,6 +662,47 @@ def test_readings_since_in_commit_order_then_ts(store: Store) -> None:
     assert store.load_state("missing") is None
 
 
+def _small_rows(n: int, extra: int = 0) -> CommitBatch:
+    """n rows of each small table with the awkward values (NaN and None, unicode, quotes, an empty error),
+    plus `extra` rows marked "extra"."""
+    keys = [str(i) for i in range(n)] + [f"extra{i}" for i in range(extra)]
+    return CommitBatch(
+        fresh=EMPTY,
+        maybe_dup=EMPTY,
+        rejects=[Reject(T0_MS + i, f"ew/{k}/telemetry", "bad_json", "{'x" if i % 2 else "")
+                 for i, k in enumerate(keys)],
+        signals=[Signal("工厂-1", f"t'{k}", "r1", Severity.RED, SignalKind.RAISE, T0_MS - i,
+                        math.nan if i % 2 else -0.5, "超限 / high", "" if i % 3 else "d")
+                 for i, k in enumerate(keys)],
+        alarms=[alarm(f"a{k}", value=math.nan if i % 2 else 1.5, acked_at_ms=T0_MS + i if i % 3 else None,
+                      acked_by="李" if i % 3 else None, escalation_tier=Tier(i % 4))
+                for i, k in enumerate(keys)],
+        events=[AlarmEvent(f"a{k}", T0_MS + i, EventKind.RAISED, "engine", "" if i % 2 else "d")
+                for i, k in enumerate(keys)],
+        notices=[NoticeRecord(f"n{k}", f"a{k}", "webhook", "http://x", "county" if i % 2 else "plant",
+                              "raised", T0_MS + i, "failed" if i % 2 else "delivered",
+                              "" if i % 2 else "timeout", i)
+                 for i, k in enumerate(keys)],
+    )
+
+
+def test_small_tables_store_the_same_rows_through_the_appender_and_the_arrow_table(tmp_path: Path) -> None:
+    # APPEND_MAX_ROWS rows of each go through the appenders, one more through Arrow tables: the same values
+    stores = [Store.open(tmp_path / f"{k}.duckdb", clock=ManualClock(T0_MS)) for k in ("appender", "arrow")]
+    try:
+        stores[0].commit(_small_rows(APPEND_MAX_ROWS))
+        stores[1].commit(_small_rows(APPEND_MAX_ROWS, extra=1))
+        for table in ("rejects", "signals", "alarms", "alarm_events", "notices"):
+            got = [s.sql(f"SELECT * FROM {table} ORDER BY ALL") for s in stores]
+            assert len(got[0]) == APPEND_MAX_ROWS, table
+            assert got[0] == [r for r in got[1] if not any("extra" in str(v) for v in r)], table
+        assert stores[0].sql("SELECT count(*) FROM notices WHERE error IS NULL") == [(APPEND_MAX_ROWS // 2,)]
+        assert stores[0].sql("SELECT count(*) FROM signals WHERE value IS NULL") == [(APPEND_MAX_ROWS // 2,)]
+    finally:
+        for s in stores:
+            s.close()
+
+
 def test_alarm_events_in_time_order(store: Store) -> None:
     ev = [
         AlarmEvent("a1", T0_MS, EventKind.RAISED),
@@ -782,10 +823,10 @@ def _check_consistent(path: Path, at_least: int, n: int) -> int:
             last = max((i for i in range(1, m + 1) if i % 5 == k), default=None)
             got = s.get_alarm(f"a{k}")
             assert (got.occurrences if got else None) == last
-        want_last = dict(
-            ((r[0], r[1]), r[2])
+        want_last = {
+            (r[0], r[1]): r[2]
             for r in s.sql("SELECT site, tag, epoch_ms(max(ts)) FROM readings GROUP BY ALL")
-        )
+        }
         assert s.last_ts_by_sensor() == want_last
         return m
 
@@ -843,7 +884,7 @@ def test_last_ts_by_sensor_across_folds(tmp_path: Path) -> None:
         )
         want = {("S1", "t1"): T0_MS + 9, ("S2", "t1"): T0_MS, ("S3", "t1"): T0_MS}
         assert s.last_ts_by_sensor() == want
-        s._con.close()  # crash: no fold at close  # noqa: SLF001
+        s._con.close()  # crash: no fold at close
     with Store.open(path) as s:
         assert s.last_ts_by_sensor() == want
         s.checkpoint()
@@ -913,7 +954,7 @@ def test_list_alarms_filters(store: Store) -> None:
             ],
         )
     )
-    ids = lambda alarms: [a.alarm_id for a in alarms]  # noqa: E731
+    ids = lambda alarms: [a.alarm_id for a in alarms]
     assert ids(store.list_alarms()) == ["a3", "a2", "a1"]
     assert ids(store.list_alarms(open_only=True)) == ["a2", "a1"]
     assert ids(store.list_alarms(site="S2")) == ["a2"]
@@ -935,10 +976,10 @@ def test_read_cursor_sees_committed_data_only(store: Store) -> None:
     store.commit(full_batch())
     cur = store.read_cursor()
     try:
-        store._con.begin()  # noqa: SLF001 - a commit in progress on the writer
-        store._con.execute("DELETE FROM readings")  # noqa: SLF001
+        store._con.begin()
+        store._con.execute("DELETE FROM readings")
         assert cur.execute("SELECT count(*) FROM readings").fetchone() == (2,)
-        store._con.rollback()  # noqa: SLF001
+        store._con.rollback()
     finally:
         cur.close()
 
