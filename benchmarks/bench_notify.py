@@ -38,7 +38,15 @@ the flood-shaped readings due at 10 000 per minute: in the baseline phases on ta
 the flood phase on tags that raise 10 000 alarms (10 % red) over the minute — the same work except for the
 alarms and their notices. Per variant (a, b, c; a fresh engine each): baseline, flood, drain (window + 1 s,
 untimed), baseline again; readings/s of the flood phase over the baselines', and the raised -> received delay
-measured at the MQTT process and the webhook server. Deadlines are set to 1 h so no escalation or reminder
+measured at the MQTT process and the webhook server. --rounds R (default 3): the flood minute in R chunks,
+each between two baselines of --base-s (15 s), and the median of the R chunks' ratios (each chunk over the
+mean of the baselines on either side) is the figure: the machine's load drifting over minutes (another
+benchmark on a shared machine) moves a chunk and its neighbours alike, where one flood between two baselines 2
+minutes apart took the drift as flood cost or gain. The chunks raise the alarms at the flood's rate (10 000 in
+--flood-s); with a notice window W (a, b) a chunk is timed only after its first W seconds (at most half the
+chunk), once the notices of its first alarms go out, so that the timed part carries alarms and notices both at
+the flood's rate (steady state) and no chunk's notify work is left to the untimed drain. --rounds 1 is the
+single flood as before. Deadlines are set to 1 h so no escalation or reminder
 falls inside a run. Where the flood's extra CPU goes: CPU seconds per role (engine thread, committer, DuckDB's
 own threads, notify workers per lane, the bench feeder, the sink processes), from /proc, as cores used and as
 CPU ms per 100 000 readings, baselines against flood; and where the engine thread's wall time goes per step part
@@ -54,10 +62,12 @@ import gc
 import itertools
 import json
 import logging
+import math
 import multiprocessing as mp
 import os
 import platform
 import random
+import statistics
 import sys
 import tempfile
 import threading
@@ -364,7 +374,7 @@ E_SEVERITIES = ("red", "red", *(["orange", "yellow", "blue"] * 6))  # 2 of 20 ta
 
 
 def _iso_ms(text: str) -> int:
-    return int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1000)
+    return int(datetime.fromisoformat(text).timestamp() * 1000)
 
 
 def _delays_of(received: list[tuple[float, bytes]]) -> dict[str, list[int]]:
@@ -405,7 +415,7 @@ def _webhook_server(port_q: Any, conn: Any) -> None:
         # HTTP/1.0 closes every connection, which would make a client's connection reuse unmeasurable
         protocol_version = "HTTP/1.1"
 
-        def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+        def do_POST(self) -> None:  # http.server's name
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
             t = time.time()
             self.send_response(200)
@@ -738,11 +748,57 @@ def _run_phase_runner(driver: _RunnerDriver, feed: _Feed, duration_s: float, set
             "readings_per_process_cpu_s": readings / proc, "mean_batch_s": wall / max(1, batches)}
 
 
+def _drain(engine: Any, feed: _Feed, d: Any, window_s: float, below: Any,
+           driver: _RunnerDriver | None) -> None:
+    """Untimed, after a flood (chunk): telemetry goes on (the engine flushes notices only on a step that
+    did something: an idle step with nothing to commit returns before the dispatcher's flush) until the last
+    windows have closed and their deliveries are done."""
+    _run_phase(engine, feed, window_s + 1, b"z", E_LIMIT / 2, below, driver)
+    if driver is None:
+        while d.pending()["groups"]:
+            _run_phase(engine, feed, 0.5, b"z", E_LIMIT / 2, below)
+        d.wait_idle(60)
+        engine.add_notice_records(d.drain_records())
+        engine.idle()
+    else:  # the engine thread owns the dispatcher: let it go idle (its idle steps flush)
+        while not driver.inbox.empty():
+            time.sleep(0.01)
+        time.sleep(1.0)
+
+
+def _merge_phases(phases: list[dict[str, Any]]) -> dict[str, Any]:
+    """Several timed phases of one kind as one: counts and times summed, rates and step shares recomputed."""
+    if len(phases) == 1:
+        return phases[0]
+    out: dict[str, Any] = {k: sum(p[k] for p in phases) for k in (
+        "readings", "batches", "flood_readings", "signals", "wall_s", "engine_thread_cpu_s", "process_cpu_s")}
+    roles: dict[str, float] = {}
+    for p in phases:
+        for role, cpu in p["cpu_s_by_role"].items():
+            roles[role] = roles.get(role, 0.0) + cpu
+    out["cpu_s_by_role"] = roles
+    if all("engine_steps" in p for p in phases):
+        steps = sum(p["engine_steps"]["steps"] for p in phases)
+        es: dict[str, Any] = {"steps": steps}
+        for part in _STEP_PARTS:
+            key = f"{part}_share"
+            es[key] = sum(p["engine_steps"][key] * p["wall_s"] for p in phases) / out["wall_s"]
+        es["commit_ms_mean"] = sum(p["engine_steps"]["commit_ms_mean"] * p["engine_steps"]["steps"]
+                                   for p in phases) / max(1, steps)
+        out["engine_steps"] = es
+    out |= {"readings_per_s": out["readings"] / out["wall_s"],
+            "readings_per_engine_cpu_s": out["readings"] / out["engine_thread_cpu_s"],
+            "readings_per_process_cpu_s": out["readings"] / out["process_cpu_s"],
+            "mean_batch_s": out["wall_s"] / max(1, out["batches"])}
+    return out
+
+
 def run_engine_flood(variant: str, notify_toml: str | None, sinks: _Sinks, *, flood_s: float, base_s: float,
-                     seed: int, profile: Path | None = None, runner: bool = True) -> dict[str, Any]:
+                     seed: int, profile: Path | None = None, runner: bool = True,
+                     rounds: int = 1) -> dict[str, Any]:
     """One variant on a fresh engine; `notify_toml` None = no dispatcher at all (what the alarms alone cost).
     `runner`: the phases run through the live Runner loop (see _RunnerDriver), else process_messages
-    inline."""
+    inline. `rounds` > 1: the flood minute in that many chunks between baselines (see --rounds)."""
     from earlywarn.app import build_engine
     from earlywarn.config import load_config
     from earlywarn.metrics import Metrics
@@ -787,14 +843,32 @@ def run_engine_flood(variant: str, notify_toml: str | None, sinks: _Sinks, *, fl
                 driver = _RunnerDriver(cfg, engine, metrics)
             _run_phase(engine, feed, 3.0, b"z", E_LIMIT / 2, below, driver)
             sinks.take()
-            before = _run_phase(engine, feed, base_s, b"z", E_LIMIT / 2, below, driver)
+            window_s = max([cfg.notify.group_wait_ms, *cfg.notify.group_wait_by_severity_ms.values()]) / 1000
+            if notify_toml is None:
+                window_s = 0.0
+            chunk_s = flood_s / rounds
+            # rounds > 1: a chunk is timed once its first alarms' notices go out (steady state: alarms and
+            # notices both at the flood's rate), so that the window's lag does not push the notify work of a
+            # short chunk into the untimed drain; the chunks still raise the flood's alarms at its rate,
+            # 10 000 in flood_s
+            settle_s = min(window_s, chunk_s / 2) if rounds > 1 else 0.0
+            baselines = [_run_phase(engine, feed, base_s, b"z", E_LIMIT / 2, below, driver)]
+            floods = []
             prof = None
             if profile is not None and driver is None:
                 import cProfile
 
                 prof = cProfile.Profile()
                 prof.enable()
-            during = _run_phase(engine, feed, flood_s, b"f", E_LIMIT * 1.5, flood_pairs, driver)
+            for r in range(rounds):
+                if settle_s:
+                    _run_phase(engine, feed, settle_s, b"f", E_LIMIT * 1.5, flood_pairs, driver)
+                floods.append(
+                    _run_phase(engine, feed, chunk_s - settle_s, b"f", E_LIMIT * 1.5, flood_pairs, driver))
+                if r < rounds - 1:
+                    _drain(engine, feed, d, window_s, below, driver)
+                    baselines.append(_run_phase(engine, feed, base_s, b"z", E_LIMIT / 2, below, driver))
+            during = _merge_phases(floods)
             if prof is not None:
                 prof.disable()
                 import pstats
@@ -804,23 +878,11 @@ def run_engine_flood(variant: str, notify_toml: str | None, sinks: _Sinks, *, fl
                     st = pstats.Stats(prof, stream=f)
                     st.sort_stats("tottime").print_stats(25)
                     st.sort_stats("cumulative").print_stats(40)
-            # drain (untimed): telemetry goes on (the engine flushes notices only on a step that did something:
-            # an idle step with nothing to commit returns before the dispatcher's flush) until the last
-            # windows have closed and their deliveries are done
-            window_s = max([cfg.notify.group_wait_ms, *cfg.notify.group_wait_by_severity_ms.values()]) / 1000
-            _run_phase(engine, feed, window_s + 1, b"z", E_LIMIT / 2, below, driver)
-            if driver is None:
-                while d.pending()["groups"]:
-                    _run_phase(engine, feed, 0.5, b"z", E_LIMIT / 2, below)
-                d.wait_idle(60)
-                engine.add_notice_records(d.drain_records())
-                engine.idle()
-            else:  # the engine thread owns the dispatcher: let it go idle (its idle steps flush)
-                while not driver.inbox.empty():
-                    time.sleep(0.01)
-                time.sleep(1.0)
+            _drain(engine, feed, d, window_s, below, driver)
             received = sinks.take()
             after = _run_phase(engine, feed, base_s, b"z", E_LIMIT / 2, below, driver)
+            baselines.append(after)
+            before = baselines[0]
             if driver is not None:
                 driver.stop()  # drains, commits, closes the dispatcher (sends open groups), checkpoints
             open_alarms = len(engine.alarms.open_alarms())
@@ -834,9 +896,15 @@ def run_engine_flood(variant: str, notify_toml: str | None, sinks: _Sinks, *, fl
             engine.store.close()
             root.removeHandler(handler)
             handler.close()
-    base = (before["readings_per_s"] + after["readings_per_s"]) / 2
-    base_cpu = (before["readings_per_engine_cpu_s"] + after["readings_per_engine_cpu_s"]) / 2
-    base_proc = (before["readings_per_process_cpu_s"] + after["readings_per_process_cpu_s"]) / 2
+    # each chunk against the baselines on either side of it: drift of the machine's load over minutes (another
+    # process's benchmark starting) moves both; the median of the chunks' ratios is reported
+    per_round = [f["readings_per_s"] / ((b0["readings_per_s"] + b1["readings_per_s"]) / 2)
+                 for f, b0, b1 in zip(floods, baselines, baselines[1:], strict=False)]
+    per_round_cpu = [f["readings_per_engine_cpu_s"]
+                     / ((b0["readings_per_engine_cpu_s"] + b1["readings_per_engine_cpu_s"]) / 2)
+                     for f, b0, b1 in zip(floods, baselines, baselines[1:], strict=False)]
+    base_all = _merge_phases(baselines)
+    base_proc = base_all["readings_per_process_cpu_s"]
     red = received["mqtt"]["red"]
     other = received["mqtt"]["other"]
     # flush returned -> received: what the executor, the worker threads and the channel add (GIL included)
@@ -845,14 +913,21 @@ def run_engine_flood(variant: str, notify_toml: str | None, sinks: _Sinks, *, fl
     hook_all = received["webhook"]["red"] + received["webhook"]["other"]
     return {
         "variant": variant,
-        "cpu_by_role": _roles_table(before, during, after),
+        "cpu_by_role": _roles_table(base_all, during),
         "notify_toml": notify_toml,
+        "rounds": rounds,
+        "flood_timed_s_per_round": chunk_s - settle_s,
         "baseline_before": before,
         "flood": during,
         "baseline_after": after,
-        "ratio_flood_over_baselines": during["readings_per_s"] / base,
-        "ratio_flood_over_before": during["readings_per_s"] / before["readings_per_s"],
-        "ratio_per_engine_cpu_s": during["readings_per_engine_cpu_s"] / base_cpu,
+        "baselines": baselines,
+        "baselines_merged": base_all,
+        "flood_rounds": floods,
+        "ratios_per_round": per_round,
+        "ratio_flood_over_baselines": statistics.median(per_round),
+        "ratio_pooled": during["readings_per_s"] / base_all["readings_per_s"],
+        "ratio_flood_over_before": floods[0]["readings_per_s"] / before["readings_per_s"],
+        "ratio_per_engine_cpu_s": statistics.median(per_round_cpu),
         "ratio_per_process_cpu_s": during["readings_per_process_cpu_s"] / base_proc,
         "open_alarms_after": open_alarms,
         "notices": n_notices[0],
@@ -876,17 +951,16 @@ def run_engine_flood(variant: str, notify_toml: str | None, sinks: _Sinks, *, fl
     }
 
 
-def _roles_table(before: dict[str, Any], during: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
-    """Per role: cores used (CPU s / wall s) and CPU ms per 100 000 readings, baselines (mean) and flood."""
+def _roles_table(base: dict[str, Any], during: dict[str, Any]) -> dict[str, Any]:
+    """Per role: cores used (CPU s / wall s) and CPU ms per 100 000 readings, baselines (all) and flood."""
     out: dict[str, Any] = {}
-    roles = {*before["cpu_s_by_role"], *during["cpu_s_by_role"], *after["cpu_s_by_role"]}
+    roles = {*base["cpu_s_by_role"], *during["cpu_s_by_role"]}
     for role in roles:
         def per(ph: dict[str, Any], role: str = role) -> tuple[float, float]:
             cpu = ph["cpu_s_by_role"].get(role, 0.0)
             return cpu / ph["wall_s"], cpu / max(1, ph["readings"]) * 1e8  # ms per 100 000 readings
-        (c0, r0), (c1, r1), (c2, r2) = per(before), per(during), per(after)
-        out[role] = {"base_cores": (c0 + c2) / 2, "flood_cores": c1,
-                     "base_ms_per_100k": (r0 + r2) / 2, "flood_ms_per_100k": r1}
+        (c0, r0), (c1, r1) = per(base), per(during)
+        out[role] = {"base_cores": c0, "flood_cores": c1, "base_ms_per_100k": r0, "flood_ms_per_100k": r1}
     return dict(sorted(out.items(), key=lambda kv: -kv[1]["flood_cores"]))
 
 
@@ -901,16 +975,21 @@ def _print_roles(table: dict[str, Any]) -> None:
 
 
 def _print_steps(r: dict[str, Any]) -> None:
-    b0, f = r["baseline_before"].get("engine_steps"), r["flood"].get("engine_steps")
+    b0 = r.get("baselines_merged", r["baseline_before"]).get("engine_steps")
+    f = r["flood"].get("engine_steps")
     if not b0 or not f:
         return
     parts = " ".join(f"{p} {b0[p + '_share'] * 100:.0f}->{f[p + '_share'] * 100:.0f}" for p in _STEP_PARTS)
-    print(f"  {'':<30} engine thread, % of wall, baseline before -> flood: {parts}; steps {b0['steps']}->"
+    print(f"  {'':<30} engine thread, % of wall, baselines -> flood: {parts}; steps {b0['steps']}->"
           f"{f['steps']}, commit {b0['commit_ms_mean']:.1f}->{f['commit_ms_mean']:.1f} ms each")
 
 
+def _kilo(phases: list[dict[str, Any]]) -> str:
+    return " ".join(f"{p['readings_per_s'] / 1e3:,.0f}k" for p in phases)
+
+
 def _fmt(x: float) -> str:
-    return "-" if x != x else f"{x:,.0f}"  # NaN when nothing was measured
+    return "-" if math.isnan(x) else f"{x:,.0f}"  # NaN when nothing was measured
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -927,7 +1006,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--engine-variants", default="nabc",
                     help="which of n (no notify stage), a, b, c to run with --engine")
     ap.add_argument("--flood-s", type=float, default=None, help="engine flood phase (default 60 s; quick 15 s)")
-    ap.add_argument("--base-s", type=float, default=None, help="engine baseline phases (default 30 s; quick 10 s)")
+    ap.add_argument("--base-s", type=float, default=None,
+                    help="engine baseline phases (default 30 s, 15 s with --rounds > 1; quick 10 s)")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="engine: the flood in this many chunks, each between two baselines; the median "
+                         "of the chunks' ratios is reported (1: one flood between two baselines, as before)")
     ap.add_argument("--inline", action="store_true",
                     help="engine phases: process_messages back to back on the bench thread (as before) "
                          "instead of the live Runner loop")
@@ -995,7 +1078,8 @@ def main(argv: list[str] | None = None) -> int:
     eng: dict[str, Any] = {}
     if with_engine:
         flood_s = args.flood_s or (15.0 if args.quick else 60.0)
-        base_s = args.base_s or (10.0 if args.quick else 30.0)
+        rounds = max(1, args.rounds)
+        base_s = args.base_s or (10.0 if args.quick else 30.0 if rounds == 1 else 15.0)
         tomls: dict[str, tuple[str, str | None]] = {
             "n": ("(n) alarms, no notify stage", None),
             "a": ("(a) default: group_wait 10 s", ""),
@@ -1003,7 +1087,8 @@ def main(argv: list[str] | None = None) -> int:
             "c": ("(c) group_wait 0", '[notify]\ngroup_wait = "0s"\n'),
         }
         print(f"\n3. Engine ingest rate during a flood: {E_SITES} sites x {E_BG_TAGS}-reading payloads, "
-              f"{E_FLOOD_PER_MIN:,} alarms/min for {flood_s:g} s; baselines {base_s:g} s before and after; "
+              f"{E_FLOOD_PER_MIN:,} alarms/min for {flood_s:g} s in {rounds} chunk(s), each between "
+              f"baselines of {base_s:g} s; "
               f"MQTT to a pipe process, webhooks to a loopback HTTP server")
         sinks = _Sinks()
         try:
@@ -1011,10 +1096,13 @@ def main(argv: list[str] | None = None) -> int:
                 label, toml = tomls[key]
                 prof = RESULTS.parent / f"profile-notify-flood-{key}.txt" if args.profile else None
                 r = eng[label] = run_engine_flood(label, toml, sinks, flood_s=flood_s, base_s=base_s,
-                                                  seed=args.seed, profile=prof, runner=not args.inline)
+                                                  seed=args.seed, profile=prof, runner=not args.inline,
+                                                  rounds=rounds)
                 b0, f, b1 = r["baseline_before"], r["flood"], r["baseline_after"]
                 print(f"  {label:<30} readings/s before {b0['readings_per_s']:,.0f}, flood {f['readings_per_s']:,.0f},"
                       f" after {b1['readings_per_s']:,.0f}: flood / baselines {r['ratio_flood_over_baselines']:.3f}"
+                      f" (median of {' '.join(f'{x:.3f}' for x in r['ratios_per_round'])}; pooled "
+                      f"{r['ratio_pooled']:.3f}; baselines {_kilo(r['baselines'])})"
                       f" (/ before {r['ratio_flood_over_before']:.3f}; per engine-thread CPU s "
                       f"{r['ratio_per_engine_cpu_s']:.3f}, per process CPU s {r['ratio_per_process_cpu_s']:.3f};"
                       f" mean batch {f['mean_batch_s'] * 1000:.0f} ms)")
