@@ -37,6 +37,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -114,6 +115,14 @@ def _stored(r: Any) -> float:
     return r.metrics.registry.get_sample_value("earlywarn_store_readings_total") or 0.0
 
 
+def _stored_reader(r: Any) -> Any:
+    """The engine's stored-readings count, cheaply: run_engine polls it every 2 ms from the engine's own process,
+    and `registry.get_sample_value` (every metric collected) cost ~0.6 CPU s per million readings there."""
+    from bench_ingest import _stored_counter
+
+    return _stored_counter(r)
+
+
 def run_engine(broker: Any, tmp: Path, msgs: list[tuple[str, bytes]], n_readings: int, live: bool, name: str,
                sites: list[tuple[str, str]]) -> dict[str, Any]:
     from bench_ingest import prefill_while_away, publish
@@ -125,6 +134,9 @@ def run_engine(broker: Any, tmp: Path, msgs: list[tuple[str, bytes]], n_readings
         prefill_while_away(lambda: start_runner(cfg), broker, msgs)
     t_start = time.perf_counter()
     r = start_runner(cfg)
+    acct = _CpuAccount(r)
+    trace: list[dict[str, float]] = []
+    r.engine.trace = trace  # the engine thread's per-step timings: where its wall time goes
     r.ingest.wait_connected(20)
     # from the connection on, like the bare subscriber (its clock starts at connect()): the engine's start
     # (spawning the MQTT process, opening the store, building the rule engine) is reported apart. The
@@ -136,13 +148,16 @@ def run_engine(broker: Any, tmp: Path, msgs: list[tuple[str, bytes]], n_readings
         p, _ = publish(broker.host, broker.port, msgs)
     first = None
     deadline = time.monotonic() + 600
-    while _stored(r) < n_readings:
-        if first is None and _stored(r) > 0:
+    stored = _stored_reader(r)
+    while (n := stored()) < n_readings:
+        if first is None and n > 0:
             first = time.perf_counter()
         if r.error is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"engine failed or stalled at {_stored(r)} of {n_readings}: {r.error}")
+            raise RuntimeError(f"engine failed or stalled at {n} of {n_readings}: {r.error}")
         time.sleep(0.002)
     t_end = time.perf_counter()
+    cpu = acct.done(n_readings)
+    cpu["engine_thread_wall_s"] = {k: round(sum(t.get(k, 0.0) for t in trace), 3) for k in STAGES}
     if live:
         p.join()
     signals = sum(s.value for m in r.metrics.registry.collect() if m.name == "earlywarn_rules_signals"
@@ -159,12 +174,90 @@ def run_engine(broker: Any, tmp: Path, msgs: list[tuple[str, bytes]], n_readings
     r.engine.store.close()
     start = (first or t0) if live else t0
     return {"readings_s": n_readings / (t_end - start), "seconds": t_end - start, "startup_s": startup_s,
-            "signals": signals, **breakdown}
+            "signals": signals, **breakdown, "cpu": cpu}
+
+
+class _CpuAccount:
+    """CPU seconds of the engine's parts from its start to the last reading stored, per thread (Linux).
+
+    The engine's commit duration metric is wall time on the committer thread, which on a machine whose
+    cores are all busy also counts waiting for a core and for the GIL. This says what the commits cost in
+    CPU: the committer thread's own CPU (store.commit is wrapped, in this process, to learn the thread),
+    DuckDB's worker threads and the store's background thread (the threads neither the engine's nor the
+    committer's nor this one's), the engine thread, and the MQTT child process.
+    """
+
+    def __init__(self, r: Any) -> None:
+        import psutil
+
+        self.proc = psutil.Process()
+        self.r = r
+        self.engine_tid = r._thread.native_id
+        self.committer: set[int] = set()
+        self.commit_wall = self.commit_thread_cpu = 0.0
+        self.commits = 0
+        store = r.engine.store
+        orig = store.commit
+
+        def commit(cb: Any, **kw: Any) -> Any:
+            t, c = time.perf_counter(), time.thread_time()
+            try:
+                return orig(cb, **kw)
+            finally:
+                self.commit_thread_cpu += time.thread_time() - c
+                self.commit_wall += time.perf_counter() - t
+                self.commits += 1
+                self.committer.add(threading.get_native_id())
+
+        store.commit = commit
+        self.t0 = self._threads()
+        self.child0 = self._children()
+
+    def _threads(self) -> dict[int, float]:
+        return {t.id: t.user_time + t.system_time for t in self.proc.threads()}
+
+    def _children(self) -> float:
+        total = 0.0
+        for c in self.proc.children(recursive=True):
+            try:
+                ct = c.cpu_times()
+                total += ct.user + ct.system
+            except Exception:  # noqa: BLE001, S112 - a child that ended: not counted
+                continue
+        return total
+
+    def done(self, n_readings: int) -> dict[str, Any]:
+        t1 = self._threads()
+        d = {tid: t1[tid] - self.t0.get(tid, 0.0) for tid in t1}
+        # the engine thread commits too (an idle step's actions): the committer is the other one
+        committer = self.committer - {self.engine_tid}
+        names = {t.native_id: t.name for t in threading.enumerate()}
+        by_name: dict[str, float] = {}
+        for tid, v in d.items():
+            if tid == self.engine_tid:
+                name = "engine"
+            elif tid in committer:
+                name = "committer"
+            elif tid in names:
+                name = names[tid].split("_")[0]  # a pool's threads together
+            else:  # not a Python thread: DuckDB's workers, or a native pool (polars: its /proc comm)
+                try:
+                    comm = Path(f"/proc/self/task/{tid}/comm").read_text().strip()
+                except OSError:
+                    comm = "?"
+                name = "native:" + comm.rstrip("0123456789-_")
+            by_name[name] = by_name.get(name, 0.0) + v
+        per_m = 1e6 / n_readings
+        return {"process_s": sum(d.values()), "threads_s": dict(sorted(by_name.items(), key=lambda kv: -kv[1])),
+                "mqtt_child_s": self._children() - self.child0, "commits": self.commits,
+                "commit_wall_s": self.commit_wall, "commit_thread_cpu_s": self.commit_thread_cpu,
+                "commit_wall_us_per_reading": self.commit_wall * per_m,
+                "commit_thread_cpu_us_per_reading": self.commit_thread_cpu * per_m}
 
 
 def run_mosquitto_sub(broker: Any, msgs: list[tuple[str, bytes]], per: int, live: bool, name: str) -> float | None:
     """Readings/s the broker delivers to `mosquitto_sub -q 1` writing to /dev/null."""
-    from bench_ingest import prefill_while_away, publish
+    from bench_ingest import publish
 
     exe = mosquitto_sub_binary()
     if exe is None:
@@ -433,8 +526,9 @@ def run_latency_only(rates: tuple[float, ...], probes: int, shared_broker: bool 
 
 
 def run(quick: bool, *, smoke: bool = False, latency_at: tuple[float, ...] = (),
-        shared_broker: bool = False) -> dict[str, Any]:
-    """`smoke`: the suite's --quick sizes (python -m benchmarks --quick must finish in 2 minutes)."""
+        shared_broker: bool = False, batch_only: bool = False) -> dict[str, Any]:
+    """`smoke`: the suite's --quick sizes (python -m benchmarks --quick must finish in 2 minutes).
+    `batch_only`: the batch-payload throughput cases only (no single payloads, no latency levels)."""
     from bench_ingest import run_bare
 
     n_batch = 100_000 if smoke else 300_000 if quick else 2_000_000
@@ -442,7 +536,7 @@ def run(quick: bool, *, smoke: bool = False, latency_at: tuple[float, ...] = (),
     probes_per_level = 20 if smoke else 40 if quick else 200
     start_ms = int(time.time() * 1000)
     shapes = {}
-    for shape, per, n in (("batch100", 100, n_batch), ("single", 1, n_single)):
+    for shape, per, n in (("batch100", 100, n_batch), ("single", 1, n_single))[:1 if batch_only else 2]:
         msgs, sites = build_messages(n, per, start_ms)
         shapes[shape] = (per, n, msgs)
     rows: list[dict[str, Any]] = []
@@ -467,11 +561,23 @@ def run(quick: bool, *, smoke: bool = False, latency_at: tuple[float, ...] = (),
                       f"steps {eng['batch_s']:.2f} s (rules {eng['rules_s']:.2f}, "
                       f"commit {eng['write_s']:.2f}, overlapping the next step's evaluation) "
                       f"of {eng['seconds']:.2f} s", flush=True)
+                c = eng["cpu"]
+                threads = ", ".join(f"{k} {v:.2f}" for k, v in c["threads_s"].items() if v >= 0.005)
+                wall = ", ".join(f"{k} {v:.2f}" for k, v in c["engine_thread_wall_s"].items() if k != "commit")
+                print(f"  {'':15} engine thread wall s: {wall} (commit {c['engine_thread_wall_s']['commit']:.2f} "
+                      f"on the committer thread)", flush=True)
+                print(f"  {'':15} CPU s: process {c['process_s']:.2f} ({threads}), MQTT process "
+                      f"{c['mqtt_child_s']:.2f}; {c['commits']} commits: wall {c['commit_wall_s']:.2f} s "
+                      f"({c['commit_wall_us_per_reading']:.2f} us/reading), committing thread's CPU in them "
+                      f"{c['commit_thread_cpu_s']:.2f} s ({c['commit_thread_cpu_us_per_reading']:.2f} us/reading)",
+                      flush=True)
                 figs.append(Figure("e2e", f"{label} through mosquitto, QoS 1", eng["readings_s"], "readings/s",
                                    baseline=bare, baseline_label="bare paho subscriber", target_ratio=0.8,
                                    target=1e6 if shape == "batch100" else None,
                                    note=f"mosquitto_sub {sub or 0:,.0f} r/s").as_dict())
         sustainable = next(r["engine_readings_s"] for r in rows if r["case"] == "batch100-live")
+        if batch_only:
+            return {"throughput": rows, "sustainable_readings_s": sustainable, "latency": [], "figures": figs}
         per, _, msgs = shapes["batch100"]
         lat_rows = []
         # fractions of the sustainable rate, then any fixed rates asked for (issue 4 names 100 000 r/s)
@@ -559,6 +665,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--probes", type=int, default=200, help="probes per level with --latency-only")
     ap.add_argument("--snapshot-cost", action="store_true",
                     help="only the rule-state snapshot's cost after 1 M readings (no broker)")
+    ap.add_argument("--throughput-only", action="store_true",
+                    help="only the batch-payload throughput cases (drain and live), no latency levels")
     args = ap.parse_args(argv)
     if args.snapshot_cost:
         res = run_snapshot_cost()
@@ -570,8 +678,9 @@ def main(argv: list[str] | None = None) -> int:
         path = write_json("e2e-latency.json", {"benchmark": "e2e-latency", **env_block(), **res})
         print(f"wrote {path}")
         return 0
-    res = run(args.quick, latency_at=tuple(args.latency_at), shared_broker=args.shared_broker)
-    path = write_json("e2e.json", {"benchmark": "e2e", "quick": args.quick, **env_block(), **res})
+    res = run(args.quick, latency_at=tuple(args.latency_at), shared_broker=args.shared_broker,
+              batch_only=args.throughput_only)
+    path = write_json("e2e-throughput.json" if args.throughput_only else "e2e.json", {"benchmark": "e2e", "quick": args.quick, **env_block(), **res})
     print(f"wrote {path}")
     return 0
 

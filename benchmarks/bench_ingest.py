@@ -27,10 +27,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 
-import paho.mqtt.client as mqtt  # noqa: E402
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion  # noqa: E402
-
-from brokers import Mosquitto  # noqa: E402
+import paho.mqtt.client as mqtt
+from brokers import Mosquitto
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 SITES = [f"S{i:04d}" for i in range(20)]
 T0_MS = 1_764_316_800_000
@@ -241,7 +240,7 @@ def run_engine_detail(broker: Mosquitto, tmp: Path, msgs: list[tuple[str, bytes]
     cpu0 = {k: _cpu_s(p) for k, p in procs.items()}
     if live:
         time.sleep(0.3)
-        p, done = publish(broker.host, broker.port, msgs)
+        p, _ = publish(broker.host, broker.port, msgs)
     first = None
     deadline = time.monotonic() + 600
     while stored() < n_readings:
@@ -301,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
         "mode": args.mode,
         "machine": {"python": platform.python_version(), "cpu_count": os.cpu_count(), "platform": platform.platform(),
                     "loadavg_before": load_before, "loadavg_after": load_after},
-        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False,
                                  cwd=HERE).stdout.strip(),
         "results": results,
     }

@@ -149,7 +149,13 @@ def rules_only(n: int, repeats: int, profile: bool, chunk: int | None = None, ha
 
     from earlywarn.config import load_config
     from earlywarn.model import ReadingBatch
-    from earlywarn.pipeline import REPLAY_CHUNK, _chunk_bounds, _replay_names, load_site_rules, read_replay_files
+    from earlywarn.pipeline import (
+        REPLAY_CHUNK,
+        _chunk_bounds,
+        _replay_names,
+        load_site_rules,
+        read_replay_files,
+    )
     from earlywarn.rules.engine import RuleEngine
 
     chunk = chunk or REPLAY_CHUNK

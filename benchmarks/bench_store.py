@@ -492,8 +492,9 @@ def _store_stream(path: Path, batches: list[ReadingBatch], checkpoint_every: int
             clock.advance(10_000)
         times.append(_timed(lambda b=b: store.commit(CommitBatch(fresh=b, maybe_dup=EMPTY))))
     store.flush_background()
-    while store._bg_busy or store._bg_checkpoint_due:  # a checkpoint asked for after the last commit
-        time.sleep(0.005)
+    deadline = time.monotonic() + 30
+    while (store._bg_busy or store._bg_checkpoint_due) and time.monotonic() < deadline:
+        time.sleep(0.005)  # a checkpoint asked for after the last commit
     store.checkpoint()
     cpu = time.process_time() - cpu0
     store.close()
