@@ -1056,8 +1056,7 @@ class Store:
     def _insert_fresh(self, batch: ReadingBatch, seq: int) -> int:
         if len(batch) == 0:
             return 0
-        # read by DuckDB's replacement scan of this frame's local (see _insert_table): no view registered
-        _ew_fresh = batch.frame.to_arrow()  # read by name by the statement below
+        _ew_fresh = batch.frame.to_arrow()  # read by name by the statement below (replacement scan, no view)
         self._con.execute(
             "INSERT INTO readings (site, tag, ts, value, quality, batch_seq, late) "
             f"SELECT *, ?, false FROM ({self._READINGS_SELECT} FROM _ew_fresh)",
